@@ -1,0 +1,7 @@
+"""tdfast: fast, deployable TD-DETR for video moment retrieval and highlight detection."""
+from tdfast.errors import BackendUnavailableError, InputError
+from tdfast.model import TDDETRConfig
+
+__version__ = "0.1.0"
+
+__all__ = ["BackendUnavailableError", "InputError", "TDDETRConfig", "__version__"]

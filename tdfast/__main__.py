@@ -1,0 +1,5 @@
+import sys
+
+from tdfast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,53 @@
+"""The ``tdfast`` command line: one subcommand per module in this package.
+
+Each command module defines ``register(subparsers)``, which adds its parser
+and sets ``func`` to a function taking the parsed ``argparse.Namespace`` and
+returning an exit code. Heavy imports happen inside those functions so that
+``tdfast --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tdfast.errors import BackendUnavailableError, InputError
+
+# Order here is the order in ``tdfast --help``.
+COMMAND_MODULES = [
+    "demo",
+    "train",
+    "predict",
+    "eval",
+    "export",
+    "bench",
+    "analyze",
+    "ablate",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tdfast", description="TD-DETR moment retrieval, fast.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"tdfast.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"tdfast.cli.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (InputError, BackendUnavailableError) as e:
+        print(f"tdfast {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
