@@ -1,0 +1,65 @@
+"""The one attention implementation, plus the finite additive masks it takes.
+
+Masks in tdfast are bool with True = real token. Attention takes an additive
+bias instead: 0 on real keys, ``MASK_BIAS`` (large, negative, *finite*) on
+padding. Finite so that fp16/bf16 never see -inf and a fused kernel can use
+the same convention; a query row with no real key at all is rejected as an
+input error before it reaches here.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# exp(-1e4) underflows to exactly 0 in fp32 and is representable in fp16/bf16.
+MASK_BIAS = -1e4
+
+
+def mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Key mask [B, M] (True = real) -> additive bias [B, 1, 1, M] (0 or MASK_BIAS)."""
+    return (~mask.bool()).to(dtype)[:, None, None, :] * MASK_BIAS
+
+
+def split_heads(x: Tensor, num_heads: int) -> Tensor:
+    """[B, L, D] -> [B, H, L, D/H]."""
+    b, n, d = x.shape
+    return x.view(b, n, num_heads, d // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """[B, H, L, Dh] -> [B, L, H*Dh]."""
+    b, h, n, dh = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * dh)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, dropout_p: float = 0.0) -> Tensor:
+    """softmax(q k^T / sqrt(Dh) + bias) v.
+
+    q [B, H, Lq, Dh], k and v [B, H, Lk, Dh], bias broadcastable to [B, H, Lq, Lk]
+    (None: every key is real)
+    -> [B, H, Lq, Dh].
+    """
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with separate q/k/v/out projections (DETR layout)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, bias: Tensor | None) -> Tensor:
+        """query [B, Lq, D], key/value [B, Lk, D], bias [B, 1, 1, Lk] or None -> [B, Lq, D]."""
+        h = self.num_heads
+        q = split_heads(self.q_proj(query), h)
+        k = split_heads(self.k_proj(key), h)
+        v = split_heads(self.v_proj(value), h)
+        p = self.dropout if self.training else 0.0
+        return self.out_proj(merge_heads(attention(q, k, v, bias, p)))

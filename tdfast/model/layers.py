@@ -1,0 +1,77 @@
+"""Small building blocks: input projection, MLP, sine positions, temporal endpoints."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class LinearLayer(nn.Module):
+    """QD-DETR's input projection unit: LayerNorm -> Dropout -> Linear -> (ReLU)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float, relu: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.relu = relu
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.linear(self.dropout(self.norm(x)))
+        return torch.relu(x) if self.relu else x
+
+
+def input_projection(in_dim: int, out_dim: int, num_layers: int, dropout: float) -> nn.Sequential:
+    """``num_layers`` LinearLayers, ReLU on all but the last (QD-DETR ``n_input_proj``)."""
+    dims = [in_dim] + [out_dim] * num_layers
+    return nn.Sequential(*[
+        LinearLayer(dims[i], dims[i + 1], dropout, relu=i < num_layers - 1) for i in range(num_layers)
+    ])
+
+
+class MLP(nn.Module):
+    """Plain MLP with ReLU between layers (DETR's box head)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x
+
+
+def sine_positions(mask: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+    """DETR's normalized sine embedding over valid positions: mask [B, L] -> [B, L, dim].
+
+    Positions are counted over real tokens only and scaled to (0, 2*pi] by the
+    video's own length, so padding never changes a valid position's embedding.
+    """
+    m = mask.to(torch.float32)
+    pos = m.cumsum(1)  # [B, L]
+    pos = pos / (pos[:, -1:] + 1e-6) * (2 * math.pi)
+    i = torch.arange(dim, dtype=torch.float32, device=mask.device)
+    freq = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / dim)  # [dim]
+    x = pos[:, :, None] / freq  # [B, L, dim]
+    return torch.stack((x[:, :, 0::2].sin(), x[:, :, 1::2].cos()), dim=3).flatten(2)
+
+
+def temporal_endpoints(mask: Tensor) -> Tensor:
+    """Moment-DETR's TEF: clip i of a video with n real clips -> (i/n, (i+1)/n); 0 on padding.
+
+    mask [B, L] -> [B, L, 2].
+    """
+    m = mask.to(torch.float32)
+    n = m.sum(1, keepdim=True).clamp(min=1.0)  # [B, 1]
+    start = torch.arange(mask.shape[1], dtype=torch.float32, device=mask.device)[None] / n
+    return torch.stack((start, start + 1.0 / n), dim=-1) * m[..., None]
+
+
+def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
+    x = x.clamp(eps, 1 - eps)
+    return torch.log(x / (1 - x))

@@ -1,0 +1,69 @@
+"""Model outputs -> ranked moments in seconds, and the QVHighlights submission format."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tdfast.spans import cxw_to_xx, pairwise_iou
+
+
+@dataclass
+class Prediction:
+    """One (video, query) pair's answer.
+
+    spans [k, 2] (start, end) in seconds, sorted by ``scores`` [k] (foreground probability,
+    descending); saliency [L_i] per-clip scores of the video's real clips.
+    """
+
+    spans: np.ndarray
+    scores: np.ndarray
+    saliency: np.ndarray
+
+    def to_submission(self, qid, query: str, vid: str, decimals: int = 4) -> dict:
+        """One line of a QVHighlights prediction jsonl."""
+        windows = [[round(float(s), decimals), round(float(e), decimals), round(float(p), decimals)]
+                   for (s, e), p in zip(self.spans, self.scores)]
+        return {"qid": qid, "query": query, "vid": vid, "pred_relevant_windows": windows,
+                "pred_saliency_scores": [round(float(x), decimals) for x in self.saliency]}
+
+
+def temporal_nms(spans: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS on score-sorted spans [k, 2]; returns kept indices in score order."""
+    order = np.argsort(-scores, kind="stable")
+    iou = pairwise_iou(spans, spans)
+    keep: list[int] = []
+    for i in order:
+        if all(iou[i, j] < iou_threshold for j in keep):
+            keep.append(int(i))
+    return np.asarray(keep, dtype=np.int64)
+
+
+def postprocess(pred_spans: Tensor, pred_logits: Tensor, saliency: Tensor, video_mask: Tensor,
+                durations: Tensor, top_k: int | None = None, nms_iou: float | None = None
+                ) -> list[Prediction]:
+    """Turn a batch of raw outputs into ranked predictions.
+
+    pred_spans [B, Q, 2] normalized (center, width); pred_logits [B, Q, 2] (fg, bg);
+    saliency [B, L]; video_mask [B, L] bool; durations [B] seconds (the length the
+    normalized spans refer to). Spans become (start, end) * duration, clamped to
+    [0, duration]; sorted by foreground probability; optional NMS, then the top k.
+    """
+    scores = torch.softmax(pred_logits.float(), dim=-1)[..., 0]  # [B, Q]
+    spans = cxw_to_xx(pred_spans.float()) * durations.float()[:, None, None]  # [B, Q, 2] seconds
+    spans = torch.minimum(spans.clamp(min=0), durations.float()[:, None, None])
+    lengths = video_mask.bool().sum(1).tolist()
+    spans_np, scores_np, sal_np = spans.cpu().numpy(), scores.cpu().numpy(), saliency.float().cpu().numpy()
+    out = []
+    for i, n in enumerate(lengths):
+        order = np.argsort(-scores_np[i], kind="stable")
+        s, p = spans_np[i][order], scores_np[i][order]
+        if nms_iou is not None:
+            keep = temporal_nms(s, p, nms_iou)
+            s, p = s[keep], p[keep]
+        if top_k is not None:
+            s, p = s[:top_k], p[:top_k]
+        out.append(Prediction(spans=s, scores=p, saliency=sal_np[i, :n]))
+    return out

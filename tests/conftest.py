@@ -1,0 +1,31 @@
+"""Shared test fixtures: deterministic seeds, tiny model and batches."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_QVH = Path(__file__).resolve().parents[2] / "shared" / "qvhighlights"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def random_batch(config, batch: int, video_len: int, query_len: int, seed: int = 0,
+                 ragged: bool = True):
+    """A padded random batch: (video, video_mask, query, query_mask); row i keeps
+    a different number of real clips/tokens when ``ragged``."""
+    g = torch.Generator().manual_seed(seed)
+    video = torch.randn(batch, video_len, config.video_dim, generator=g)
+    query = torch.randn(batch, query_len, config.text_dim, generator=g)
+    vmask = torch.ones(batch, video_len, dtype=torch.bool)
+    qmask = torch.ones(batch, query_len, dtype=torch.bool)
+    if ragged:
+        for i in range(batch):
+            vmask[i, max(1, video_len - 3 * i):] = False
+            qmask[i, max(1, query_len - 2 * i):] = False
+    return video, vmask, query, qmask

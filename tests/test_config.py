@@ -1,0 +1,39 @@
+import pytest
+
+from tdfast import InputError, TDDETRConfig
+
+
+def test_presets_follow_the_paper():
+    q = TDDETRConfig.from_name("qvhighlights")
+    assert (q.video_dim, q.model_video_dim, q.text_dim, q.hidden_dim, q.num_heads) == (2816, 2818, 512, 256, 8)
+    assert (q.num_td_layers, q.num_encoder_layers, q.num_decoder_layers, q.num_queries) == (2, 2, 2, 10)
+    assert (q.max_video_len, q.max_query_len, q.clip_len, q.lr, q.alpha, q.beta) == (75, 32, 2.0, 1e-4, 0.5, 0.5)
+    assert (q.dropout, q.input_dropout) == (0.1, 0.5)
+    c = TDDETRConfig.from_name("charades")
+    assert (c.num_encoder_layers, c.lr, c.clip_len, c.lr_drop) == (3, 2e-4, 1.0, 30)
+
+
+def test_json_round_trip_is_exact():
+    c = TDDETRConfig.from_name("tiny", beta=0.25, use_vsdc=False)
+    assert TDDETRConfig.from_json(c.to_json()) == c
+    assert TDDETRConfig.from_dict(c.to_dict()) == c
+
+
+def test_override_parses_types():
+    c = TDDETRConfig.from_name("tiny").override(["use_tdem=false", "beta=0.9", "hidden_dim=64"])
+    assert c.use_tdem is False and c.beta == 0.9 and c.hidden_dim == 64
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: TDDETRConfig.from_name("nope"), "preset: expected one of"),
+    (lambda: TDDETRConfig.from_name("tiny", beta=1.5), "config.beta: expected a value in [0, 1], got 1.5"),
+    (lambda: TDDETRConfig.from_name("tiny", hidden_dim=30), "config.hidden_dim: expected a multiple of num_heads=4, got 30"),
+    (lambda: TDDETRConfig.from_name("tiny").override(["bogus=1"]), "--set: unknown config field 'bogus'"),
+    (lambda: TDDETRConfig.from_name("tiny").override(["use_tdem=maybe"]), "--set use_tdem: expected true/false, got 'maybe'"),
+    (lambda: TDDETRConfig.from_json("{nope", source="x/config.json"), "x/config.json: malformed JSON"),
+    (lambda: TDDETRConfig.from_dict({"wat": 1}), "config: unknown field(s) ['wat']"),
+])
+def test_bad_config_raises_input_error(call, message):
+    with pytest.raises(InputError) as e:
+        call()
+    assert message in str(e.value)

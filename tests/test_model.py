@@ -1,0 +1,101 @@
+"""TD-DETR network: shapes, padding invariance, TD math vs the reference, switches."""
+import pytest
+import torch
+
+from tdfast import TDDETR, TDDETRConfig
+from tdfast.model.attention import MASK_BIAS, mask_to_bias
+from tdfast.model.td_interaction import TDCrossAttention, td_cross_attention_reference, temporal_differences
+
+from conftest import random_batch
+
+
+def tiny(**kw) -> TDDETRConfig:
+    return TDDETRConfig.from_name("tiny", **kw)
+
+
+def test_output_shapes_and_ranges():
+    c = tiny()
+    model = TDDETR(c).eval()
+    with torch.no_grad():
+        out = model(*random_batch(c, 3, 20, 7))
+    assert out["pred_spans"].shape == (3, c.num_queries, 2)
+    assert out["pred_logits"].shape == (3, c.num_queries, 2)
+    assert out["saliency_scores"].shape == (3, 20)
+    assert "aux_outputs" not in out
+    assert float(out["pred_spans"].min()) > 0 and float(out["pred_spans"].max()) < 1
+    model.train()
+    aux = model(*random_batch(c, 3, 20, 7))["aux_outputs"]
+    assert [a["pred_spans"].shape for a in aux] == [(3, c.num_queries, 2)] * (c.num_decoder_layers - 1)
+
+
+@pytest.mark.parametrize("use_tdem", [True, False])
+def test_padding_does_not_change_valid_outputs(use_tdem):
+    c = tiny(use_tdem=use_tdem)
+    model = TDDETR(c).eval()
+    torch.nn.init.normal_(model.span_head.layers[-1].weight, std=0.5)  # make spans input-dependent
+    video, vmask, query, qmask = random_batch(c, 1, 12, 5, ragged=False)
+    base = model(video, vmask, query, qmask)
+    pv = torch.cat((video, torch.randn(1, 9, c.video_dim) * 100), 1)  # garbage in the padding
+    pq = torch.cat((query, torch.randn(1, 4, c.text_dim) * 100), 1)
+    pvm = torch.cat((vmask, torch.zeros(1, 9, dtype=torch.bool)), 1)
+    pqm = torch.cat((qmask, torch.zeros(1, 4, dtype=torch.bool)), 1)
+    padded = model(pv, pvm, pq, pqm)
+    for k in ("pred_spans", "pred_logits"):
+        assert (padded[k] - base[k]).abs().max() < 1e-5, k
+    assert (padded["saliency_scores"][:, :12] - base["saliency_scores"]).abs().max() < 1e-5
+
+
+def test_temporal_difference_tokens_hand_case():
+    x = torch.tensor([[[1.0, 2.0], [4.0, 0.0], [4.0, 5.0]]])  # [1, 3, 2]
+    st = torch.tensor([0.5, -1.0])
+    expected = torch.tensor([[[0.5, 3.0], [3.0, -2.0], [0.0, 5.0]]])
+    assert torch.equal(temporal_differences(x, st), expected)
+
+
+@pytest.mark.parametrize("use_tdem, beta", [(True, 0.5), (True, 0.0), (True, 1.0), (False, 0.5)])
+def test_td_cross_attention_equals_reference(use_tdem, beta):
+    torch.manual_seed(1)
+    layer = TDCrossAttention(32, 4, use_tdem, beta)
+    x, text = torch.randn(3, 11, 32), torch.randn(3, 6, 32)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, 2:] = False
+    mask[2, 5:] = False
+    got = layer(x, text, mask_to_bias(mask, x.dtype))
+    want = td_cross_attention_reference(x, text, mask, layer.weights(), 4, beta)
+    assert (got - want).abs().max() < 1e-5
+
+
+def test_beta_one_makes_dynamics_branch_irrelevant():
+    c = tiny(beta=1.0)
+    model = TDDETR(c).train()
+    out = model(*random_batch(c, 2, 10, 4))
+    (out["pred_spans"].sum() + out["saliency_scores"].sum() + out["pred_logits"].sum()).backward()
+    cross = model.td_layers[0].cross
+    for p in (cross.q_dyn.weight, cross.q_dyn.bias, cross.start_token, cross.out_dyn.weight):
+        assert p.grad is not None and float(p.grad.abs().max()) == 0.0
+    assert float(cross.q_video.weight.grad.abs().max()) > 0.0
+
+
+def test_without_tdem_the_layer_has_no_dynamics_parameters():
+    names = {n for n, _ in TDDETR(tiny(use_tdem=False)).named_parameters()}
+    assert not any(("q_dyn" in n or "start_token" in n or "out_dyn" in n) for n in names)
+    assert any("q_dyn" in n for n, _ in TDDETR(tiny()).named_parameters())
+
+
+def test_mask_bias_is_finite():
+    bias = mask_to_bias(torch.tensor([[True, False]]), torch.float16)
+    assert bias.shape == (1, 1, 1, 2)
+    assert bias.flatten().tolist() == [0.0, MASK_BIAS]
+    assert torch.isfinite(bias).all()
+
+
+def test_qvhighlights_preset_forward_on_cpu():
+    c = TDDETRConfig.from_name("qvhighlights")
+    model = TDDETR(c).eval()
+    video, vmask, query, qmask = random_batch(c, 2, 75, 32)
+    with torch.no_grad():
+        out = model(video, vmask, query, qmask)
+        alone = model(video[1:, :72], vmask[1:, :72], query[1:, :30], qmask[1:, :30])
+    assert out["saliency_scores"].shape == (2, 75)
+    assert all(torch.isfinite(v).all() for v in out.values())
+    assert (out["pred_logits"][1] - alone["pred_logits"][0]).abs().max() < 1e-5
