@@ -22,8 +22,9 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
+from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 
 WINDOW_SLACK = 1e-6  # seconds a window may lie outside [0, duration] before it is an error
@@ -147,45 +148,42 @@ def parse_record(rec: Any, where: str = "<memory>") -> Annotation:
                       relevant_clip_ids=ids, saliency_scores=scores, source=where)
 
 
+def iter_lines(path: str | os.PathLike, what: str) -> Iterator[tuple[str, int, str]]:
+    """Non-blank lines of a text file as (``"file:line"``, line number, text without newline);
+    InputError naming ``what`` (e.g. "annotations") if the file is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what}: file {str(path)!r} not found")
+    with path.open("r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                yield f"{path}:{lineno}", lineno, line.rstrip("\n")
+
+
 def load_annotations(path: str | os.PathLike) -> list[Annotation]:
     """Read a jsonl annotation file -> one ``Annotation`` per non-blank line, in file order.
 
     Raises ``InputError`` (file and line in the message) for a missing file,
     malformed JSON, missing keys, bad windows or saliency, and duplicate qids.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"annotations: file {str(path)!r} not found")
     out: list[Annotation] = []
     first_line: dict[Any, int] = {}
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            ann = parse_record(rec, where)
-            if ann.qid in first_line:
-                raise InputError(f"{where}: qid {ann.qid!r} already used on line "
-                                 f"{first_line[ann.qid]}; qids must be unique")
-            first_line[ann.qid] = lineno
-            out.append(ann)
+    for where, lineno, line in iter_lines(path, "annotations"):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+        ann = parse_record(rec, where)
+        if ann.qid in first_line:
+            raise InputError(f"{where}: qid {ann.qid!r} already used on line "
+                             f"{first_line[ann.qid]}; qids must be unique")
+        first_line[ann.qid] = lineno
+        out.append(ann)
     return out
 
 
 def write_annotations(records: Iterable[Annotation | dict], path: str | os.PathLike) -> Path:
-    """Write records as jsonl (atomic: temp file, fsync, rename). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            d = r.to_json_dict() if isinstance(r, Annotation) else r
-            f.write(json.dumps(d) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write records as jsonl, atomically. Returns the path."""
+    lines = [json.dumps(r.to_json_dict() if isinstance(r, Annotation) else r) + "\n" for r in records]
+    atomic_write_bytes(path, "".join(lines).encode("utf-8"))
+    return Path(path)

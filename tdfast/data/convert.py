@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from tdfast.data.annotations import Annotation, write_annotations
+from tdfast.data.annotations import Annotation, iter_lines, write_annotations
 from tdfast.errors import InputError
 
 
@@ -47,7 +47,7 @@ class Conversion:
             self.skipped.append(f"{where}: window [{start}, {end}] s is empty inside "
                                 f"[0, duration={duration}] s")
             return False
-        self.clamped += (st, ed) != (start, end)
+        self.clamped += int((st, ed) != (start, end))
         self.records.append(Annotation(qid=qid, query=query, vid=vid, duration=duration,
                                        windows=((st, ed),), source=where))
         return True
@@ -66,29 +66,22 @@ def _duration(durations: Mapping[str, float], vid: str, where: str) -> float:
 def convert_charades(txt_path: str | os.PathLike, durations: Mapping[str, float],
                      out_path: str | os.PathLike | None = None, first_qid: int = 0) -> Conversion:
     """Charades-STA ``vid start end##sentence`` lines -> records (written to ``out_path`` if given)."""
-    path = Path(txt_path)
-    if not path.is_file():
-        raise InputError(f"charades: file {str(path)!r} not found")
     out = Conversion()
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            head, sep, sentence = line.rstrip("\n").partition("##")
-            parts = head.split()
-            if not sep or len(parts) != 3:
-                raise InputError(f"{where}: expected 'vid start end##sentence', got {line.strip()!r}")
-            try:
-                start, end = float(parts[1]), float(parts[2])
-            except ValueError:
-                raise InputError(f"{where}: expected numeric start and end seconds, got "
-                                 f"{parts[1]!r} {parts[2]!r}") from None
-            if not sentence.strip():
-                raise InputError(f"{where}: expected a sentence after '##', got an empty one")
-            vid = parts[0]
-            qid = first_qid + len(out.records)
-            out.add(where, vid, sentence.strip(), _duration(durations, vid, where), start, end, qid)
+    for where, _, line in iter_lines(txt_path, "charades"):
+        head, sep, sentence = line.partition("##")
+        parts = head.split()
+        if not sep or len(parts) != 3:
+            raise InputError(f"{where}: expected 'vid start end##sentence', got {line.strip()!r}")
+        try:
+            start, end = float(parts[1]), float(parts[2])
+        except ValueError:
+            raise InputError(f"{where}: expected numeric start and end seconds, got "
+                             f"{parts[1]!r} {parts[2]!r}") from None
+        if not sentence.strip():
+            raise InputError(f"{where}: expected a sentence after '##', got an empty one")
+        vid = parts[0]
+        qid = first_qid + len(out.records)
+        out.add(where, vid, sentence.strip(), _duration(durations, vid, where), start, end, qid)
     if out_path is not None:
         write_annotations(out.records, out_path)
     return out

@@ -15,6 +15,7 @@ the mask. Every problem raises ``InputError`` naming the file.
 """
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 
@@ -152,14 +154,12 @@ def prepare_query(arr: np.ndarray, config: TDDETRConfig, where: str = "query") -
 
 def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """Write arrays to an npz that ``np.load`` reads, byte-for-byte reproducible
-    (fixed zip timestamps, unlike ``np.savez``). Atomic: temp name, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    (fixed zip timestamps, unlike ``np.savez``), atomically."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, arr in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with zf.open(info, "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
-    os.replace(tmp, path)
-    return path
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from tdfast.checkpoint import atomic_write_bytes
 from tdfast.data.annotations import Annotation, write_annotations
 from tdfast.data.features import QUERY_KEY, VIDEO_KEY, write_npz
 from tdfast.errors import InputError
@@ -269,7 +270,8 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec | Non
                 planted[str(ann.qid)] = {"split": split, **info}
         write_annotations(records, root / f"{split}.jsonl")
     meta = root / "synthetic_meta.json"
-    meta.write_text(json.dumps({"spec": asdict(spec), "planted": planted}, indent=1, sort_keys=True))
+    atomic_write_bytes(meta, json.dumps({"spec": asdict(spec), "planted": planted}, indent=1,
+                                        sort_keys=True).encode("utf-8"))
     vectors = write_npz(root / "vectors.npz", sig=vec.sig, ctx=vec.ctx, word=vec.word, filler=vec.filler)
     return SyntheticDataset(root=root, train=root / "train.jsonl", val=root / "val.jsonl",
                             test=root / "test.jsonl", video_dirs=video_dirs, text_dir=text_dir,
