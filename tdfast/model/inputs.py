@@ -34,6 +34,17 @@ def check_finite(name: str, x: Tensor) -> None:
                          f"(first at index {first})")
 
 
+def check_features(name: str, x: Tensor, feature_dim: int) -> None:
+    """One unpadded item [L, feature_dim]: rank 2, right dim, float, at least one row, finite."""
+    _check_tensor(name, x, 2, feature_dim)
+    if not x.is_floating_point():
+        raise InputError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        what = "zero-length video (0 clips)" if name.startswith("video") else "empty query (0 tokens)"
+        raise InputError(f"{name}: expected at least one row, got a {what}, shape {tuple(x.shape)}")
+    check_finite(name, x)
+
+
 def check_inputs(video: Tensor, video_mask: Tensor, query: Tensor, query_mask: Tensor,
                  config: TDDETRConfig, max_video_len: int | None = None) -> None:
     """Validate a padded batch: video [B, L, video_dim], video_mask [B, L],

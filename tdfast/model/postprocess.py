@@ -58,12 +58,20 @@ def postprocess(pred_spans: Tensor, pred_logits: Tensor, saliency: Tensor, video
     spans_np, scores_np, sal_np = spans.cpu().numpy(), scores.cpu().numpy(), saliency.float().cpu().numpy()
     out = []
     for i, n in enumerate(lengths):
-        order = np.argsort(-scores_np[i], kind="stable")
-        s, p = spans_np[i][order], scores_np[i][order]
-        if nms_iou is not None:
-            keep = temporal_nms(s, p, nms_iou)
-            s, p = s[keep], p[keep]
-        if top_k is not None:
-            s, p = s[:top_k], p[:top_k]
+        s, p = select_moments(spans_np[i], scores_np[i], top_k, nms_iou)
         out.append(Prediction(spans=s, scores=p, saliency=sal_np[i, :n]))
     return out
+
+
+def select_moments(spans: np.ndarray, scores: np.ndarray, top_k: int | None = None,
+                   nms_iou: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """spans [k, 2], scores [k] -> the same sorted by score (descending, stable), then
+    optional NMS at ``nms_iou``, then the first ``top_k``."""
+    order = np.argsort(-scores, kind="stable")
+    s, p = spans[order], scores[order]
+    if nms_iou is not None:
+        keep = temporal_nms(s, p, nms_iou)
+        s, p = s[keep], p[keep]
+    if top_k is not None:
+        s, p = s[:top_k], p[:top_k]
+    return s, p

@@ -1,0 +1,273 @@
+"""``Retriever``: batched moment retrieval + highlight detection from Python.
+
+    from tdfast import Retriever
+    r = Retriever.from_pretrained("ckpt_dir", backend="eager", device="cpu")
+    preds = r.predict(videos, queries, top_k=5)     # one Prediction per (videos[i], queries[i])
+
+Inputs are *prepared* features, as ``tdfast.data`` prepares them from the
+npz files: each video source L2-normalised per clip on its own (when the
+config's ``normalize_video``) and concatenated, query tokens L2-normalised
+(``normalize_text``). ``Retriever.prepare_video`` / ``prepare_query`` do
+that for raw extractor outputs.
+
+Thread safety: one ``Retriever`` may be shared by threads. Validation,
+padding and postprocessing run concurrently; the backend call itself is
+serialised by one lock per Retriever (CUDA graphs and compiled graphs reuse
+buffers, and on CPU the intra-op thread pool already uses every core).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tdfast.api_inputs import (as_feature_list, check_counts, check_durations, check_flag,
+                               check_iou, check_top_k)
+from tdfast.backends import OUTPUT_KEYS, make_runner
+from tdfast.batching import Chunk, length_buckets, pad_items, plan_chunks
+from tdfast.errors import BackendUnavailableError, InputError
+from tdfast.model.config import TDDETRConfig
+from tdfast.model.postprocess import Prediction, postprocess, select_moments
+from tdfast.windows import merge_windows, plan_windows
+
+VIDEO_BUCKET_STEP = 16  # clips; buckets 16, 32, 48, 64, 75 for the QVHighlights preset
+QUERY_BUCKET_STEP = 8  # tokens; buckets 8, 16, 24, 32
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+          "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16}
+
+
+def parse_device(device: Any) -> torch.device:
+    """'cpu' / 'cuda' / 'cuda:1' / torch.device -> torch.device; InputError if malformed,
+    BackendUnavailableError if CUDA is asked for and missing."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError(f"device={device!r}: no CUDA GPU is visible to torch "
+                                          f"(torch {torch.__version__}); use device='cpu'")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def parse_dtype(dtype: Any) -> torch.dtype:
+    """None -> float32; a torch dtype or one of ``DTYPES``' names."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise InputError(f"dtype: expected one of float32, float16, bfloat16 (torch dtype or name), "
+                     f"got {dtype!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One model call's worth of input: a whole video or one window of it."""
+
+    pair: int  # index into the caller's lists
+    video: Tensor  # [L_w, video_dim]
+    query: Tensor  # [M, text_dim]
+
+
+class Retriever:
+    """Runs a TDDETR on ragged (video, query) pairs with any backend of ``tdfast.backends``.
+
+    ``model``: a TDDETR (put in eval mode; converted copies are made when ``device`` or
+    ``dtype`` differ from its own). ``backend``: a name in ``tdfast.backends.BACKENDS``.
+    ``batch_size``: most pairs per model call (larger inputs are chunked).
+    ``checkpoint_dir``: where exporting backends cache their artifacts.
+    """
+
+    def __init__(self, model: nn.Module, backend: str = "eager", device: Any = "cpu",
+                 dtype: Any = None, batch_size: int = 32,
+                 checkpoint_dir: str | Path | None = None) -> None:
+        if not isinstance(getattr(model, "config", None), TDDETRConfig):
+            raise InputError(f"model: expected a TDDETR (an nn.Module with a TDDETRConfig .config), "
+                             f"got {type(model).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        self.config: TDDETRConfig = model.config
+        self.device = parse_device(device)
+        self.dtype = parse_dtype(dtype)
+        self.backend = backend
+        self.batch_size = batch_size
+        self.runner = make_runner(backend, model, self.device, self.dtype, checkpoint_dir)
+        self.video_buckets = length_buckets(self.config.max_video_len, VIDEO_BUCKET_STEP)
+        self.query_buckets = length_buckets(self.config.max_query_len, QUERY_BUCKET_STEP)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(cls, checkpoint_dir: str | Path, backend: str = "eager", device: Any = "cpu",
+                        dtype: Any = None, batch_size: int = 32) -> "Retriever":
+        """Load ``checkpoint_dir`` (config.json + model.safetensors) and build the backend."""
+        from tdfast.checkpoint import load_checkpoint
+
+        return cls(load_checkpoint(checkpoint_dir), backend, device, dtype, batch_size, checkpoint_dir)
+
+    def __repr__(self) -> str:
+        return (f"Retriever(backend={self.backend!r}, device={str(self.device)!r}, dtype={self.dtype}, "
+                f"batch_size={self.batch_size})")
+
+    # ------------------------------------------------------------------ feature preparation
+    def prepare_video(self, parts: np.ndarray | Sequence[np.ndarray], truncate: bool = False) -> np.ndarray:
+        """Raw clip features -> what ``predict`` expects, exactly as ``tdfast.data`` prepares the
+        npz files: ``parts`` is one [L, D_k] array per feature source (e.g. SlowFast, CLIP),
+        each L2-normalised per clip on its own if the config says so, cut to the shortest
+        and concatenated -> [L, video_dim] float32. ``truncate``: cut to max_video_len (as
+        training did) instead of keeping the whole video for sliding windows."""
+        from tdfast.data.features import prepare_video
+
+        if isinstance(parts, (np.ndarray, Tensor)):
+            parts = [parts]
+        config = self.config if truncate else dataclasses.replace(self.config, max_video_len=2**62)
+        return prepare_video([np.asarray(p) for p in parts], config, "videos")
+
+    def prepare_query(self, tokens: np.ndarray) -> np.ndarray:
+        """Raw token features [M, text_dim] -> [min(M, max_query_len), text_dim] float32,
+        L2-normalised per token if the config says so (as ``tdfast.data`` does)."""
+        from tdfast.data.features import prepare_query
+
+        return prepare_query(np.asarray(tokens), self.config, "queries")
+
+    # ------------------------------------------------------------------ public inference
+    def predict(self, videos: Any, queries: Any, top_k: int = 5, nms_iou: float | None = None,
+                durations: Sequence[float] | None = None, sliding_window: bool = False,
+                window_stride: int | None = None) -> list[Prediction]:
+        """Ranked moments and clip saliency for each pair (videos[i], queries[i]).
+
+        videos: list of [L_i, video_dim] arrays/tensors (numpy and torch may be mixed) or
+        one [B, L, video_dim] tensor; queries: likewise [M_i, text_dim]. ``durations``:
+        seconds per video (default L_i * clip_len); spans are scaled to it. ``nms_iou``:
+        temporal NMS threshold (None: no NMS; with windows 0.5 is used to merge).
+        ``sliding_window``: process videos longer than max_video_len in overlapping windows
+        of max_video_len clips every ``window_stride`` clips (default half a window);
+        without it such a video is an InputError.
+
+        Returns one ``Prediction`` per pair: spans [k, 2] seconds, scores [k], saliency [L_i].
+        """
+        top_k = check_top_k(top_k)
+        nms_iou = check_iou("nms_iou", nms_iou)
+        sliding_window = check_flag("sliding_window", sliding_window)
+        v, q = self._inputs(videos, queries)
+        lengths = [t.shape[0] for t in v]
+        durations = check_durations(durations, lengths, self.config.clip_len)
+        jobs, firsts, windows = self._jobs(v, q, sliding_window, window_stride)
+        per_clip = [d / n for d, n in zip(durations, lengths)]  # seconds per clip
+        job_preds: list[Prediction] = [None] * len(jobs)  # type: ignore[list-item]
+        for chunk, out, mask in self._run(jobs):
+            secs = torch.tensor([jobs[j].video.shape[0] * per_clip[jobs[j].pair] for j in chunk.indices])
+            preds = postprocess(out["pred_spans"], out["pred_logits"], out["saliency_scores"], mask, secs)
+            for j, p in zip(chunk.indices, preds):
+                job_preds[j] = p
+        results = []
+        for i, (first, win) in enumerate(zip(firsts, windows)):
+            if len(win) == 1:
+                p = job_preds[first]
+                spans, scores = select_moments(p.spans, p.scores, top_k, nms_iou)
+                results.append(Prediction(spans=spans, scores=scores, saliency=p.saliency))
+            else:
+                parts = job_preds[first: first + len(win)]
+                results.append(merge_windows(win, parts, per_clip[i], durations[i], top_k, nms_iou))
+        return results
+
+    def raw_outputs(self, videos: Any, queries: Any) -> list[dict[str, np.ndarray]]:
+        """The model's raw outputs per pair, unpadded, float32 numpy: ``pred_spans`` [Q, 2]
+        (normalized cxw), ``pred_logits`` [Q, 2], ``saliency_scores`` [L_i]. No windows."""
+        v, q = self._inputs(videos, queries)
+        jobs, _, _ = self._jobs(v, q, sliding_window=False, window_stride=None)
+        results: list[dict[str, np.ndarray]] = [{} for _ in jobs]
+        for chunk, out, mask in self._run(jobs):
+            for row, j in enumerate(chunk.indices):
+                n = int(mask[row].sum())
+                results[j] = {k: out[k][row, :n].numpy() if k == "saliency_scores" else out[k][row].numpy()
+                              for k in OUTPUT_KEYS}
+        return results
+
+    def warmup(self, batch_sizes: Sequence[int] = (1,), video_len: int | None = None,
+               query_len: int | None = None, calls: int = 3) -> dict:
+        """Run ``calls`` dummy batches per batch size (default shapes: the largest buckets) so
+        compiled graphs / CUDA graphs / sessions exist before the first real request.
+        Returns the runner's per-shape compile and warm-up seconds (empty for eager)."""
+        video_len = video_len or self.config.max_video_len
+        query_len = query_len or self.config.max_query_len
+        g = torch.Generator().manual_seed(0)
+        for b in batch_sizes:
+            v = [torch.randn(video_len, self.config.video_dim, generator=g) for _ in range(b)]
+            q = [torch.randn(query_len, self.config.text_dim, generator=g) for _ in range(b)]
+            for _ in range(calls):
+                self.raw_outputs(v, q)
+        return dict(getattr(self.runner, "timings", {}))
+
+    # ------------------------------------------------------------------ internals
+    def _inputs(self, videos: Any, queries: Any) -> tuple[list[Tensor], list[Tensor]]:
+        v = as_feature_list("videos", videos, self.config.video_dim)
+        q = as_feature_list("queries", queries, self.config.text_dim)
+        check_counts(v, q)
+        for i, t in enumerate(q):
+            if t.shape[0] > self.config.max_query_len:
+                raise InputError(f"queries[{i}]: expected at most max_query_len="
+                                 f"{self.config.max_query_len} tokens, got {t.shape[0]} (truncate it, "
+                                 f"e.g. with Retriever.prepare_query)")
+        return v, q
+
+    def _jobs(self, videos: list[Tensor], queries: list[Tensor], sliding_window: bool,
+              window_stride: int | None
+              ) -> tuple[list[_Job], list[int], list[list[tuple[int, int]]]]:
+        """One job per pair, or one per window for long videos when ``sliding_window``.
+        Returns the jobs (a pair's jobs are consecutive), each pair's first job index and
+        each pair's windows as clip ranges [start, end)."""
+        w = self.config.max_video_len
+        stride = w // 2 if window_stride is None else window_stride
+        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= w:
+            raise InputError(f"window_stride: expected None or an integer in [1, max_video_len={w}] "
+                             f"clips, got {window_stride!r}")
+        jobs: list[_Job] = []
+        firsts, windows = [], []
+        for i, (v, q) in enumerate(zip(videos, queries)):
+            if v.shape[0] > w and not sliding_window:
+                raise InputError(f"videos[{i}]: expected at most max_video_len={w} clips, got "
+                                 f"{v.shape[0]}; pass sliding_window=True to process long videos "
+                                 f"in overlapping windows")
+            win = plan_windows(v.shape[0], w, stride)
+            firsts.append(len(jobs))
+            jobs.extend(_Job(i, v[s:e], q) for s, e in win)
+            windows.append(win)
+        return jobs, firsts, windows
+
+    def _run(self, jobs: Sequence[_Job]) -> Iterator[tuple[Chunk, dict[str, Tensor], Tensor]]:
+        """Pad jobs chunk by chunk, call the backend, yield (chunk, outputs on CPU float32
+        cut to the chunk's real rows, video_mask [n, L] bool)."""
+        runner = self.runner
+        chunks = plan_chunks([j.video.shape[0] for j in jobs], [j.query.shape[0] for j in jobs],
+                             self.video_buckets, self.query_buckets, self.batch_size,
+                             runner.static_shapes)
+        gpu = self.device.type == "cuda"
+        for chunk in chunks:
+            items = [jobs[j] for j in chunk.indices]
+            n = len(items)
+            src = items[0].video.device if all(it.video.device == self.device for it in items) else "cpu"
+            args = (*pad_items([it.video for it in items], chunk.video_len, chunk.batch,
+                               runner.input_dtype, torch.device(src), pin=gpu),
+                    *pad_items([it.query for it in items], chunk.query_len, chunk.batch,
+                               runner.input_dtype, torch.device(src), pin=gpu))
+            args = tuple(a.to(self.device, non_blocking=True) for a in args)
+            with self._lock:  # the copy to CPU stays inside: graph outputs are reused buffers
+                out = runner(*args)
+                out = {k: out[k][:n].float().cpu() for k in OUTPUT_KEYS}
+            bad = [k for k, x in out.items() if not bool(torch.isfinite(x).all())]
+            if bad:
+                raise FloatingPointError(f"backend {self.backend!r} returned NaN/inf in {bad} for finite "
+                                         f"inputs (dtype {self.dtype}); try dtype=torch.float32")
+            yield chunk, out, args[1][:n].cpu()
