@@ -7,7 +7,7 @@ import torch
 
 from tdfast.errors import BackendUnavailableError
 
-INSTALL_HINT = "pip install triton  (or: pip install 'tdfast[gpu]')"
+INSTALL_HINT = "pip install triton (or: pip install 'tdfast[gpu]')"
 
 
 def interpreting() -> bool:

@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tdfast.kernels.availability import interpreting
+from tdfast.kernels.availability import interpreting, require_triton
 from tdfast.kernels.packing import PackedTDWeights
 from tdfast.kernels.validate import check_td_inputs
 
@@ -170,13 +170,14 @@ def td_cross_attention(x: Tensor, text: Tensor, text_bias: Tensor, weights: Pack
 
     ``weights`` from ``pack_weights`` for x's dtype and device. Validates first
     (``check_td_inputs``; ``check_values=False`` skips the one check that reads
-    the bias and syncs a GPU). Tuning knobs, all with measured-or-reasoned defaults:
+    the bias and syncs a GPU); CPU tensors need ``TRITON_INTERPRET=1``. Tuning knobs, all with measured-or-reasoned defaults:
     ``block_l`` video rows per program; ``head_groups`` splits the heads over that many
     programs (float32 atomics on the output); ``precompute_kv`` projects the text with one
     GEMM before the kernel instead of inside every program (default: when the video
     rows need more than two programs, so the in-kernel projection would repeat > 2x).
     """
     bias_rows = check_td_inputs(x, text, text_bias, weights, check_values)
+    require_triton(x.device)
     b, n, d = x.shape
     m = text.shape[1]
     h = weights.num_heads
