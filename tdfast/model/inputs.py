@@ -40,8 +40,8 @@ def check_features(name: str, x: Tensor, feature_dim: int) -> None:
     if not x.is_floating_point():
         raise InputError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
     if x.shape[0] == 0:
-        what = "zero-length video (0 clips)" if name.startswith("video") else "empty query (0 tokens)"
-        raise InputError(f"{name}: expected at least one row, got a {what}, shape {tuple(x.shape)}")
+        what = "a zero-length video (0 clips)" if name.startswith("video") else "an empty query (0 tokens)"
+        raise InputError(f"{name}: expected at least one row, got {what}, shape {tuple(x.shape)}")
     check_finite(name, x)
 
 

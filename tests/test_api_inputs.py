@@ -1,0 +1,148 @@
+"""Retriever boundary validation: every bad input raises InputError naming argument, expected, seen."""
+import numpy as np
+import pytest
+import torch
+
+from tdfast import BackendUnavailableError, InputError, Retriever, TDDETR, TDDETRConfig
+
+C = TDDETRConfig.from_name("tiny")  # video_dim 64, text_dim 32, max_video_len 32, max_query_len 16
+
+
+@pytest.fixture(scope="module")
+def retriever():
+    torch.manual_seed(0)
+    return Retriever(TDDETR(C))
+
+
+def _v(n=8):
+    return np.random.default_rng(n).standard_normal((n, C.video_dim)).astype(np.float32)
+
+
+def _q(n=4):
+    return np.random.default_rng(100 + n).standard_normal((n, C.text_dim)).astype(np.float32)
+
+
+def _nan_video():
+    v = _v()
+    v[2, 3] = np.nan
+    return v
+
+
+def _inf_query():
+    q = _q()
+    q[1, 0] = -np.inf
+    return q
+
+
+# (name, predict kwargs, message fragment that must appear)
+PREDICT_CASES = [
+    ("video rank", dict(videos=[np.zeros(C.video_dim, np.float32)], queries=[_q()]),
+     "videos[0]: expected a rank-2 tensor, got shape (64,)"),
+    ("batched rank", dict(videos=torch.zeros(1, 2, 8, C.video_dim), queries=[_q()]),
+     "videos: expected a list of 2-D (length, 64) arrays or one 3-D (batch, length, 64) tensor, "
+     "got shape (1, 2, 8, 64)"),
+    ("video dim", dict(videos=[_v(), np.zeros((8, 63), np.float32)], queries=[_q(), _q()]),
+     "videos[1]: expected feature dim 64, got 63"),
+    ("query dim", dict(videos=[_v()], queries=[np.zeros((4, 31), np.float32)]),
+     "queries[0]: expected feature dim 32, got 31"),
+    ("nan video", dict(videos=[_nan_video()], queries=[_q()]),
+     "videos[0]: expected finite values, found 1 NaN/inf (first at index (2, 3))"),
+    ("inf query", dict(videos=[_v(), _v()], queries=[_q(), _inf_query()]),
+     "queries[1]: expected finite values, found 1 NaN/inf (first at index (1, 0))"),
+    ("empty query", dict(videos=[_v()], queries=[np.zeros((0, C.text_dim), np.float32)]),
+     "queries[0]: expected at least one row, got an empty query (0 tokens)"),
+    ("zero-length video", dict(videos=[np.zeros((0, C.video_dim), np.float32)], queries=[_q()]),
+     "videos[0]: expected at least one row, got a zero-length video (0 clips)"),
+    ("too long", dict(videos=[_v(40)], queries=[_q()]),
+     "videos[0]: expected at most max_video_len=32 clips, got 40; pass sliding_window=True"),
+    ("query too long", dict(videos=[_v()], queries=[_q(20)]),
+     "queries[0]: expected at most max_query_len=16 tokens, got 20"),
+    ("count mismatch", dict(videos=[_v(), _v()], queries=[_q()]),
+     "queries: expected one query per video (2), got 1"),
+    ("empty list", dict(videos=[], queries=[]), "videos: expected at least one item, got an empty list"),
+    ("int numpy", dict(videos=[np.ones((8, C.video_dim), np.int64)], queries=[_q()]),
+     "videos[0]: expected floating-point features, got numpy dtype int64 (integer/bool inputs "
+     "are rejected, not cast"),
+    ("int torch", dict(videos=[_v()], queries=[torch.ones(4, C.text_dim, dtype=torch.int32)]),
+     "queries[0]: expected floating-point features, got dtype torch.int32"),
+    ("bool", dict(videos=[_v()], queries=[np.ones((4, C.text_dim), bool)]),
+     "queries[0]: expected floating-point features, got numpy dtype bool"),
+    ("str item", dict(videos=["clip.npz"], queries=[_q()]),
+     "videos[0]: expected a numpy array or torch tensor of features, got str"),
+    ("str list", dict(videos="clip.npz", queries=[_q()]),
+     "videos: expected a list of 2-D (length, 64) arrays or one 3-D tensor, got str"),
+    ("top_k zero", dict(videos=[_v()], queries=[_q()], top_k=0), "top_k: expected a positive integer, got 0"),
+    ("top_k bool", dict(videos=[_v()], queries=[_q()], top_k=True),
+     "top_k: expected a positive integer, got True"),
+    ("nms_iou", dict(videos=[_v()], queries=[_q()], nms_iou=1.5),
+     "nms_iou: expected None or an IoU threshold in (0, 1], got 1.5"),
+    ("durations count", dict(videos=[_v()], queries=[_q()], durations=[10.0, 20.0]),
+     "durations: expected None or one duration in seconds per video (1), got 2"),
+    ("durations value", dict(videos=[_v()], queries=[_q()], durations=[-3.0]),
+     "durations[0]: expected seconds > 0, got -3.0"),
+    ("sliding flag", dict(videos=[_v()], queries=[_q()], sliding_window="yes"),
+     "sliding_window: expected True or False, got 'yes'"),
+    ("window stride", dict(videos=[_v(40)], queries=[_q()], sliding_window=True, window_stride=0),
+     "window_stride: expected None or an integer in [1, max_video_len=32] clips, got 0"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, message", PREDICT_CASES, ids=[c[0] for c in PREDICT_CASES])
+def test_predict_rejects_bad_input(retriever, name, kwargs, message):
+    with pytest.raises(InputError) as e:
+        retriever.predict(**kwargs)
+    assert message in str(e.value)
+    assert isinstance(e.value, ValueError)
+
+
+CONSTRUCT_CASES = [
+    ("backend", dict(backend="tensorflow"),
+     "backend: expected one of ['compile', 'eager', 'onnxruntime', 'onnxruntime-int8', 'tensorrt', "
+     "'triton'], got 'tensorflow'"),
+    ("device", dict(device="gpu0"), "device: expected 'cpu', 'cuda' or 'cuda:N', got 'gpu0'"),
+    ("device type", dict(device=3.5), "device: expected 'cpu', 'cuda' or 'cuda:N', got 3.5"),
+    ("dtype", dict(dtype="int8"), "dtype: expected one of float32, float16, bfloat16"),
+    ("batch_size", dict(batch_size=0), "batch_size: expected a positive integer, got 0"),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, message", CONSTRUCT_CASES, ids=[c[0] for c in CONSTRUCT_CASES])
+def test_constructor_rejects_bad_arguments(name, kwargs, message):
+    with pytest.raises(InputError) as e:
+        Retriever(TDDETR(C), **kwargs)
+    assert message in str(e.value)
+
+
+def test_model_must_be_a_tddetr():
+    with pytest.raises(InputError, match="model: expected a TDDETR .* got Linear"):
+        Retriever(torch.nn.Linear(2, 2))
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(InputError, match="config.json"):
+        Retriever.from_pretrained(tmp_path / "nope")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_gpu_is_backend_unavailable():
+    with pytest.raises(BackendUnavailableError, match="no CUDA GPU is visible"):
+        Retriever(TDDETR(C), device="cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_tensorrt_without_gpu_is_backend_unavailable():
+    with pytest.raises(BackendUnavailableError, match="tensorrt backend: needs a CUDA GPU"):
+        Retriever(TDDETR(C), backend="tensorrt")
+
+
+def test_float_dtypes_are_cast_and_agree(retriever):
+    """float64 / float16 / bfloat16 inputs are cast to the model dtype: float64 exactly, the
+    half types within their rounding of the inputs."""
+    v, q = _v(12), _q(6)
+    base = retriever.raw_outputs([v], [q])[0]
+    as64 = retriever.raw_outputs([v.astype(np.float64)], [torch.from_numpy(q).double()])[0]
+    for k in base:
+        np.testing.assert_array_equal(as64[k], base[k])
+    as16 = retriever.raw_outputs([v.astype(np.float16)], [torch.from_numpy(q).bfloat16()])[0]
+    for k in base:
+        assert np.abs(as16[k] - base[k]).max() < 0.1, k
