@@ -1,0 +1,50 @@
+"""``tdfast predict``: a checkpoint + annotation jsonl + features -> prediction jsonl for ``tdfast eval``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict moments and saliency for every query of an annotation file",
+        description="Writes the QVHighlights prediction jsonl (qid, query, vid, "
+        "pred_relevant_windows [[st, ed, score], ...] in seconds, pred_saliency_scores), "
+        "ready for `tdfast eval --submission`. Features are read and normalised as in training.",
+    )
+    p.add_argument("checkpoint", metavar="CKPT_DIR", help="checkpoint directory (config.json + model.safetensors)")
+    p.add_argument("--ann", required=True, help="annotation jsonl (qid, query, vid, duration; labels optional)")
+    p.add_argument("--video-feats", required=True, nargs="+", metavar="DIR",
+                   help="video feature dir(s) with <vid>.npz; several are concatenated in this order")
+    p.add_argument("--text-feats", required=True, metavar="DIR", help="query feature dir with qid<qid>.npz")
+    p.add_argument("--out", required=True, help="prediction jsonl to write (atomically)")
+    p.add_argument("--backend", default="eager",
+                   help="eager, compile, triton, onnxruntime, onnxruntime-int8, tensorrt (default eager)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default float32)")
+    p.add_argument("--top-k", type=int, default=10, help="moments kept per query (default 10)")
+    p.add_argument("--nms-iou", type=float, default=None,
+                   help="temporal NMS IoU threshold (default: no NMS, as the official evaluation)")
+    p.add_argument("--batch-size", type=int, default=32, help="pairs per model call (default 32)")
+    p.add_argument("--sliding-window", action="store_true",
+                   help="process videos longer than max_video_len clips in overlapping windows "
+                   "(default: truncate them to max_video_len, as training does)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tdfast.api import Retriever
+    from tdfast.predict_jsonl import predict_jsonl
+
+    start = time.perf_counter()
+    retriever = Retriever.from_pretrained(args.checkpoint, backend=args.backend, device=args.device,
+                                          dtype=args.dtype, batch_size=args.batch_size)
+    summary = predict_jsonl(retriever, args.ann, args.video_feats, args.text_feats, args.out,
+                            top_k=args.top_k, nms_iou=args.nms_iou, sliding_window=args.sliding_window)
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    summary["backend"] = args.backend
+    print(json.dumps(summary), file=sys.stderr)
+    return 0

@@ -1,0 +1,87 @@
+"""``tdfast predict``: synthetic dataset on disk -> prediction jsonl equal to the training
+pipeline's own path (MomentDataset -> collate -> model -> postprocess), windows for long
+videos, errors as exit code 2."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tdfast import TDDETR, TDDETRConfig
+from tdfast.cli import main
+from tdfast.data import MomentDataset, collate, make_synthetic_dataset
+from tdfast.model import postprocess
+
+C = TDDETRConfig.from_name("tiny")  # video_dim 64 = 48 + 16 (two feature dirs), text_dim 32
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    ds = make_synthetic_dataset(root / "data", seed=3, num_train=4, num_val=10, num_test=2,
+                                video_dims=(48, 16), text_dim=32, min_clips=12, max_clips=60)
+    torch.manual_seed(0)
+    model = TDDETR(C).eval()
+    torch.nn.init.normal_(model.span_head.layers[-1].weight, std=0.5)
+    torch.nn.init.normal_(model.class_head.weight, std=1.0)
+    model.save_pretrained(root / "ckpt")
+    return ds, model, root
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in open(path)]
+
+
+def reference(ds, model, top_k):
+    """The training pipeline's path: its dataset and collate, the model, postprocess."""
+    dataset = MomentDataset(ds.val, ds.video_dirs, ds.text_dir, C)
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    with torch.no_grad():
+        out = model(batch["video"], batch["video_mask"], batch["query"], batch["query_mask"])
+    seconds = torch.tensor([m["num_clips"] * C.clip_len for m in batch["meta"]])
+    preds = postprocess(out["pred_spans"], out["pred_logits"], out["saliency_scores"],
+                        batch["video_mask"], seconds, top_k=top_k)
+    return [p.to_submission(m["qid"], m["query"], m["vid"]) for p, m in zip(preds, batch["meta"])]
+
+
+def cli(ds, root, out, *extra):
+    return main(["predict", str(root / "ckpt"), "--ann", str(ds.val), "--video-feats",
+                 *map(str, ds.video_dirs), "--text-feats", str(ds.text_dir), "--out", str(out), *extra])
+
+
+def test_predict_writes_what_the_training_pipeline_computes(data, tmp_path):
+    ds, model, root = data
+    assert cli(ds, root, tmp_path / "preds.jsonl", "--top-k", "4", "--batch-size", "3") == 0
+    got, want = read_jsonl(tmp_path / "preds.jsonl"), reference(ds, model, top_k=4)
+    assert [g["qid"] for g in got] == [w["qid"] for w in want]
+    for g, w in zip(got, want):
+        assert (g["query"], g["vid"]) == (w["query"], w["vid"])
+        np.testing.assert_allclose(g["pred_relevant_windows"], w["pred_relevant_windows"], atol=2e-3)
+        np.testing.assert_allclose(g["pred_saliency_scores"], w["pred_saliency_scores"], atol=2e-4)
+        assert len(g["pred_saliency_scores"]) == min(C.max_video_len, len(w["pred_saliency_scores"]))
+    # and `tdfast eval` accepts it
+    assert main(["eval", "--submission", str(tmp_path / "preds.jsonl"), "--gt", str(ds.val),
+                 "--out", str(tmp_path / "m.json")]) == 0
+    assert 0.0 <= json.load(open(tmp_path / "m.json"))["brief"]["MR-full-mAP"] <= 100.0
+
+
+def test_sliding_window_keeps_whole_long_videos(data, tmp_path):
+    ds, model, root = data
+    assert cli(ds, root, tmp_path / "w.jsonl", "--sliding-window") == 0
+    lengths = {}
+    for line in open(ds.val):
+        rec = json.loads(line)
+        lengths[rec["qid"]] = np.load(ds.video_dirs[0] / f"{rec['vid']}.npz")["features"].shape[0]
+    got = read_jsonl(tmp_path / "w.jsonl")
+    assert any(n > C.max_video_len for n in lengths.values())  # the fixture has long videos
+    for g in got:
+        assert len(g["pred_saliency_scores"]) == lengths[g["qid"]]
+        ends = np.array(g["pred_relevant_windows"])[:, 1]
+        assert ends.max() <= lengths[g["qid"]] * C.clip_len + 1e-4
+
+
+def test_bad_backend_is_exit_code_2(data, tmp_path, capsys):
+    ds, _, root = data
+    assert cli(ds, root, tmp_path / "x.jsonl", "--backend", "tflite") == 2
+    assert "backend: expected one of" in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
