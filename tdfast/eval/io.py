@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 
 
@@ -69,15 +69,4 @@ def dumps(metrics: dict) -> str:
 
 def save_json(metrics: dict, path: str | os.PathLike) -> None:
     """Write ``dumps(metrics)`` to ``path`` atomically (temp file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dumps(metrics))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, dumps(metrics).encode("utf-8"))
