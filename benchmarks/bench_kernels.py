@@ -1,0 +1,283 @@
+"""Fused TD cross-attention vs the eager block vs torch.compile of the eager block.
+
+What is measured: one TD layer's cross-attention (``TDCrossAttention.forward``:
+both Q projections, the temporal differences, shared text K/V, two attentions,
+beta-merge, output projection) at D = 256, 8 heads, M = 32 text tokens, TDEM on,
+beta = 0.5, for B in {1, 32, 256} x L in {75, 150}.
+
+GPU (one command, also in benchmarks/run_gpu_kernels.sh):
+    python benchmarks/bench_kernels.py --device cuda --dtype bf16 \
+        --out benchmarks/results/kernels_<gpu>_bf16.json
+  Timer: ``triton.testing.do_bench`` median (warmup 25 ms, rep 100 ms; L2 flushed before
+  every call, so weights and inputs are read from HBM), plus ``do_bench_cudagraph``
+  median (launch overhead removed). Bandwidth = the minimum bytes a fused layer must
+  move (x, text, mask bias, out, weights once) / time, against the GPU's peak (spec
+  sheet) and against a measured device-to-device copy. ``--sweep`` also times the
+  kernel's knobs (block_l, head_groups, precompute_kv, num_warps) to re-pick defaults.
+
+CPU (runs anywhere): ``python benchmarks/bench_kernels.py --device cpu`` times the eager
+block and the float64 reference with a wall-clock median (the kernel itself only runs
+on CPU in Triton's interpreter, which is a correctness tool, not a timing target).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from tdfast.model.attention import mask_to_bias
+from tdfast.model.td_interaction import TDCrossAttention, td_cross_attention_reference
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Spec-sheet HBM bandwidth, bytes/s, by a substring of torch.cuda.get_device_name().
+PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12,
+                  "H100": 3.35e12, "A100-SXM4-80GB": 2.039e12, "A100": 1.555e12,
+                  "L40S": 0.864e12, "A10G": 0.6e12, "RTX 4090": 1.008e12}
+
+
+def make_case(batch: int, video_len: int, text_len: int, dim: int, heads: int, dtype: torch.dtype,
+              device: str, seed: int = 0):
+    """A TD layer and a padded batch: layer, x [B, L, D], text [B, M, D], mask [B, M], bias."""
+    torch.manual_seed(seed)
+    layer = TDCrossAttention(dim, heads, use_tdem=True, beta=0.5).to(device=device, dtype=dtype).eval()
+    x = torch.randn(batch, video_len, dim, device=device, dtype=dtype)
+    text = torch.randn(batch, text_len, dim, device=device, dtype=dtype)
+    lengths = torch.randint(1, text_len + 1, (batch,), device=device)
+    mask = torch.arange(text_len, device=device)[None, :] < lengths[:, None]  # [B, M] ragged
+    return layer, x, text, mask, mask_to_bias(mask, dtype)
+
+
+def traffic_bytes(batch: int, video_len: int, text_len: int, dim: int, elem: int) -> int:
+    """Bytes a perfectly fused layer moves: read x, text, the [B, M] bias and 6 D x D weights
+    (q_v, q_t, k, v, o_v, o_t) once, write out."""
+    acts = 2 * batch * video_len * dim + batch * text_len * dim + batch * text_len
+    return (acts + 6 * dim * dim) * elem
+
+
+def flops(batch: int, video_len: int, text_len: int, dim: int) -> int:
+    """Multiply-adds x 2: two Q projections, K and V, two attentions (QK^T and PV), two
+    output projections (= one [L, 2D] x [2D, D] GEMM)."""
+    b, n, m, d = batch, video_len, text_len, dim
+    return 2 * (2 * b * n * d * d + 2 * b * m * d * d + 2 * 2 * b * n * m * d + 2 * b * n * d * d)
+
+
+def _wall_median_us(fn, reps: int, warmup_s: float = 0.5) -> float:
+    """Median wall time of ``reps`` calls after >= 3 warm-up calls and ``warmup_s`` seconds
+    (the first calls in a process pay for thread-pool and allocator start-up)."""
+    t_end, n = time.perf_counter() + warmup_s, 0
+    while n < 3 or time.perf_counter() < t_end:
+        fn()
+        n += 1
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def _gpu_timers(fn) -> dict:
+    import triton.testing
+
+    out = {"us": triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3}
+    try:
+        out["graph_us"] = triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
+    except Exception as e:  # a backend that cannot be captured still has its plain number
+        out["graph_error"] = f"{type(e).__name__}: {e}"[:200]
+    return out
+
+
+def copy_bandwidth(device: str) -> float:
+    """Measured device-to-device copy, bytes read + written per second (1 GiB buffers)."""
+    import triton.testing
+
+    src = torch.empty(2**28, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), return_mode="median")
+    return 2 * src.numel() * 4 / (ms * 1e-3)
+
+
+def bench_gpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
+    import triton
+
+    from tdfast.kernels.fuse import FusedTDCrossAttention
+    from tdfast.kernels.packing import pack_weights
+    from tdfast.kernels.td_attention import td_cross_attention
+
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    name = torch.cuda.get_device_name()
+    spec = next((v for k, v in PEAK_BANDWIDTH.items() if k in name), None)
+    meta = {"device": name, "sm_count": torch.cuda.get_device_properties(0).multi_processor_count,
+            "cuda": torch.version.cuda, "triton": triton.__version__,
+            "peak_bandwidth_spec": spec, "copy_bandwidth_measured": copy_bandwidth("cuda"),
+            "timer": "triton.testing.do_bench median, warmup 25 ms, rep 100 ms, L2 flushed per "
+                     "call; graph_us: do_bench_cudagraph median"}
+    peak = spec or meta["copy_bandwidth_measured"]
+    rows = []
+    for batch, video_len in itertools.product(args.batches, args.video_lens):
+        layer, x, text, mask, bias = make_case(batch, video_len, args.text_len, args.dim, args.heads,
+                                               dtype, "cuda")
+        packed = pack_weights(layer.weights(), args.heads, layer.beta, dtype)
+        fused_module = FusedTDCrossAttention(layer)
+        compiled = torch.compile(layer, dynamic=False)
+        ref = td_cross_attention_reference(x, text, mask, layer.weights(), args.heads, layer.beta)
+        variants = {
+            "eager": lambda: layer(x, text, bias),
+            "compile": lambda: compiled(x, text, bias),
+            "fused": lambda: td_cross_attention(x, text, bias, packed, check_values=False),
+            "fused_module": lambda: fused_module(x, text, bias),  # as fuse_model runs it
+        }
+        if args.sweep:
+            for bl, hg, pk, nw in itertools.product((16, 32, 64, 128), (1, 2, 8), (False, True), (4, 8)):
+                variants[f"fused[block_l={bl},head_groups={hg},precompute_kv={pk},num_warps={nw}]"] = (
+                    lambda bl=bl, hg=hg, pk=pk, nw=nw: td_cross_attention(
+                        x, text, bias, packed, check_values=False, block_l=bl, head_groups=hg,
+                        precompute_kv=pk, num_warps=nw))
+        nbytes = traffic_bytes(batch, video_len, args.text_len, args.dim, x.element_size())
+        nflops = flops(batch, video_len, args.text_len, args.dim)
+        with torch.inference_mode():
+            for impl, fn in variants.items():
+                row = {"scope": "td_cross_attention", "impl": impl, "B": batch, "L": video_len,
+                       "M": args.text_len, "D": args.dim, "heads": args.heads, "bytes": nbytes,
+                       "flops": nflops}
+                try:
+                    out = fn()  # warm-up: compiles, and the parity numbers below
+                    row["max_abs_diff_vs_fp64_reference"] = (out.double() - ref.double()).abs().max().item()
+                    row.update(_gpu_timers(fn))
+                    row["GB_per_s"] = nbytes / (row["us"] * 1e-6) / 1e9
+                    row["fraction_of_peak_bandwidth"] = nbytes / (row["us"] * 1e-6) / peak
+                    row["TFLOP_per_s"] = nflops / (row["us"] * 1e-6) / 1e12
+                except Exception as e:  # record and go on: one broken variant must not lose the run
+                    row["error"] = f"{type(e).__name__}: {e}"[:300]
+                rows.append(row)
+                print(_fmt(row), flush=True)
+        _add_speedups(rows, batch, video_len)
+    return meta, rows
+
+
+def bench_model_gpu(args, dtype: torch.dtype) -> list[dict]:
+    """Whole TDDETR (qvhighlights preset, L = 75, M = 32) eager vs ``fuse_model``: how much of
+    the model the TD layers are, and whether launches still dominate at small B."""
+    import copy
+
+    from tdfast import TDDETR, TDDETRConfig
+    from tdfast.kernels import fuse_model
+
+    config = TDDETRConfig.from_name("qvhighlights")
+    eager = TDDETR(config).cuda().to(dtype).eval()
+    fused = fuse_model(copy.deepcopy(eager))
+    for layer in fused.td_layers:
+        layer.cross.check_values = False  # the Retriever validates masks before the model
+    rows = []
+    for batch in args.batches:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        n, m = config.max_video_len, config.max_query_len
+        video = torch.randn(batch, n, config.video_dim, device="cuda", dtype=dtype, generator=g)
+        query = torch.randn(batch, m, config.text_dim, device="cuda", dtype=dtype, generator=g)
+        vmask = torch.ones(batch, n, dtype=torch.bool, device="cuda")
+        qmask = torch.arange(m, device="cuda")[None, :] < torch.randint(1, m + 1, (batch, 1), device="cuda")
+        with torch.inference_mode():
+            want = eager(video, vmask, query, qmask)["saliency_scores"]
+            for impl, model in (("model_eager", eager), ("model_fused", fused)):
+                fn = lambda model=model: model(video, vmask, query, qmask)  # noqa: E731
+                row = {"scope": "model", "impl": impl, "B": batch, "L": n, "M": m,
+                       "D": config.hidden_dim, "heads": config.num_heads,
+                       "saliency_max_abs_diff_vs_eager": (fn()["saliency_scores"] - want).abs().max().item()}
+                row.update(_gpu_timers(fn))
+                rows.append(row)
+                print(_fmt(row), flush=True)
+        _add_speedups(rows, batch, n, eager_impl="model_eager")
+    return rows
+
+
+def bench_cpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
+    meta = {"device": f"cpu ({platform.processor() or platform.machine()}, "
+                      f"{torch.get_num_threads()} threads)",
+            "load_average_1m_before": os.getloadavg()[0],  # other processes skew CPU timings
+            "timer": f"wall-clock median of {args.reps} calls after >= 0.5 s of warm-up"}
+    rows = []
+    for batch, video_len in itertools.product(args.batches, args.video_lens):
+        layer, x, text, mask, bias = make_case(batch, video_len, args.text_len, args.dim, args.heads,
+                                               dtype, "cpu")
+        w = layer.weights()
+        impls = {"eager": lambda: layer(x, text, bias),
+                 "reference_fp64": lambda: td_cross_attention_reference(x, text, mask, w, args.heads,
+                                                                        layer.beta)}
+        with torch.inference_mode():
+            for impl, fn in impls.items():
+                us = _wall_median_us(fn, args.reps)
+                row = {"scope": "td_cross_attention", "impl": impl, "B": batch, "L": video_len,
+                       "M": args.text_len, "D": args.dim, "heads": args.heads, "us": us,
+                       "GFLOP_per_s": flops(batch, video_len, args.text_len, args.dim) / us / 1e3}
+                rows.append(row)
+                print(_fmt(row), flush=True)
+    return meta, rows
+
+
+def _add_speedups(rows: list[dict], batch: int, video_len: int, eager_impl: str = "eager") -> None:
+    here = [r for r in rows if r["B"] == batch and r["L"] == video_len and "us" in r]
+    eager = next((r["us"] for r in here if r["impl"] == eager_impl), None)
+    for r in here:
+        if eager:
+            r["speedup_vs_eager"] = eager / r["us"]
+
+
+def _fmt(row: dict) -> str:
+    if "error" in row:
+        return f"B={row['B']:>3} L={row['L']:>3} {row['impl']:<16} ERROR {row['error']}"
+    extra = "".join(f" {k}={row[k]:.3g}" for k in ("graph_us", "GB_per_s", "fraction_of_peak_bandwidth",
+                                                   "max_abs_diff_vs_fp64_reference") if k in row)
+    return f"B={row['B']:>3} L={row['L']:>3} {row['impl']:<16} {row['us']:10.1f} us{extra}"
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="default: bf16 on cuda, fp32 on cpu")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
+    p.add_argument("--video-lens", type=int, nargs="+", default=[75, 150])
+    p.add_argument("--text-len", type=int, default=32)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--reps", type=int, default=5, help="CPU timer repetitions")
+    p.add_argument("--tf32", action="store_true", help="fp32 GEMMs in TF32 (eager and compile)")
+    p.add_argument("--sweep", action="store_true", help="also time the kernel's tuning knobs")
+    p.add_argument("--model", action="store_true", help="also time the whole TDDETR, eager vs fused")
+    p.add_argument("--out", type=Path, help="write the JSON record here")
+    args = p.parse_args(argv)
+    dtype = DTYPES[args.dtype or ("bf16" if args.device == "cuda" else "fp32")]
+    meta, rows = (bench_gpu if args.device == "cuda" else bench_cpu)(args, dtype)
+    if args.model and args.device == "cuda":
+        rows += bench_model_gpu(args, dtype)
+    record = {"meta": {**meta, "what": "one TD layer's cross-attention (TDCrossAttention.forward)",
+                       "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
+                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                       "git_commit": _git_commit(), "argv": vars(args) | {"out": str(args.out)}},
+              "rows": rows}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Everything in tdfast.kernels that needs a CUDA GPU, in one command (from the repo root):
+#   bash benchmarks/run_gpu_kernels.sh
+# 1. every kernel test compiled on the GPU (tests/test_kernels_*.py, the gpu-marked parity
+#    matrix in fp32 / TF32 / fp16 / bf16 included);
+# 2. compute-sanitizer memcheck over a few launches (no caching allocator, so an
+#    out-of-bounds access cannot hide inside a pooled block);
+# 3. the benchmark records, written to benchmarks/results/kernels_<gpu>_<dtype>.json
+#    (bf16 with the knob sweep and the whole-model comparison, then fp16 and fp32).
+# Logs go to benchmarks/results/kernels_<gpu>_{tests,memcheck}.log. Stops at the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+unset TRITON_INTERPRET
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+"$PY" -c "import tdfast.kernels" 2>/dev/null || "$PY" -m pip install -q --no-build-isolation --no-deps -e .
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible to torch')"
+gpu=$("$PY" -c "import re, torch; print(re.sub(r'[^A-Za-z0-9]+', '_', torch.cuda.get_device_name()).strip('_'))")
+out=benchmarks/results
+mkdir -p "$out"
+
+echo "== 1/3 kernel tests on $gpu"
+"$PY" -m pytest -q -p no:cacheprovider -m "gpu or not gpu" tests/test_kernels_*.py 2>&1 | tee "$out/kernels_${gpu}_tests.log"
+
+echo "== 2/3 compute-sanitizer memcheck"
+if command -v compute-sanitizer >/dev/null; then
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1 \
+    "$PY" -m pytest -q -p no:cacheprovider -x tests/test_kernels_td_attention.py \
+    -k "diagonal or variants or odd_width or without_tdem" 2>&1 | tee "$out/kernels_${gpu}_memcheck.log"
+else
+  echo "compute-sanitizer not on PATH: memcheck skipped" | tee "$out/kernels_${gpu}_memcheck.log"
+fi
+
+echo "== 3/3 benchmarks"
+"$PY" benchmarks/bench_kernels.py --device cuda --dtype bf16 --sweep --model --out "$out/kernels_${gpu}_bf16.json"
+"$PY" benchmarks/bench_kernels.py --device cuda --dtype fp16 --out "$out/kernels_${gpu}_fp16.json"
+"$PY" benchmarks/bench_kernels.py --device cuda --dtype fp32 --out "$out/kernels_${gpu}_fp32.json"
+echo "done: $out/kernels_${gpu}_*"
