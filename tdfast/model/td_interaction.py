@@ -27,7 +27,9 @@ from tdfast.model.attention import attention, mask_to_bias, merge_heads, split_h
 
 def temporal_differences(x: Tensor, start: Tensor) -> Tensor:
     """Eq. 3: x [B, L, D], start token [D] -> [x_1 - st, x_2 - x_1, ...] [B, L, D]."""
-    prev = torch.cat((start.expand(x.shape[0], 1, -1), x[:, :-1]), dim=1)  # [B, L, D]
+    # Shift by concatenating first and slicing after: slicing x[:, :-1] before the cat makes
+    # torch.export guard on L - 1 != 1 and pin L to the traced length.
+    prev = torch.cat((start.expand(x.shape[0], 1, -1), x), dim=1)[:, : x.shape[1]]  # [B, L, D]
     return x - prev
 
 
@@ -60,7 +62,9 @@ class TDCrossAttention(nn.Module):
         # Both query sets against one K/V: one attention call over 2L query rows.
         q = split_heads(torch.cat((q_v, q_t), dim=1), h)  # [B, H, 2L, Dh]
         a = merge_heads(attention(q, k, v, text_bias))  # [B, 2L, D]
-        a_v, a_t = a.split(x.shape[1], dim=1)
+        n = x.shape[1]
+        # Slices, not split(L)/chunk: those guard on 2L // L and pin L to the traced length in export.
+        a_v, a_t = a[:, :n], a[:, n:]  # [B, L, D] each
         return self.beta * self.out_video(a_v) + (1.0 - self.beta) * self.out_dyn(a_t)
 
     def weights(self) -> "TDWeights":

@@ -1,0 +1,159 @@
+"""The table of export formats (one plain function each) and the cached export of a checkpoint.
+
+=============  ======================  =====================================================
+format         artifact                what
+=============  ======================  =====================================================
+onnx           model.onnx              fp32 ONNX, dynamic B/L/M, verified (<= 1e-4)
+onnx-int8      model.int8.onnx         dynamic int8 quantization for CPU (+ model.onnx)
+onnx-fp16      model.fp16.onnx         fp16 weights/compute for GPU, fp32 I/O (+ model.onnx)
+tensorrt       model.engine            TensorRT 10 engine (+ model.onnx, model.engine.json)
+triton-server  tdfast_tddetr/          Triton model repository: config.pbtxt + 1/model.onnx
+=============  ======================  =====================================================
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from tdfast.errors import InputError
+from tdfast.export.onnx_export import ONNX_NAME, export_onnx, file_sha256, load_model, read_metadata
+from tdfast.export.verify import FP16_ATOL, format_table, verify_onnx
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    artifact: str  # file (or directory) name inside the output directory
+    build: Callable[..., Path]  # (model, ckpt, out_dir, **options) -> artifact path
+    requires: str  # optional dependency, for the error message and --help
+    summary: str
+
+
+def _onnx(model: nn.Module, ckpt: Path | None, out_dir: Path, opset: int | None = None,
+          exporter: str = "dynamo", verify: bool = True, log=print, **_: Any) -> Path:
+    kw = {} if opset is None else {"opset": opset}
+    return export_onnx(ckpt or model, out_dir, exporter=exporter, verify=verify, log=log, **kw)
+
+
+def _onnx_int8(model: nn.Module, ckpt: Path | None, out_dir: Path, verify: bool = True,
+               log=print, **options: Any) -> Path:
+    from tdfast.export.quantize import quantize_int8
+
+    fp32 = _onnx(model, ckpt, out_dir, verify=verify, log=log, **options)
+    out = quantize_int8(fp32, out_dir / FORMATS["onnx-int8"].artifact)
+    if verify and log:
+        # int8 is lossy by design: show the deviations, judge it by top-1 agreement (benchmark).
+        rows = verify_onnx(out, model, atol=float("inf"), strict=False)
+        log("int8 vs eager fp32 (informational, no tolerance):\n" + format_table(rows))
+    return out
+
+
+def _onnx_fp16(model: nn.Module, ckpt: Path | None, out_dir: Path, verify: bool = True,
+               log=print, **options: Any) -> Path:
+    from tdfast.export.quantize import convert_fp16
+
+    fp32 = _onnx(model, ckpt, out_dir, verify=verify, log=log, **options)
+    out = convert_fp16(fp32, out_dir / FORMATS["onnx-fp16"].artifact)
+    if verify:
+        rows = verify_onnx(out, model, atol=FP16_ATOL)
+        if log:
+            log(f"fp16 vs eager fp32 (tolerance {FP16_ATOL:g}):\n" + format_table(rows))
+    return out
+
+
+def _tensorrt(model: nn.Module, ckpt: Path | None, out_dir: Path, verify: bool = True, log=print,
+              precision: str = "fp16", max_batch: int = 32, **options: Any) -> Path:
+    from tdfast.export.tensorrt import TrtRunner, _trt, build_tensorrt_engine
+    from tdfast.export.verify import FP32_ATOL, verify_runner
+
+    _trt()  # fail before spending minutes on the ONNX export
+    fp32 = _onnx(model, ckpt, out_dir, verify=verify, log=log, **options)
+    out = build_tensorrt_engine(fp32, out_dir / FORMATS["tensorrt"].artifact, precision=precision,
+                                max_batch=max_batch, log=log)
+    if verify:
+        atol = FP32_ATOL if precision == "fp32" else FP16_ATOL
+        rows = verify_runner(TrtRunner(out), model, atol=atol, what=f"TensorRT engine {out}")
+        if log:
+            log(format_table(rows))
+    return out
+
+
+def _triton(model: nn.Module, ckpt: Path | None, out_dir: Path, verify: bool = True, log=print,
+            model_name: str = "tdfast_tddetr", max_batch: int = 32, **_: Any) -> Path:
+    from tdfast.export.triton_server import write_triton_repository
+
+    return write_triton_repository(ckpt or model, out_dir, model_name=model_name,
+                                   max_batch_size=max_batch, verify=verify, log=log)
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("onnx", ONNX_NAME, _onnx, "onnx, onnxruntime", "fp32 ONNX, verified against eager"),
+    Format("onnx-int8", "model.int8.onnx", _onnx_int8, "onnxruntime", "int8 dynamic quantization (CPU)"),
+    Format("onnx-fp16", "model.fp16.onnx", _onnx_fp16, "onnxruntime", "fp16 ONNX for GPU"),
+    Format("tensorrt", "model.engine", _tensorrt, "tensorrt + CUDA GPU", "TensorRT 10 engine"),
+    Format("triton-server", "tdfast_tddetr", _triton, "onnx", "Triton Inference Server repository"),
+)}
+
+
+def _format(fmt: str) -> Format:
+    if fmt not in FORMATS:
+        raise InputError(f"format: expected one of {sorted(FORMATS)}, got {fmt!r}")
+    return FORMATS[fmt]
+
+
+def export(model_or_ckpt: nn.Module | str | Path, fmt: str, out_dir: str | Path, **options: Any) -> Path:
+    """Export ``model_or_ckpt`` (TDDETR or checkpoint dir) as ``fmt`` into ``out_dir``.
+
+    ``options`` go to the format's function (opset, exporter, verify, log, precision,
+    max_batch, model_name). Returns the artifact path.
+    """
+    f = _format(fmt)
+    model, ckpt = load_model(model_or_ckpt)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return f.build(model, ckpt, out_dir, **options)
+
+
+def _is_fresh(artifact: Path, weights_sha: str) -> bool:
+    """The cached artifact exists and was made from these exact weights."""
+    if not artifact.is_file():
+        return False
+    if artifact.suffix == ".engine":
+        side = Path(str(artifact) + ".json")
+        meta = json.loads(side.read_text()) if side.is_file() else {}
+    else:
+        try:
+            meta = read_metadata(artifact)
+        except Exception:  # unreadable or truncated by something other than us: rebuild
+            return False
+    return meta.get("weights_sha256") == weights_sha
+
+
+def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Path:
+    """The export of checkpoint ``ckpt_dir`` in ``fmt``, cached inside ``ckpt_dir``.
+
+    Made on first use (verified, written atomically, so a crash never leaves a half-written
+    file) and re-made when ``model.safetensors`` changed since (the export's metadata holds
+    the weights' sha256). ``fmt``: onnx, onnx-int8, onnx-fp16 or tensorrt.
+    """
+    from tdfast.checkpoint import WEIGHTS_NAME, load_config
+
+    f = _format(fmt)
+    if fmt == "triton-server":
+        raise InputError("format: 'triton-server' is a repository, not a cacheable file; "
+                         "use tdfast.export.write_triton_repository")
+    ckpt = Path(ckpt_dir)
+    load_config(ckpt)  # InputError naming the dir if it is not a checkpoint
+    artifact = ckpt / f.artifact
+    weights = ckpt / WEIGHTS_NAME
+    if not weights.is_file():
+        raise InputError(f"checkpoint {str(ckpt)!r}: {WEIGHTS_NAME} is missing")
+    if _is_fresh(artifact, file_sha256(weights)):
+        return artifact
+    options.setdefault("log", None)
+    return export(ckpt, fmt, ckpt, **options)

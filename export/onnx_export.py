@@ -1,0 +1,208 @@
+"""TDDETR -> ONNX with dynamic batch, video length and query length, metadata and self-check.
+
+Two exporters are supported and compared in ``docs/export.md``:
+``dynamo`` (``torch.export`` + ``torch.export.Dim``, the default) and
+``torchscript`` (the tracer with ``dynamic_axes``). Whichever runs, the file is
+checked for symbolic B/L/M axes (a silent fallback to a fixed-shape trace is an
+error), written atomically, and verified against eager on shapes it was not
+traced with (``verify.py``).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tdfast.checkpoint import WEIGHTS_NAME, atomic_write_bytes, load_checkpoint
+from tdfast.errors import InputError
+from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, TENSOR_DOCS, ExportWrapper, random_inputs
+
+DEFAULT_OPSET = 18  # >= 17 (LayerNormalization); <= 20 keeps TensorRT 10.0's parser happy
+EXPORTERS = ("dynamo", "torchscript")
+ONNX_NAME = "model.onnx"
+# Symbolic axis names of every graph input/output: batch, video length, query length.
+AXES = {"video": ("B", "L", None), "video_mask": ("B", "L"), "query": ("B", "M", None),
+        "query_mask": ("B", "M"), "pred_spans": ("B", None, None), "pred_logits": ("B", None, None),
+        "saliency_scores": ("B", "L")}
+
+Log = Callable[[str], None] | None
+
+
+def load_model(model_or_ckpt: nn.Module | str | Path) -> tuple[nn.Module, Path | None]:
+    """A TDDETR instance or a checkpoint dir -> (model on CPU in fp32, checkpoint dir or None)."""
+    if isinstance(model_or_ckpt, nn.Module):
+        if not hasattr(model_or_ckpt, "config"):
+            raise InputError(f"model_or_ckpt: expected a TDDETR (with .config) or a checkpoint "
+                             f"directory, got {type(model_or_ckpt).__name__}")
+        return model_or_ckpt, None
+    ckpt = Path(model_or_ckpt)
+    return load_checkpoint(ckpt, "cpu"), ckpt
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_metadata(model: nn.Module, exporter: str, opset: int, ckpt: Path | None) -> dict[str, str]:
+    """The key/value strings stored in the ONNX file (``metadata_props``)."""
+    from tdfast import __version__
+
+    meta = {
+        "tdfast_version": __version__,
+        "config": model.config.to_json(),
+        "exporter": exporter,
+        "opset": str(opset),
+        "input_names": json.dumps(list(INPUT_NAMES)),
+        "output_names": json.dumps(list(OUTPUT_NAMES)),
+        "tensors": json.dumps(TENSOR_DOCS),
+    }
+    if ckpt is not None:
+        # Lets ensure_export tell a stale cached export from a fresh one.
+        meta["weights_sha256"] = file_sha256(ckpt / WEIGHTS_NAME)
+    return meta
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """metadata_props of an ONNX file as a dict (weights are not loaded)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def _trace_inputs(config) -> tuple[torch.Tensor, ...]:
+    # Trace at sizes >= 2 (torch.export specializes 0/1) and away from the verify shapes.
+    return random_inputs(config, 2, min(17, config.max_video_len), min(7, config.max_query_len),
+                         padded=True, seed=1234)
+
+
+def _export_dynamo(wrapper: nn.Module, args: tuple, opset: int):
+    from torch.export import Dim
+
+    c = wrapper.model.config
+    b = Dim("B", min=1)
+    n_video = Dim("L", min=1, max=c.max_video_len)
+    n_query = Dim("M", min=1, max=c.max_query_len)
+    shapes = {"video": {0: b, 1: n_video}, "video_mask": {0: b, 1: n_video},
+              "query": {0: b, 1: n_query}, "query_mask": {0: b, 1: n_query}}
+    program = torch.onnx.export(wrapper, args, dynamo=True, dynamic_shapes=shapes,
+                                input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                                opset_version=opset, verbose=False)
+    return program.model_proto
+
+
+def _export_torchscript(wrapper: nn.Module, args: tuple, opset: int):
+    import onnx
+
+    axes = {name: {i: a for i, a in enumerate(ax) if a} for name, ax in AXES.items()}
+    buf = io.BytesIO()
+    torch.onnx.export(wrapper, args, buf, dynamo=False, opset_version=opset,
+                      input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                      dynamic_axes=axes, do_constant_folding=True)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def check_dynamic_axes(proto) -> list[str]:
+    """Problems with the graph's I/O axes: B/L/M must be symbolic, feature dims fixed.
+
+    Catches an exporter that silently fell back to a fixed-shape trace.
+    """
+    problems = []
+    for vi in [*proto.graph.input, *proto.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        want = AXES.get(vi.name)
+        if want is None:
+            problems.append(f"unexpected graph tensor {vi.name!r}")
+            continue
+        if len(dims) != len(want):
+            problems.append(f"{vi.name}: expected rank {len(want)}, got {len(dims)}")
+            continue
+        for i, (d, axis) in enumerate(zip(dims, want)):
+            if axis and d.HasField("dim_value"):
+                problems.append(f"{vi.name}: axis {i} ({axis}) should be dynamic, is fixed at {d.dim_value}")
+    return problems
+
+
+def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
+                opset: int = DEFAULT_OPSET, exporter: str = "dynamo", verify: bool = True,
+                filename: str = ONNX_NAME, log: Log = print) -> Path:
+    """Export to ``out_dir/filename`` (atomic write) and, with ``verify``, check parity.
+
+    ``model_or_ckpt``: a TDDETR or a checkpoint directory. The graph takes
+    video [B, L, video_dim] float32, video_mask [B, L] bool, query [B, M, text_dim]
+    float32, query_mask [B, M] bool and returns pred_spans [B, Q, 2], pred_logits
+    [B, Q, 2], saliency_scores [B, L]. Raises ``ExportVerificationError`` if parity fails;
+    ``out`` is then left untouched and the failing graph stays beside it as
+    ``<stem>.unverified.onnx`` for inspection.
+    """
+    import onnx
+
+    from tdfast.export.verify import ExportVerificationError, format_table, verify_onnx
+
+    if opset < 17:
+        raise InputError(f"opset: expected >= 17 (LayerNormalization), got {opset}")
+    if exporter not in EXPORTERS:
+        raise InputError(f"exporter: expected one of {EXPORTERS}, got {exporter!r}")
+    model, ckpt = load_model(model_or_ckpt)
+    out = Path(out_dir) / filename
+    was_training = model.training
+    model.eval()
+    try:
+        wrapper = ExportWrapper(model).eval()
+        args = _trace_inputs(model.config)
+        _say(log, f"export: {exporter} exporter, opset {opset} -> {out}")
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_torch_onnx_logs():
+            warnings.simplefilter("ignore")
+            fn = _export_dynamo if exporter == "dynamo" else _export_torchscript
+            proto = fn(wrapper, args, opset)
+        problems = check_dynamic_axes(proto)
+        if problems:
+            raise ExportVerificationError(f"{exporter} export lost dynamic axes: " + "; ".join(problems))
+        del proto.metadata_props[:]
+        for k, v in build_metadata(model, exporter, opset, ckpt).items():
+            proto.metadata_props.add(key=k, value=v)
+        proto.doc_string = "TD-DETR moment retrieval + highlight detection (tdfast)"
+        onnx.checker.check_model(proto)
+        # Verify a staged copy and only then rename it over ``out``: a cached export is never
+        # half-written nor unverified. A file that fails is kept as *.unverified.onnx.
+        staged = out.with_name(out.stem + ".unverified.onnx")
+        atomic_write_bytes(staged, proto.SerializeToString())
+        if verify:
+            rows = verify_onnx(staged, model)
+            _say(log, format_table(rows))
+        os.replace(staged, out)
+        _say(log, f"export: wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {opset})")
+    finally:
+        model.train(was_training)
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_torch_onnx_logs():
+    """The dynamo exporter logs optional-op registration warnings (torchvision) that say
+    nothing about our graph; keep them off the user's terminal during export."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _say(log: Log, msg: str) -> None:
+    if log is not None:
+        log(msg)

@@ -1,0 +1,86 @@
+"""Reduced-precision ONNX variants of an fp32 export.
+
+- ``quantize_int8``: dynamic quantization (int8 weights, activations quantized
+  per batch at run time) with ``onnxruntime.quantization.quantize_dynamic``; the
+  CPU variant. Not held to the fp32 tolerance: its check is top-1 moment
+  agreement with fp32 (``top1_agreement``), reported by the benchmark.
+- ``convert_fp16``: fp16 weights and activations with float32 graph I/O, for
+  GPUs (CUDA execution provider); held to the fp16 tolerance (1e-2).
+
+Both keep the source's metadata and add ``precision``.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from tdfast.checkpoint import atomic_write_bytes
+from tdfast.errors import BackendUnavailableError
+
+
+def _copy_metadata(src, dst, precision: str) -> None:
+    meta = {p.key: p.value for p in src.metadata_props}
+    meta["precision"] = precision
+    del dst.metadata_props[:]
+    for k, v in meta.items():
+        dst.metadata_props.add(key=k, value=v)
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, per_channel: bool = True) -> Path:
+    """fp32 ONNX -> dynamically quantized int8 ONNX at ``out_path`` (atomic write).
+
+    MatMul weights become int8 (per output channel with ``per_channel``); activations
+    are quantized to uint8 on the fly. Attention score/value MatMuls (no constant
+    weight) stay fp32.
+    """
+    import onnx
+
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise BackendUnavailableError("int8 quantization needs onnxruntime: pip install onnxruntime") from None
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_out = Path(tmp) / "model.int8.onnx"
+        quantize_dynamic(str(onnx_path), str(tmp_out), weight_type=QuantType.QInt8,
+                         per_channel=per_channel, op_types_to_quantize=["MatMul", "Gemm"])
+        proto = onnx.load(str(tmp_out))
+    _copy_metadata(onnx.load(str(onnx_path), load_external_data=False), proto, "int8-dynamic")
+    atomic_write_bytes(out_path, proto.SerializeToString())
+    return out_path
+
+
+def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
+    """fp32 ONNX -> fp16 ONNX (float32 inputs/outputs kept) at ``out_path`` (atomic write).
+
+    LayerNormalization statistics and the softmax stay numerically safe: the masks are
+    finite (-1e4 fits fp16) and ONNX Runtime's LayerNormalization accumulates in fp32.
+    """
+    import onnx
+
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError:
+        raise BackendUnavailableError("fp16 conversion needs onnxruntime: pip install onnxruntime") from None
+    src = onnx.load(str(onnx_path))
+    proto = convert_float_to_float16(src, keep_io_types=True, disable_shape_infer=False)
+    _copy_metadata(src, proto, "fp16")
+    atomic_write_bytes(Path(out_path), proto.SerializeToString())
+    return Path(out_path)
+
+
+def top1_agreement(reference: Iterable[np.ndarray], candidate: Iterable[np.ndarray]) -> float:
+    """Fraction of pairs whose top-1 moment (argmax foreground probability) is the same.
+
+    Both arguments: iterables of pred_logits batches [B, Q, 2], in the same order.
+    """
+    from tdfast.export.verify import top1
+
+    same = total = 0
+    for a, b in zip(reference, candidate, strict=True):
+        same += int((top1(a) == top1(b)).sum())
+        total += a.shape[0]
+    return same / max(total, 1)

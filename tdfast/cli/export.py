@@ -1,0 +1,49 @@
+"""``tdfast export CKPT --format onnx|onnx-int8|onnx-fp16|tensorrt|triton-server --out DIR``.
+
+Also reachable as ``python -m tdfast.export ...`` (same arguments).
+"""
+from __future__ import annotations
+
+import argparse
+
+FORMAT_NAMES = ("onnx", "onnx-int8", "onnx-fp16", "tensorrt", "triton-server")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ckpt", help="checkpoint directory (config.json + model.safetensors)")
+    p.add_argument("--format", "-f", default="onnx", choices=FORMAT_NAMES,
+                   help="artifact to write (default: onnx)")
+    p.add_argument("--out", "-o", required=True, help="output directory")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; >= 17)")
+    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
+                   help="PyTorch ONNX exporter (default: dynamo; see docs/export.md)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the parity check against eager PyTorch")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16",
+                   help="TensorRT kernel precision (default: fp16)")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="TensorRT profile max batch / Triton max_batch_size (default: 32)")
+    p.add_argument("--model-name", default="tdfast_tddetr", help="Triton model name")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("export", help="export a checkpoint to ONNX / TensorRT / Triton",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tdfast.export.formats import export
+
+    artifact = export(args.ckpt, args.format, args.out, opset=args.opset, exporter=args.exporter,
+                      verify=args.verify, precision=args.precision, max_batch=args.max_batch,
+                      model_name=args.model_name)
+    print(f"\nsummary ({args.format}):")
+    files = sorted(p for p in Path(args.out).rglob("*") if p.is_file() and not p.name.startswith("."))
+    for f in files:
+        print(f"  {f.stat().st_size / 2**20:9.2f} MiB  {f}")
+    print(f"artifact: {artifact}")
+    return 0

@@ -1,0 +1,186 @@
+"""ONNX export: parity with eager on unseen shapes, padding invariance, metadata, variants."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tdfast import InputError, TDDETR, TDDETRConfig, __version__
+from tdfast.export import (ExportVerificationError, OrtRunner, check_tensorrt_compat, export_onnx,
+                           read_metadata, verify_onnx)
+from tdfast.export.onnx_export import check_dynamic_axes
+from tdfast.export.quantize import convert_fp16, quantize_int8
+from tdfast.export.verify import FP16_ATOL, Shape, default_shapes, eager_outputs, verify_runner
+from tdfast.export.wrapper import random_inputs
+
+
+def make_model(preset: str, seed: int = 0) -> TDDETR:
+    """Random init, but with a non-zero last span layer so spans depend on the input
+    (the model starts it at zero: spans would equal the reference spans and parity be trivial)."""
+    torch.manual_seed(seed)
+    model = TDDETR(TDDETRConfig.from_name(preset)).eval()
+    torch.nn.init.normal_(model.span_head.layers[-1].weight, std=0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    model = make_model("tiny")
+    path = export_onnx(model, tmp_path_factory.mktemp("tiny"), log=None)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def qvh(tmp_path_factory):
+    model = make_model("qvhighlights")
+    path = export_onnx(model, tmp_path_factory.mktemp("qvh"), verify=False, log=None)
+    return model, path
+
+
+def _check_rows(rows, shapes, atol=1e-4):
+    assert [r.shape for r in rows] == shapes
+    for r in rows:
+        assert all(v <= atol for v in r.max_abs.values()), r.max_abs
+        assert r.top1_same == r.shape.batch and not r.has_nan
+
+
+def test_tiny_export_matches_eager_on_unseen_shapes(tiny):
+    model, path = tiny
+    shapes = default_shapes(model.config)
+    # tiny caps L at 32 and M at 16; the trace used B=2 L=17 M=7.
+    assert shapes == [Shape(1, 5, 1, False), Shape(3, 29, 11, True), Shape(8, 32, 16, True)]
+    _check_rows(verify_onnx(path, model), shapes)
+
+
+def test_qvhighlights_sized_export_matches_eager(qvh):
+    model, path = qvh
+    shapes = default_shapes(model.config)
+    assert shapes == [Shape(1, 5, 1, False), Shape(3, 37, 11, True), Shape(8, 75, 32, True)]
+    _check_rows(verify_onnx(path, model), shapes)
+
+
+def test_graph_has_dynamic_batch_and_lengths(qvh):
+    _, path = qvh
+    proto = onnx.load(str(path))
+    assert check_dynamic_axes(proto) == []
+    dims = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+            for vi in proto.graph.input}
+    assert dims["video"][2] == 2816 and dims["query"][2] == 512
+    assert all(isinstance(d, str) for d in dims["video"][:2] + dims["query"][:2])
+    assert dims["video"][:2] == dims["video_mask"] and dims["query"][:2] == dims["query_mask"]
+    assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    # A fixed axis (what a silent fallback to a static trace produces) is reported.
+    proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 17
+    assert check_dynamic_axes(proto) == ["video: axis 1 (L) should be dynamic, is fixed at 17"]
+
+
+def test_extreme_shapes_and_numeric_masks(tiny):
+    """L=1 (one clip), M=1, B=5, and 0/1 float masks give the eager answer."""
+    model, path = tiny
+    runner = OrtRunner(path)
+    for b, l, m in [(5, 1, 1), (2, 32, 16), (4, 2, 3)]:
+        x = random_inputs(model.config, b, l, m, padded=True, seed=b * 100 + l)
+        ref = eager_outputs(model, x)
+        got = runner(x[0].numpy(), x[1].float().numpy(), x[2], x[3].to(torch.int64))
+        for k in ref:
+            np.testing.assert_allclose(got[k], ref[k], atol=1e-4, rtol=0)
+
+
+def test_padding_gives_the_unpadded_answer(qvh):
+    """Each row of a ragged batch equals the same pair run alone without padding."""
+    model, path = qvh
+    runner = OrtRunner(path)
+    video, vmask, query, qmask = random_inputs(model.config, 4, 40, 20, padded=True, seed=7)
+    batched = runner(video, vmask, query, qmask)
+    for i in range(4):
+        n, m = int(vmask[i].sum()), int(qmask[i].sum())
+        assert n < 40 or i == 0
+        alone = runner(video[i:i + 1, :n], vmask[i:i + 1, :n], query[i:i + 1, :m], qmask[i:i + 1, :m])
+        np.testing.assert_allclose(batched["pred_spans"][i], alone["pred_spans"][0], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(batched["pred_logits"][i], alone["pred_logits"][0], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(batched["saliency_scores"][i, :n], alone["saliency_scores"][0],
+                                   atol=1e-5, rtol=0)
+
+
+def test_all_padding_query_row_is_rejected(tiny):
+    model, path = tiny
+    video, vmask, query, qmask = random_inputs(model.config, 3, 8, 4, padded=False)
+    qmask[1] = False
+    with pytest.raises(InputError, match=r"^query_mask: row 1 has no real token: empty query"):
+        OrtRunner(path)(video, vmask, query, qmask)
+    vmask[2] = False
+    qmask[1] = True
+    with pytest.raises(InputError, match=r"^video_mask: row 2 has no real token: zero-length video"):
+        OrtRunner(path)(video, vmask, query, qmask)
+    with pytest.raises(InputError, match=r"^video: expected feature dim 64, got 65"):
+        OrtRunner(path)(torch.zeros(1, 4, 65), torch.ones(1, 4, dtype=torch.bool), query[:1], qmask[:1])
+
+
+def test_metadata_carries_config_version_and_names(tiny):
+    model, path = tiny
+    meta = read_metadata(path)
+    assert TDDETRConfig.from_json(meta["config"]) == model.config
+    assert meta["tdfast_version"] == __version__
+    assert json.loads(meta["input_names"]) == ["video", "video_mask", "query", "query_mask"]
+    assert json.loads(meta["output_names"]) == ["pred_spans", "pred_logits", "saliency_scores"]
+    assert meta["opset"] == "18" and meta["exporter"] == "dynamo"
+    assert "True = real clip" in json.loads(meta["tensors"])["video_mask"]
+
+
+def test_verify_fails_loudly_on_a_different_model(tiny, tmp_path):
+    model, path = tiny
+    other = make_model("tiny", seed=1)
+    with pytest.raises(ExportVerificationError, match="BAD") as e:
+        verify_onnx(path, other)
+    assert "does not match eager PyTorch" in str(e.value)
+
+
+def test_failed_verification_never_replaces_the_export(tiny, tmp_path, monkeypatch):
+    model, path = tiny
+    out = export_onnx(model, tmp_path, verify=False, log=None)
+    before = out.read_bytes()
+
+    def broken(*args, **kwargs):  # a model whose ONNX graph disagrees with eager
+        raise ExportVerificationError("mismatch")
+
+    monkeypatch.setattr("tdfast.export.verify.verify_onnx", broken)
+    with pytest.raises(ExportVerificationError):
+        export_onnx(make_model("tiny", seed=3), tmp_path, log=None)
+    assert out.read_bytes() == before
+    assert (tmp_path / "model.unverified.onnx").is_file()
+
+
+def test_torchscript_exporter_also_passes(tiny, tmp_path):
+    model, _ = tiny
+    path = export_onnx(model, tmp_path, exporter="torchscript", log=None)
+    assert read_metadata(path)["exporter"] == "torchscript"
+    assert check_dynamic_axes(onnx.load(str(path))) == []
+
+
+def test_fp16_variant_within_fp16_tolerance(tiny, tmp_path):
+    model, path = tiny
+    fp16 = convert_fp16(path, tmp_path / "model.fp16.onnx")
+    proto = onnx.load(str(fp16))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer)
+    assert read_metadata(fp16)["precision"] == "fp16"
+    rows = verify_onnx(fp16, model, atol=FP16_ATOL)
+    worst = max(max(r.max_abs.values()) for r in rows)
+    assert 1e-5 < worst <= FP16_ATOL  # really fp16 (not fp32-exact), within the design's tolerance
+
+
+def test_int8_variant_is_quantized_and_close(tiny, tmp_path):
+    model, path = tiny
+    int8 = quantize_int8(path, tmp_path / "model.int8.onnx")
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    assert read_metadata(int8)["precision"] == "int8-dynamic"
+    rows = verify_runner(OrtRunner(int8), model, atol=float("inf"), strict=False)
+    worst = max(max(r.max_abs.values()) for r in rows)
+    assert 1e-4 < worst < 0.5
+    # int8 ops are outside TensorRT's ONNX parser: the static check must say so.
+    problems = check_tensorrt_compat(int8)
+    assert any("DynamicQuantizeLinear" in p for p in problems)
+    assert any("MatMulInteger" in p for p in problems)
