@@ -250,9 +250,9 @@ class Retriever:
         """Pad jobs chunk by chunk, call the backend, yield (chunk, outputs on CPU float32
         cut to the chunk's real rows, video_mask [n, L] bool)."""
         runner = self.runner
+        max_batch = min(self.batch_size, getattr(runner, "max_batch", None) or self.batch_size)
         chunks = plan_chunks([j.video.shape[0] for j in jobs], [j.query.shape[0] for j in jobs],
-                             self.video_buckets, self.query_buckets, self.batch_size,
-                             runner.static_shapes)
+                             self.video_buckets, self.query_buckets, max_batch, runner.static_shapes)
         gpu = self.device.type == "cuda"
         for chunk in chunks:
             items = [jobs[j] for j in chunk.indices]

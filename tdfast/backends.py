@@ -33,11 +33,15 @@ OUTPUT_KEYS = ("pred_spans", "pred_logits", "saliency_scores")
 
 class Runner(Protocol):
     name: str
-    static_shapes: bool
-    input_dtype: torch.dtype
+    static_shapes: bool  # round batch sizes up to buckets too
+    input_dtype: torch.dtype  # what the padded video/query are cast to
+    max_batch: int | None  # most rows per call the backend accepts (None: any)
 
     def __call__(self, video: Tensor, video_mask: Tensor, query: Tensor,
                  query_mask: Tensor) -> dict[str, Tensor]: ...
+
+
+TRT_MAX_BATCH = 32  # batch size the TensorRT profile is built for (the Retriever chunks to it)
 
 
 class TorchRunner:
@@ -50,6 +54,7 @@ class TorchRunner:
 
     def __init__(self, name: str, fn: Callable, dtype: torch.dtype, static_shapes: bool) -> None:
         self.name, self.fn, self.input_dtype, self.static_shapes = name, fn, dtype, static_shapes
+        self.max_batch: int | None = None
         self.timings: dict[tuple[int, int, int], dict[str, float]] = {}
         self._calls: dict[tuple[int, int, int], int] = {}
 
@@ -116,6 +121,7 @@ class ArrayRunner:
     """Wraps a numpy-in/numpy-out runner (ONNX Runtime, TensorRT) into the Runner contract."""
 
     input_dtype = torch.float32
+    max_batch: int | None = None
 
     def __init__(self, name: str, run: Callable[..., dict[str, np.ndarray]], device: torch.device,
                  static_shapes: bool) -> None:
@@ -127,33 +133,32 @@ class ArrayRunner:
         return {k: torch.as_tensor(np.asarray(out[k])) for k in OUTPUT_KEYS}
 
 
-def _onnx_path(model: nn.Module, ckpt: Path | None, fmt: str) -> Path:
-    """The checkpoint's cached export (made on first use), or a fresh one in a temp dir for
-    a model that came without a checkpoint directory."""
-    try:
-        from tdfast.export import ensure_export
-    except ImportError:
-        ensure_export = None
-    if ckpt is not None and ensure_export is not None:
-        return Path(ensure_export(ckpt, fmt))
-    if fmt != "onnx":
-        raise BackendUnavailableError(
-            f"{fmt} export needs a checkpoint directory and tdfast.export.ensure_export; use "
-            f"Retriever.from_pretrained(ckpt_dir, ...)")
-    from tdfast.export import export_onnx
+def _artifact(model: nn.Module, ckpt: Path | None, fmt: str, **options) -> Path:
+    """The checkpoint's cached export in ``fmt`` (``tdfast.export.FORMATS``; made on first use,
+    verified, atomic), or a fresh one in a temp dir for a model without a checkpoint dir."""
+    from tdfast.export import ensure_export, export
 
-    out = Path(tempfile.mkdtemp(prefix="tdfast-onnx-"))
-    return Path(export_onnx(copy.deepcopy(model).float().cpu(), out, log=None))
+    if ckpt is not None:
+        return Path(ensure_export(ckpt, fmt, **options))
+    out = Path(tempfile.mkdtemp(prefix="tdfast-export-"))
+    return Path(export(copy.deepcopy(model).float().cpu(), fmt, out, log=None, **options))
 
 
-def _ort_factory(fmt: str, name: str) -> Callable[..., Runner]:
+def _ort_factory(int8: bool) -> Callable[..., Runner]:
+    """onnxruntime on the fp32 graph (fp16 graph for dtype float16), or the int8 graph
+    (dynamic quantization; CPU; lossy by design, judged by top-1 agreement)."""
+    name = "onnxruntime-int8" if int8 else "onnxruntime"
+
     def make(model: nn.Module, device: torch.device, dtype: torch.dtype, ckpt: Path | None) -> Runner:
         from tdfast.export.ort import OrtRunner, default_threads
 
-        if dtype != torch.float32:
-            raise InputError(f"dtype: the {name} backend runs the float32 ONNX graph (I/O float32), "
-                             f"got {dtype}; use dtype=torch.float32")
-        path = _onnx_path(model, ckpt, fmt)
+        formats = {torch.float32: "onnx-int8" if int8 else "onnx"}
+        if not int8:
+            formats[torch.float16] = "onnx-fp16"
+        if dtype not in formats:
+            raise InputError(f"dtype: the {name} backend runs {sorted(map(str, formats))} graphs, "
+                             f"got {dtype}")
+        path = _artifact(model, ckpt, formats[dtype])
         threads = default_threads() if device.type == "cpu" else None
         # Inputs are already validated by the Retriever; skip OrtRunner's second check.
         runner = OrtRunner(path, device=device.type, threads=threads, check=False)
@@ -163,19 +168,17 @@ def _ort_factory(fmt: str, name: str) -> Callable[..., Runner]:
 
 
 def _tensorrt(model: nn.Module, device: torch.device, dtype: torch.dtype, ckpt: Path | None) -> Runner:
+    """A TensorRT engine (fp32, or fp16 for half dtypes), cached in the checkpoint dir; its
+    optimisation profile covers batches up to 32 (the Retriever's default chunk)."""
     if device.type != "cuda":
         raise BackendUnavailableError(f"tensorrt backend: needs a CUDA GPU, got device={device}")
-    try:
-        from tdfast.export import TrtRunner
-    except ImportError:
-        raise BackendUnavailableError(
-            "tensorrt backend: tdfast.export.TrtRunner is not available in this build; "
-            "install TensorRT (pip install 'tdfast[tensorrt]') and use a tdfast with TensorRT export") from None
-    if ckpt is None:
-        raise BackendUnavailableError("tensorrt backend: needs a checkpoint directory to cache the "
-                                      "engine in; use Retriever.from_pretrained(ckpt_dir, ...)")
-    engine = _onnx_path(model, ckpt, "tensorrt")
-    return ArrayRunner("tensorrt", TrtRunner(engine), device, static_shapes=True)
+    from tdfast.export import TrtRunner
+
+    precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    engine = _artifact(model, ckpt, "tensorrt", precision=precision, max_batch=TRT_MAX_BATCH)
+    runner = ArrayRunner("tensorrt", TrtRunner(engine, check=False), device, static_shapes=True)
+    runner.max_batch = TRT_MAX_BATCH  # the engine's profile ends there
+    return runner
 
 
 # The dispatch table: backend name -> factory.
@@ -183,8 +186,8 @@ BACKENDS: dict[str, Callable[[nn.Module, torch.device, torch.dtype, Path | None]
     "eager": _eager,
     "compile": _compile,
     "triton": _triton,
-    "onnxruntime": _ort_factory("onnx", "onnxruntime"),
-    "onnxruntime-int8": _ort_factory("onnx-int8", "onnxruntime-int8"),
+    "onnxruntime": _ort_factory(int8=False),
+    "onnxruntime-int8": _ort_factory(int8=True),
     "tensorrt": _tensorrt,
 }
 
