@@ -27,23 +27,42 @@ def _field(records: list[dict], i: int, name: str, key: str):
     return records[i][key]
 
 
-def _number_matrix(value, where: str, cols: int, what: str, exact: bool = False) -> np.ndarray:
+def _as_array(value) -> np.ndarray | None:
+    """A JSON list as an array; None for a non-list or ragged rows."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    try:
+        return np.asarray(value)
+    except ValueError:
+        return None
+
+
+def _number_matrix(value, where: str, cols: int | None, what: str, exact: bool = False) -> np.ndarray:
     """A non-empty list of rows of ``cols`` (or more, unless ``exact``) finite numbers.
 
-    Returns float64 [N, cols] (extra columns dropped) or [N, C] when ``exact``.
+    Returns float64 [N, cols] (extra columns dropped), or [N, C] when ``exact``
+    or ``cols`` is None (any C >= 1).
     """
-    try:
-        arr = np.asarray(value) if isinstance(value, (list, tuple)) else None
-    except ValueError:  # ragged rows
-        arr = None
-    if (arr is None or arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < cols
+    return _checked_matrix(_as_array(value), str(value)[:80], where, cols, what, exact)
+
+
+def _number_vector(value, where: str, what: str) -> np.ndarray:
+    """A non-empty list of finite numbers -> float64 [N]."""
+    arr = _as_array(value)
+    return _checked_matrix(None if arr is None else arr[None], str(value)[:80], where, None, what, False)[0]
+
+
+def _checked_matrix(arr: np.ndarray | None, seen: str, where: str, cols: int | None, what: str,
+                    exact: bool) -> np.ndarray:
+    min_cols = cols or 1
+    if (arr is None or arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < min_cols
             or (exact and arr.shape[1] != cols)):
-        raise InputError(f"{where}: expected a non-empty list of {what}, got {str(value)[:80]}")
+        raise InputError(f"{where}: expected a non-empty list of {what}, got {seen}")
     if arr.dtype.kind not in "iuf":
-        raise InputError(f"{where}: expected numbers in {what}, got {str(value)[:80]}")
-    arr = arr.astype(np.float64) if exact else arr[:, :cols].astype(np.float64)
+        raise InputError(f"{where}: expected numbers in {what}, got {seen}")
+    arr = arr.astype(np.float64) if exact or cols is None else arr[:, :cols].astype(np.float64)
     if not np.isfinite(arr).all():
-        raise InputError(f"{where}: expected finite numbers, got NaN/inf in {str(value)[:80]}")
+        raise InputError(f"{where}: expected finite numbers, got NaN/inf in {seen}")
     return arr
 
 
@@ -157,10 +176,7 @@ def pred_saliency(submission: list[dict], indices: Sequence[int]) -> tuple[np.nd
     for i in indices:
         where = f"{record_label(submission, i, SUBMISSION)}: pred_saliency_scores"
         value = _field(submission, i, SUBMISSION, "pred_saliency_scores")
-        s = _number_matrix([value] if isinstance(value, (list, tuple)) else value, where,
-                           len(value) if isinstance(value, (list, tuple)) and value else 1,
-                           "saliency scores (one per clip)", exact=True)
-        rows.append(s[0])
+        rows.append(_number_vector(value, where, "saliency scores (one per clip)"))
     padded, mask = _pad(rows, -np.inf)
     return padded, mask.sum(1)
 
@@ -179,9 +195,10 @@ def gt_saliency(
         if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration >= clip_len:
             raise InputError(f"{where}: duration must be a number >= clip length {clip_len} s, got {duration!r}")
         n = int(duration / clip_len)
-        ids = np.asarray(_field(ground_truth, i, GROUND_TRUTH, "relevant_clip_ids"))
-        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-            raise InputError(f"{where}: relevant_clip_ids must be a list of ints, got {ids.tolist()!r:.80}")
+        value = _field(ground_truth, i, GROUND_TRUTH, "relevant_clip_ids")
+        ids = _as_array(value)
+        if ids is None or ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise InputError(f"{where}: relevant_clip_ids must be a list of ints, got {str(value)[:80]}")
         if ids.size and (ids.min() < 0 or ids.max() >= n):
             raise InputError(f"{where}: relevant_clip_ids must lie in [0, {n}) for duration {duration}, "
                              f"got {ids.min()}..{ids.max()}")
