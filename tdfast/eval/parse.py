@@ -43,17 +43,18 @@ def _number_matrix(value, where: str, cols: int | None, what: str, exact: bool =
     Returns float64 [N, cols] (extra columns dropped), or [N, C] when ``exact``
     or ``cols`` is None (any C >= 1).
     """
-    return _checked_matrix(_as_array(value), str(value)[:80], where, cols, what, exact)
+    return _checked_matrix(_as_array(value), value, where, cols, what, exact)
 
 
 def _number_vector(value, where: str, what: str) -> np.ndarray:
     """A non-empty list of finite numbers -> float64 [N]."""
     arr = _as_array(value)
-    return _checked_matrix(None if arr is None else arr[None], str(value)[:80], where, None, what, False)[0]
+    return _checked_matrix(None if arr is None else arr[None], value, where, None, what, False)[0]
 
 
-def _checked_matrix(arr: np.ndarray | None, seen: str, where: str, cols: int | None, what: str,
+def _checked_matrix(arr: np.ndarray | None, value, where: str, cols: int | None, what: str,
                     exact: bool) -> np.ndarray:
+    seen = _Shown(value)  # formatted only if an error message needs it
     min_cols = cols or 1
     if (arr is None or arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] < min_cols
             or (exact and arr.shape[1] != cols)):
@@ -64,6 +65,16 @@ def _checked_matrix(arr: np.ndarray | None, seen: str, where: str, cols: int | N
     if not np.isfinite(arr).all():
         raise InputError(f"{where}: expected finite numbers, got NaN/inf in {seen}")
     return arr
+
+
+class _Shown:
+    """A value as an error message shows it: str, cut to 80 characters."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self) -> str:
+        return str(self.value)[:80]
 
 
 def _pad(rows: list[np.ndarray], fill: float) -> tuple[np.ndarray, np.ndarray]:
