@@ -1,0 +1,65 @@
+"""``tdfast train``: train TD-DETR from annotation jsonl + feature dirs into a checkpoint dir."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train a checkpoint (multi-process: torchrun --nproc_per_node=N -m tdfast train ...)",
+        description="Train TD-DETR. --out receives the best weights (by val MR-full-mAP, loadable by "
+                    "TDDETR.from_pretrained / tdfast predict), last/ for --resume, and log.jsonl.")
+    p.add_argument("--preset", choices=["tiny", "qvhighlights", "charades"],
+                   help="config preset (required unless --resume, which reuses the checkpoint's config)")
+    p.add_argument("--train", required=True, help="training annotations (jsonl)")
+    p.add_argument("--val", help="validation annotations (jsonl); without it the last epoch is kept")
+    p.add_argument("--video-feats", nargs="+", required=True, metavar="DIR",
+                   help="video feature dirs (<vid>.npz), concatenated along the feature axis")
+    p.add_argument("--text-feats", required=True, metavar="DIR", help="query feature dir (qid<qid>.npz)")
+    p.add_argument("--out", required=True, metavar="CKPT_DIR", help="run directory to create")
+    p.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="the one seed of the run (default 0)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set use_vsdc=false (repeatable)")
+    p.add_argument("--resume", metavar="CKPT_DIR", help="continue a run exactly (its dir or its last/)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="autocast dtype on GPU (default fp32)")
+    p.add_argument("--save-every-steps", type=int, default=0, metavar="N",
+                   help="also checkpoint every N steps (default: at the end of every epoch only)")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--cache-size", type=int, default=0, help="feature arrays cached in memory per process")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from tdfast.checkpoint import load_config
+    from tdfast.errors import InputError
+    from tdfast.model.config import TDDETRConfig
+    from tdfast.training import train
+    from tdfast.training.run_dir import resume_dir
+
+    if args.resume:
+        if args.overrides:
+            raise InputError("--set: not allowed with --resume (the run continues with its checkpoint's "
+                             f"config); got {args.overrides}")
+        config = load_config(resume_dir(Path(args.resume)))
+    elif args.preset is None:
+        raise InputError("--preset: expected one of tiny, qvhighlights, charades (or --resume), got none")
+    else:
+        config = TDDETRConfig.from_name(args.preset).override(args.overrides)
+    result = train(config, args.train, args.val, args.video_feats, args.text_feats, args.out,
+                   epochs=args.epochs, seed=args.seed, progress=not args.no_progress, resume=args.resume,
+                   device=args.device, precision=args.precision, save_every_steps=args.save_every_steps,
+                   num_workers=args.num_workers, cache_size=args.cache_size)
+    summary = {"out": str(result.out_dir), "best_epoch": result.best_epoch, "epochs": result.epochs,
+               "steps": result.steps, "stopped_early": result.stopped_early,
+               "initial": result.initial_metrics, "best": result.best_metrics}
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary under torchrun
+        print(json.dumps(summary, indent=2))
+    return 0

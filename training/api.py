@@ -1,0 +1,77 @@
+"""``train(...)``: the one call behind ``tdfast train`` and the demo."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Sequence
+
+from tdfast.errors import InputError
+from tdfast.model.config import TDDETRConfig
+from tdfast.training import run_dir
+from tdfast.training.trainer import TrainResult, Trainer
+
+
+def check_feature_files(dataset) -> None:
+    """InputError naming the file and the annotation line for the first feature file that is
+    missing, before anything is written (features are otherwise read lazily, mid-epoch)."""
+    store = dataset.store
+    for ann in dataset.annotations:
+        paths = [d / f"{ann.vid}.npz" for d in store.video_dirs] + [store.text_dir / f"qid{ann.qid}.npz"]
+        for path in paths:
+            if not path.is_file():
+                raise InputError(f"{path}: feature file not found (needed by {ann.source})")
+
+
+def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.PathLike | None,
+          video_dirs: Sequence[str | os.PathLike], text_dir: str | os.PathLike, out_dir: str | os.PathLike,
+          *, epochs: int | None = None, seed: int = 0, progress: bool = True,
+          resume: str | os.PathLike | None = None, device: str = "cpu", precision: str = "fp32",
+          save_every_steps: int = 0, num_workers: int = 0, cache_size: int = 0, eval_before: bool = True,
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train TD-DETR and leave the best weights loadable by ``TDDETR.from_pretrained(out_dir)``.
+
+    Annotations in the QVHighlights jsonl format, features as in DESIGN.md. ``epochs``
+    overrides ``config.epochs``. ``val_ann`` None: no validation, the last epoch is kept.
+    ``eval_before``: score the untrained model first (``TrainResult.initial_metrics``).
+    ``resume``: a run directory (or its ``last/``) to continue exactly; ``out_dir`` may be
+    the same directory. ``cache_size``: feature arrays kept in memory per process.
+    Under ``torchrun`` every process calls this; process 0 writes. Bad input raises
+    InputError before ``out_dir`` is created.
+    """
+    from tdfast.data.dataset import MomentDataset
+    from tdfast.eval import load_jsonl
+    from tdfast.training.distributed import init_distributed, shutdown
+
+    out = Path(out_dir)
+    if epochs is not None:
+        if int(epochs) <= 0:
+            raise InputError(f"--epochs: expected a positive integer, got {epochs!r}")
+        config = TDDETRConfig.from_dict({**config.to_dict(), "epochs": int(epochs)})
+    if save_every_steps < 0:
+        raise InputError(f"--save-every-steps: expected an integer >= 0, got {save_every_steps!r}")
+    ckpt = None
+    if resume is not None:
+        ckpt = run_dir.resume_dir(Path(resume))
+    else:
+        run_dir.check_fresh(out)
+    train_set = MomentDataset(train_ann, video_dirs, text_dir, config, cache_size=cache_size)
+    if not train_set.has_labels:
+        raise InputError(f"--train {str(train_ann)!r}: expected relevant_windows on every line")
+    check_feature_files(train_set)
+    val_set = val_gt = None
+    if val_ann is not None:
+        val_set = MomentDataset(val_ann, video_dirs, text_dir, config, cache_size=cache_size)
+        if not val_set.has_labels:
+            raise InputError(f"--val {str(val_ann)!r}: expected relevant_windows on every line")
+        check_feature_files(val_set)
+        val_gt = load_jsonl(val_ann)
+    ctx = init_distributed(device)
+    try:
+        if ckpt is not None and ctx.is_main and ckpt.parent.resolve() != out.resolve():
+            run_dir.copy_run_files(ckpt.parent if ckpt.name == run_dir.LAST else ckpt, out)
+        trainer = Trainer(config, train_set, val_set, val_gt, out, seed=seed, ctx=ctx, precision=precision,
+                          save_every_steps=save_every_steps, progress=progress, num_workers=num_workers)
+        return trainer.fit(config.epochs, resume=ckpt, eval_before=eval_before, on_step=on_step)
+    finally:
+        shutdown(ctx)

@@ -1,0 +1,81 @@
+"""Global batch -> training batch: VSDC, negative queries, saliency pairs; then row selection.
+
+Every process runs ``prepare_batch`` on the same global batch with the same
+generator state, so all random choices agree across processes; each then keeps
+its own rows with ``select_rows``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tdfast.model.config import TDDETRConfig
+from tdfast.training.saliency_pairs import sample_saliency_pairs
+from tdfast.training.vsdc import vsdc
+
+# Keys with one entry per row of a prepared batch (tensors: first dim; lists: items).
+ROW_TENSORS = ("video", "video_mask", "query", "query_mask", "saliency", "gt_clip_mask", "owner",
+               "sal_pos_idx", "sal_neg_idx", "sal_pair_valid", "neg_query", "neg_query_mask")
+ROW_LISTS = ("spans", "meta")
+
+
+def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+    """Tensors (and the ``spans`` list) moved to ``device``; meta untouched."""
+    out = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    if "spans" in out:
+        out["spans"] = [s.to(device) for s in out["spans"]]
+    return out
+
+
+def prepare_batch(batch: dict[str, Any], config: TDDETRConfig, generator: torch.Generator
+                  ) -> dict[str, Any]:
+    """Collated labelled batch (B rows) -> training batch (B rows, 2B with VSDC).
+
+    Adds ``owner`` [P] (input row of each row's pair), ``sal_pos_idx``/``sal_neg_idx``/
+    ``sal_pair_valid`` [P, 2 * num_saliency_pairs] and, with ``use_negative_pair`` and
+    P > 1, ``neg_query`` [P, M, Dt] / ``neg_query_mask`` [P, M]: row p gets the query of
+    row (p + 1) mod P, QD-DETR's shift of the queries within the batch.
+    """
+    b = batch["video"].shape[0]
+    if config.use_vsdc:
+        batch = vsdc(batch, config, generator)
+    else:
+        batch = {**batch, "owner": torch.arange(b, device=batch["video"].device)}
+    pos, neg, valid = sample_saliency_pairs(batch["saliency"], batch["gt_clip_mask"], batch["video_mask"],
+                                            config.num_saliency_pairs, generator)
+    batch.update(sal_pos_idx=pos, sal_neg_idx=neg, sal_pair_valid=valid)
+    p = batch["video"].shape[0]
+    if config.use_negative_pair and p > 1:
+        shift = (torch.arange(p, device=batch["query"].device) + 1) % p
+        batch.update(neg_query=batch["query"][shift], neg_query_mask=batch["query_mask"][shift])
+    return batch
+
+
+def select_rows(batch: dict[str, Any], rows: Tensor) -> dict[str, Any]:
+    """The given rows [n] of a prepared batch, with padding trimmed to the longest kept row."""
+    out = dict(batch)
+    index = rows.tolist()
+    for k in ROW_TENSORS:
+        if k in out:
+            out[k] = out[k][rows.to(out[k].device)]
+    for k in ROW_LISTS:
+        if k in out:
+            out[k] = [out[k][i] for i in index]
+    for data, mask in (("video", "video_mask"), ("query", "query_mask"), ("neg_query", "neg_query_mask")):
+        if data in out:
+            n = max(int(out[mask].sum(1).max()), 1)
+            out[data], out[mask] = out[data][:, :n], out[mask][:, :n]
+            if data == "video":
+                out["saliency"], out["gt_clip_mask"] = out["saliency"][:, :n], out["gt_clip_mask"][:, :n]
+    return out
+
+
+def shard(batch: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]:
+    """This process's rows: those whose ``owner`` (global input row g = world_size * j + rank,
+    see ``distributed.gather_batch``) belongs to ``rank``."""
+    if world_size == 1:
+        return batch
+    rows = torch.nonzero(batch["owner"] % world_size == rank).flatten()
+    return select_rows(batch, rows)

@@ -1,0 +1,263 @@
+"""The training loop: AdamW, grad clip, LR drop, autocast, validation, best / last checkpoints, resume."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+from tdfast.data.collate import make_loader
+from tdfast.errors import InputError
+from tdfast.model.config import TDDETRConfig
+from tdfast.model.tddetr import TDDETR
+from tdfast.training import run_dir
+from tdfast.training.criterion import Criterion, loss_norm
+from tdfast.training.distributed import (DistContext, all_gather_object, all_reduce_sum, barrier,
+                                         broadcast_object, gather_batch)
+from tdfast.training.prepare import prepare_batch, shard, to_device
+from tdfast.training.rng import batch_generator, capture_rng, restore_rng, seed_dropout, seed_everything
+from tdfast.training.validate import selection_score, validate
+from tdfast.training.wrapper import TrainingModel
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Fields that may change when resuming (how long to go on), unlike the model and the recipe.
+RESUMABLE_CHANGES = ("epochs", "early_stop_patience")
+
+
+@dataclass
+class Progress:
+    """Counters saved with every checkpoint. ``epoch``: epochs finished; ``batch``: batches
+    of the current epoch done; ``step``: optimizer steps in all."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    epochs_without_gain: int = 0
+    stopped_early: bool = False
+    initial_metrics: dict | None = None
+    best_metrics: dict | None = None
+    log_records: int = 0
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. Metrics are the ``brief`` dicts of ``tdfast.eval``."""
+
+    out_dir: Path
+    initial_metrics: dict | None  # the untrained model on val (None when not measured)
+    best_metrics: dict | None  # the kept checkpoint on val
+    best_epoch: int
+    epochs: int  # epochs finished
+    steps: int
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)  # one record per epoch: train loss, val brief
+
+
+class EpochSampler(DistributedSampler):
+    """``DistributedSampler`` (order: a function of seed and epoch) that can start an epoch
+    part-way through, for resuming."""
+
+    skip = 0
+
+    def set_position(self, epoch: int, skip: int) -> None:
+        self.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.skip:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+class Trainer:
+    """One training run of ``config`` on ``train_set`` (a labelled ``MomentDataset``).
+
+    ``config.batch_size`` is the global batch; each of the ``ctx.world_size`` processes
+    loads its share. Checkpoints go to ``out_dir`` (layout in ``run_dir``): every epoch
+    and, with ``save_every_steps`` > 0, every that many steps, so a crash loses at most
+    the steps since the last one. ``precision``: fp32, or bf16 / fp16 autocast (GPU only).
+    """
+
+    def __init__(self, config: TDDETRConfig, train_set: Dataset, val_set: Dataset | None,
+                 val_gt: list[dict] | None, out_dir: str | Path, *, seed: int = 0,
+                 ctx: DistContext = DistContext(), precision: str = "fp32", save_every_steps: int = 0,
+                 progress: bool = True, num_workers: int = 0) -> None:
+        if precision not in PRECISIONS:
+            raise InputError(f"--precision: expected one of {sorted(PRECISIONS)}, got {precision!r}")
+        if precision != "fp32" and ctx.device.type != "cuda":
+            raise InputError(f"--precision {precision}: autocast is for GPU training; use fp32 with "
+                             f"--device {ctx.device.type}")
+        if config.batch_size % ctx.world_size:
+            raise InputError(f"batch_size: expected a multiple of the number of processes "
+                             f"({ctx.world_size}), got {config.batch_size}")
+        self.config, self.ctx, self.out_dir, self.seed = config, ctx, Path(out_dir), seed
+        self.val_set, self.val_gt = val_set, val_gt
+        self.save_every_steps, self.show_progress = save_every_steps, progress and ctx.is_main
+        seed_everything(seed)
+        self.model = TDDETR(config).to(ctx.device)
+        seed_dropout(seed, ctx.rank)
+        self.generator = batch_generator(seed)
+        self.net: torch.nn.Module = TrainingModel(self.model)
+        if ctx.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.net, device_ids=ids)
+        self.criterion = Criterion(config)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # 10x drop every lr_drop epochs (the paper's Charades recipe); lr_drop <= 0: never
+        drop = config.lr_drop if config.lr_drop > 0 else 1 << 30
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=drop, gamma=0.1)
+        dtype = PRECISIONS[precision]
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=dtype is torch.float16)
+        self.autocast = (lambda: torch.autocast(ctx.device.type, dtype=dtype)) if dtype else nullcontext
+        self.per_rank = config.batch_size // ctx.world_size
+        self.sampler = EpochSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                    seed=seed)
+        self.loader = make_loader(train_set, self.per_rank, shuffle=False, seed=seed,
+                                  num_workers=num_workers, sampler=self.sampler)
+        self.val_loader = None if val_set is None else make_loader(val_set, self.per_rank, False, seed)
+        self.progress = Progress()
+        self.log = run_dir.JsonlLog(self.out_dir / run_dir.LOG_NAME, enabled=ctx.is_main)
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, local: dict[str, Any]) -> dict[str, float]:
+        """One optimizer step on this process's rows of a global batch -> global loss terms."""
+        c, ctx = self.config, self.ctx
+        batch = prepare_batch(to_device(gather_batch(local, ctx), ctx.device), c, self.generator)
+        norm = loss_norm(batch, c.num_queries)
+        mine = shard(batch, ctx.rank, ctx.world_size)
+        with self.autocast():
+            out = self.net(mine["video"], mine["video_mask"], mine["query"], mine["query_mask"],
+                           mine.get("neg_query"), mine.get("neg_query_mask"))
+        terms = self.criterion(out, mine, norm)
+        self.optimizer.zero_grad(set_to_none=True)
+        # losses are (local sum) / (global count); DDP averages gradients over processes
+        self.scaler.scale(terms["loss"] * ctx.world_size).backward()
+        if c.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        values = all_reduce_sum(torch.stack([v.detach().float() for v in terms.values()]), ctx)
+        return dict(zip(terms, values.tolist()))
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, epochs: int, resume: Path | None = None, eval_before: bool = True,
+            on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+        """Train until ``epochs`` epochs are done (or early stop). ``on_step(step, losses)``
+        runs after every step (progress hooks, tests)."""
+        from tqdm import tqdm
+
+        p = self.progress
+        if resume is not None:
+            self.restore(resume)
+        elif eval_before and self.val_loader is not None:
+            p.initial_metrics = self.validate_and_log(epoch=0)[0]["brief"]
+        while p.epoch < epochs and not p.stopped_early:
+            self.sampler.set_position(p.epoch, p.batch * self.per_rank)
+            self.net.train()
+            bar = tqdm(self.loader, desc=f"epoch {p.epoch + 1}/{epochs}", disable=not self.show_progress,
+                       initial=p.batch, total=p.batch + len(self.loader), leave=False)
+            for local in bar:
+                values = self.train_step(local)
+                p.step, p.batch = p.step + 1, p.batch + 1
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.log.write({"kind": "train", "epoch": p.epoch + 1, "step": p.step, "lr": lr, **values})
+                bar.set_postfix(loss=f"{values['loss']:.4f}")
+                if self.save_every_steps and p.step % self.save_every_steps == 0:
+                    self.save()
+                if on_step is not None:
+                    on_step(p.step, values)
+            self.end_epoch()
+        barrier(self.ctx)
+        return TrainResult(self.out_dir, p.initial_metrics, p.best_metrics, p.best_epoch, p.epoch, p.step,
+                           p.stopped_early, list(self.history))
+
+    def end_epoch(self) -> None:
+        """LR schedule, validation, best weights, early stop, checkpoint."""
+        p, c = self.progress, self.config
+        p.epoch, p.batch = p.epoch + 1, 0
+        self.scheduler.step()
+        record: dict[str, Any] = {"kind": "epoch", "epoch": p.epoch, "step": p.step}
+        if self.val_loader is None:
+            improved, metrics, preds = True, None, None
+        else:
+            metrics, preds = self.validate_and_log(p.epoch)
+            score = selection_score(metrics) if metrics is not None else -math.inf
+            improved = broadcast_object(score > p.best_score, self.ctx)
+            if improved:
+                p.best_score = score
+            record["val"] = None if metrics is None else metrics["brief"]
+        if improved:
+            p.best_epoch, p.epochs_without_gain = p.epoch, 0
+            p.best_metrics = record.get("val")
+            if self.ctx.is_main:
+                run_dir.save_best(self.out_dir, self.model, metrics, preds)
+        else:
+            p.epochs_without_gain += 1
+            p.stopped_early = 0 < c.early_stop_patience <= p.epochs_without_gain
+        record.update(best_epoch=p.best_epoch, stopped_early=p.stopped_early)
+        self.history.append(record)
+        self.log.write(record)
+        self.save()
+
+    def validate_and_log(self, epoch: int) -> tuple[dict | None, list[dict] | None]:
+        """Val metrics on the main process (others get None); logged as a ``val`` record."""
+        metrics = preds = None
+        if self.ctx.is_main:
+            metrics, preds = validate(self.model, self.val_loader, self.val_gt, self.ctx.device,
+                                      self.autocast())
+            self.log.write({"kind": "val", "epoch": epoch, "step": self.progress.step, **metrics["brief"]})
+        barrier(self.ctx)
+        return metrics, preds
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        """Flush the log and write ``last/`` with the full train state (all processes call it)."""
+        rng = all_gather_object(capture_rng(self.generator), self.ctx)
+        if self.ctx.is_main:
+            self.log.flush()
+            self.progress.log_records = self.log.count
+            state = {"progress": asdict(self.progress), "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                     "rng": rng, "world_size": self.ctx.world_size, "seed": self.seed,
+                     "history": self.history}
+            run_dir.save_last(self.out_dir, self.model, state)
+        barrier(self.ctx)
+
+    def restore(self, ckpt: Path) -> None:
+        """Load weights, optimizer, scheduler, RNG and counters from a ``last/`` checkpoint."""
+        from safetensors.torch import load_file
+
+        from tdfast.checkpoint import WEIGHTS_NAME, load_config
+
+        saved = load_config(ckpt).to_dict()
+        diff = {k: (saved[k], v) for k, v in self.config.to_dict().items()
+                if saved.get(k) != v and k not in RESUMABLE_CHANGES}
+        if diff:
+            raise InputError(f"--resume {str(ckpt)!r}: the checkpoint was trained with another config; "
+                             f"differing fields (checkpoint, now): {diff}")
+        state = run_dir.load_train_state(ckpt)
+        self.model.load_state_dict(load_file(str(ckpt / WEIGHTS_NAME), device=str(self.ctx.device)))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress(**state["progress"])
+        self.seed = self.sampler.seed = int(state["seed"])  # the data order of the resumed run
+        self.history = list(state["history"])
+        rng = state["rng"]
+        restore_rng(rng[self.ctx.rank] if len(rng) == self.ctx.world_size else rng[0], self.generator)
+        if len(rng) != self.ctx.world_size:
+            # other process count: the batch stream continues, dropout streams restart per rank
+            seed_dropout(int(self.progress.step), self.ctx.rank)
+        self.log.truncate(self.progress.log_records)

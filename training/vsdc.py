@@ -1,0 +1,181 @@
+"""VSDC: Video Synthesizer for Dynamic Context (paper Sec. 3.1), a vectorized batch transform.
+
+For every video V_i of a batch, its partner k_i is the most similar other video
+(similarity: mean of the top-k clip dot products, as the official code; pairs
+of queries on the same video are skipped when another video exists). The
+synthesized video keeps every ground-truth clip of V_i, each other clip of V_i
+with probability ``alpha`` and each clip of V_k with probability ``1 - alpha``;
+V_i's kept clips come first, in their order, then V_k's. Windows, saliency and
+the GT clip mask move with their clips. The symmetric sample (anchor V_k,
+context from V_i, V_k's query) is made too, so a batch of B becomes 2B:
+rows [0, B) are the synthesized V~_i, rows [B, 2B) the synthesized V~_k_i
+(the paper's pair p_i = {V~_i, V~_k_i}); the originals are replaced, as in the
+paper (``alpha = 1`` gives back the originals).
+
+Guarantees (tested): no GT clip is dropped, so no window is cut and every
+window's clips stay contiguous; the result never exceeds ``max_video_len``
+(when it would, a random subset of the partner's clips is dropped); masks are
+True exactly on the real clips.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tdfast.model.config import TDDETRConfig
+from tdfast.spans import cxw_to_xx, xx_to_cxw
+
+EDGE_EPS = 1e-4  # in clips: a window edge this close to a clip border counts as on it
+
+
+def video_similarity(video: Tensor, video_mask: Tensor, topk: int) -> Tensor:
+    """Mean of the ``topk`` largest clip-clip dot products of every video pair.
+
+    video [B, L, D], video_mask [B, L] -> [B, B] (symmetric). Pairs with fewer real
+    clip pairs than ``topk`` average the ones they have.
+    """
+    b, length, d = video.shape
+    flat = video.reshape(b * length, d).float()
+    dots = (flat @ flat.T).view(b, length, b, length).transpose(1, 2).reshape(b, b, -1)  # [B, B, L*L]
+    valid = (video_mask[:, None, :, None] & video_mask[None, :, None, :]).reshape(b, b, -1)
+    top = dots.masked_fill(~valid, float("-inf")).topk(min(topk, length * length), dim=-1).values
+    real = torch.isfinite(top)
+    return torch.where(real, top, 0.0).sum(-1) / real.sum(-1).clamp(min=1)
+
+
+def choose_partners(similarity: Tensor, vids: list[str]) -> Tensor:
+    """Most similar other row per row: similarity [B, B], vids B names -> partner [B] int64.
+
+    Rows on the same video (another query of it) are excluded unless no other video is in
+    the batch. Needs B >= 2.
+    """
+    b = similarity.shape[0]
+    codes = {v: i for i, v in enumerate(dict.fromkeys(vids))}
+    vid_code = torch.tensor([codes[v] for v in vids], device=similarity.device)
+    eye = torch.eye(b, dtype=torch.bool, device=similarity.device)
+    blocked = (vid_code[:, None] == vid_code[None, :]) | eye
+    only_same = blocked.all(dim=1)
+    blocked[only_same] = eye[only_same]
+    return similarity.masked_fill(blocked, float("-inf")).argmax(dim=1)
+
+
+def protected_clips(batch: dict[str, Any]) -> Tensor:
+    """[B, L] bool: clips VSDC must keep: every clip a window touches, plus the GT clip mask
+    and clips with a positive saliency label."""
+    mask = batch["video_mask"]
+    b, length = mask.shape
+    lengths = mask.sum(1)  # [B]
+    keep = batch["gt_clip_mask"] | (batch["saliency"] > 0)
+    spans = batch["spans"]
+    if sum(int(s.shape[0]) for s in spans):
+        rows = torch.cat([torch.full((int(s.shape[0]),), i, dtype=torch.int64) for i, s in enumerate(spans)])
+        rows = rows.to(mask.device)
+        xx = cxw_to_xx(torch.cat(list(spans)).to(mask.device).double()) * lengths[rows, None]  # [S, 2] clips
+        first = torch.floor(xx[:, 0] + EDGE_EPS)
+        stop = torch.maximum(torch.ceil(xx[:, 1] - EDGE_EPS), first + 1)
+        t = torch.arange(length, device=mask.device)
+        covered = (t[None] >= first[:, None]) & (t[None] < stop[:, None])  # [S, L]
+        keep = keep | (torch.zeros(b, length, device=mask.device).index_add_(0, rows, covered.float()) > 0)
+    return keep & mask
+
+
+def _kept_first(keep: Tensor) -> Tensor:
+    """[P, L] bool -> [P, L] positions: the kept ones first, each group in original order."""
+    return torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+
+
+def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_anchor: Tensor,
+               u_context: Tensor, alpha: float, max_len: int, clip_len: float) -> dict[str, Any]:
+    """Row p of the result: the clips of ``anchors[p]`` kept (GT, or ``u_anchor < alpha``)
+    followed by the clips of ``contexts[p]`` kept (``u_context < 1 - alpha``).
+
+    batch: the collate keys (video [B, L, D], video_mask, query, query_mask, meta, spans,
+    saliency, gt_clip_mask); anchors, contexts [P] int64; u_anchor, u_context [P, L]
+    uniform [0, 1). Labels and query come from the anchor. Partner clips beyond
+    ``max_len`` are dropped in the order of ``u_context`` (a random subset).
+    """
+    video, mask = batch["video"], batch["video_mask"]
+    length = mask.shape[1]
+    protect = protected_clips(batch)
+    keep_a = mask[anchors] & (protect[anchors] | (u_anchor < alpha))  # [P, L]
+    u_c = u_context.masked_fill(~mask[contexts], 2.0)  # padding never kept
+    keep_c = u_c < 1.0 - alpha
+    n_a = keep_a.sum(1)  # [P]
+    budget = (max_len - n_a).clamp(min=0)
+    rank_c = torch.argsort(torch.argsort(u_c, dim=1), dim=1)  # smallest u first
+    keep_c = keep_c & (rank_c < budget[:, None])
+    n_c = keep_c.sum(1)
+    total = n_a + n_c  # [P] new lengths
+    out_len = int(total.max())
+    t = torch.arange(out_len, device=mask.device)[None]  # [1, L']
+    from_anchor = t < n_a[:, None]  # [P, L']
+    new_mask = t < total[:, None]
+    idx_a = _kept_first(keep_a).gather(1, t.clamp(max=length - 1).expand(len(anchors), -1))
+    idx_c = _kept_first(keep_c).gather(1, (t - n_a[:, None]).clamp(0, length - 1))
+    d = video.shape[-1]
+    v_a = video[anchors].gather(1, idx_a[..., None].expand(-1, -1, d))  # [P, L', D]
+    v_c = video[contexts].gather(1, idx_c[..., None].expand(-1, -1, d))
+    new_video = torch.where(from_anchor[..., None], v_a, v_c) * new_mask[..., None]
+    in_anchor = from_anchor & new_mask
+    new_saliency = batch["saliency"][anchors].gather(1, idx_a) * in_anchor
+    new_gt = batch["gt_clip_mask"][anchors].gather(1, idx_a) & in_anchor
+    new_spans = _move_spans(batch["spans"], anchors, keep_a, mask.sum(1), total)
+    meta = []
+    for p, (a, c) in enumerate(zip(anchors.tolist(), contexts.tolist())):
+        n = int(total[p])
+        meta.append({**batch["meta"][a], "num_clips": n, "duration": n * clip_len,
+                     "vsdc_context_vid": batch["meta"][c]["vid"]})
+    return {"video": new_video, "video_mask": new_mask, "query": batch["query"][anchors],
+            "query_mask": batch["query_mask"][anchors], "meta": meta, "spans": new_spans,
+            "saliency": new_saliency, "gt_clip_mask": new_gt}
+
+
+def _move_spans(spans: list[Tensor], anchors: Tensor, keep_a: Tensor, old_len: Tensor,
+                new_len: Tensor) -> list[Tensor]:
+    """Windows of each anchor shifted by the clips dropped before them, renormalized.
+
+    spans B x [n_i, 2] normalized by the old length; keep_a [P, L]; old_len [B], new_len [P]
+    in clips. A window's clips are all kept and contiguous, so one shift per window
+    (measured at the clip holding its center) moves it exactly.
+    """
+    rows = [spans[a] for a in anchors.tolist()]
+    sizes = [int(r.shape[0]) for r in rows]
+    if not sum(sizes):
+        return [r.clone() for r in rows]
+    device = keep_a.device
+    row_of = torch.cat([torch.full((n,), p, dtype=torch.int64) for p, n in enumerate(sizes)]).to(device)
+    xx = cxw_to_xx(torch.cat(rows).to(device).double()) * old_len[anchors][row_of, None]  # [S, 2] clips
+    center = (0.5 * (xx[:, 0] + xx[:, 1])).floor().long()
+    first = torch.floor(xx[:, 0] + EDGE_EPS).long()
+    ref = torch.maximum(center, first).clamp(0, keep_a.shape[1] - 1)  # a kept clip of the window
+    kept_before = keep_a.long().cumsum(1)[row_of, ref] - 1  # new index of clip ``ref``
+    shift = (ref - kept_before).double()
+    moved = (xx - shift[:, None]) / new_len[row_of, None].double()
+    cxw = xx_to_cxw(moved.clamp(0.0, 1.0)).float()
+    return list(torch.split(cxw, sizes))
+
+
+def vsdc(batch: dict[str, Any], config: TDDETRConfig, generator: torch.Generator) -> dict[str, Any]:
+    """The transform: partners by similarity, then both synthesized samples of each pair.
+
+    B rows -> 2B rows (see the module docstring); a batch of one row is returned as is.
+    Adds ``owner`` [2B] int64: the input row each output row's pair came from (i for both
+    V~_i and V~_k_i), which ``distributed.shard`` uses. Randomness: four [B, L] uniform
+    draws from ``generator`` (CPU), the same on every process and device.
+    """
+    b, length = batch["video_mask"].shape
+    device = batch["video"].device
+    if b < 2:
+        return {**batch, "owner": torch.arange(b, device=device)}
+    sim = video_similarity(batch["video"], batch["video_mask"], config.vsdc_topk)
+    partner = choose_partners(sim, [m["vid"] for m in batch["meta"]])
+    own = torch.arange(b, device=device)
+    anchors, contexts = torch.cat([own, partner]), torch.cat([partner, own])  # [2B]
+    u = torch.rand(2, 2 * b, length, generator=generator).to(device)
+    out = synthesize(batch, anchors, contexts, u[0], u[1], config.alpha, config.max_video_len,
+                     config.clip_len)
+    out["owner"] = torch.cat([own, own])
+    out["partner"] = partner
+    return out
