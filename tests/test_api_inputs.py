@@ -135,6 +135,17 @@ def test_tensorrt_without_gpu_is_backend_unavailable():
         Retriever(TDDETR(C), backend="tensorrt")
 
 
+def test_huge_finite_values_pass_and_inf_among_them_is_found(retriever):
+    """The finite check's fast path (one sum) overflows on values near float32's max: such
+    input is still accepted, and an inf hidden among them is still reported exactly."""
+    v = np.full((8, C.video_dim), 3e38, np.float32)
+    retriever.raw_outputs([v], [_q()])  # accepted (the model's answer on it is not the point)
+    v[5, 7] = np.inf
+    with pytest.raises(InputError, match=r"videos\[0\]: expected finite values, found 1 NaN/inf "
+                                         r"\(first at index \(5, 7\)\)"):
+        retriever.raw_outputs([v], [_q()])
+
+
 def test_float_dtypes_are_cast_and_agree(retriever):
     """float64 / float16 / bfloat16 inputs are cast to the model dtype: float64 exactly, the
     half types within their rounding of the inputs."""
