@@ -13,7 +13,8 @@ GPU (one command, also in benchmarks/run_gpu_kernels.sh):
   median (launch overhead removed). Bandwidth = the minimum bytes a fused layer must
   move (x, text, mask bias, out, weights once) / time, against the GPU's peak (spec
   sheet) and against a measured device-to-device copy. ``--sweep`` also times the
-  kernel's knobs (block_l, head_groups, precompute_kv, num_warps) to re-pick defaults.
+  kernel's knobs (block_l, head_groups, precompute_kv, num_warps, num_stages) to re-pick
+  defaults.
 
 CPU (runs anywhere): ``python benchmarks/bench_kernels.py --device cpu`` times the eager
 block and the float64 reference with a wall-clock median (the kernel itself only runs
@@ -138,11 +139,13 @@ def bench_gpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
             "fused_module": lambda: fused_module(x, text, bias),  # as fuse_model runs it
         }
         if args.sweep:
-            for bl, hg, pk, nw in itertools.product((16, 32, 64, 128), (1, 2, 8), (False, True), (4, 8)):
-                variants[f"fused[block_l={bl},head_groups={hg},precompute_kv={pk},num_warps={nw}]"] = (
-                    lambda bl=bl, hg=hg, pk=pk, nw=nw: td_cross_attention(
+            for bl, hg, pk, nw, ns in itertools.product((32, 64, 128), (1, 8), (False, True), (4, 8),
+                                                        (2, 3)):
+                variants[f"fused[block_l={bl},head_groups={hg},precompute_kv={pk},num_warps={nw},"
+                         f"num_stages={ns}]"] = (
+                    lambda bl=bl, hg=hg, pk=pk, nw=nw, ns=ns: td_cross_attention(
                         x, text, bias, packed, check_values=False, block_l=bl, head_groups=hg,
-                        precompute_kv=pk, num_warps=nw))
+                        precompute_kv=pk, num_warps=nw, num_stages=ns))
         nbytes = traffic_bytes(batch, video_len, args.text_len, args.dim, x.element_size())
         nflops = flops(batch, video_len, args.text_len, args.dim)
         with torch.inference_mode():

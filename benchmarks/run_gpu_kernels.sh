@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything in tdfast.kernels that needs a CUDA GPU, in one command (from the repo root):
-#   bash benchmarks/run_gpu_kernels.sh
+#   bash benchmarks/run_gpu_kernels.sh                  # all three steps (~15 min on an H100)
+#   bash benchmarks/run_gpu_kernels.sh tests memcheck   # or any subset of: tests memcheck bench
 # 1. every kernel test compiled on the GPU (tests/test_kernels_*.py, the gpu-marked parity
 #    matrix in fp32 / TF32 / fp16 / bf16 included);
 # 2. compute-sanitizer memcheck over a few launches (no caching allocator, so an
@@ -18,11 +19,15 @@ PY=${PYTHON:-python3}
 gpu=$("$PY" -c "import re, torch; print(re.sub(r'[^A-Za-z0-9]+', '_', torch.cuda.get_device_name()).strip('_'))")
 out=benchmarks/results
 mkdir -p "$out"
+steps=" ${*:-tests memcheck bench} "
 
-echo "== 1/3 kernel tests on $gpu"
+if [[ $steps == *" tests "* ]]; then
+echo "== kernel tests on $gpu"
 "$PY" -m pytest -q -p no:cacheprovider -m "gpu or not gpu" tests/test_kernels_*.py 2>&1 | tee "$out/kernels_${gpu}_tests.log"
+fi
 
-echo "== 2/3 compute-sanitizer memcheck"
+if [[ $steps == *" memcheck "* ]]; then
+echo "== compute-sanitizer memcheck"
 if command -v compute-sanitizer >/dev/null; then
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1 \
     "$PY" -m pytest -q -p no:cacheprovider -x tests/test_kernels_td_attention.py \
@@ -30,9 +35,12 @@ if command -v compute-sanitizer >/dev/null; then
 else
   echo "compute-sanitizer not on PATH: memcheck skipped" | tee "$out/kernels_${gpu}_memcheck.log"
 fi
+fi
 
-echo "== 3/3 benchmarks"
+if [[ $steps == *" bench "* ]]; then
+echo "== benchmarks"
 "$PY" benchmarks/bench_kernels.py --device cuda --dtype bf16 --sweep --model --out "$out/kernels_${gpu}_bf16.json"
 "$PY" benchmarks/bench_kernels.py --device cuda --dtype fp16 --out "$out/kernels_${gpu}_fp16.json"
 "$PY" benchmarks/bench_kernels.py --device cuda --dtype fp32 --out "$out/kernels_${gpu}_fp32.json"
+fi
 echo "done: $out/kernels_${gpu}_*"

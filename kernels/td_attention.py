@@ -164,7 +164,8 @@ def _pow2(n: int, floor: int = 16) -> int:
 def td_cross_attention(x: Tensor, text: Tensor, text_bias: Tensor, weights: PackedTDWeights, *,
                        check_values: bool = True, allow_tf32: bool = False,
                        block_l: int | None = None, head_groups: int = 1,
-                       precompute_kv: bool | None = None, num_warps: int | None = None) -> Tensor:
+                       precompute_kv: bool | None = None, num_warps: int | None = None,
+                       num_stages: int | None = None) -> Tensor:
     """Fused ``TDCrossAttention.forward``: x [B, L, D] (video + positions), text [B, M, D],
     text_bias [B, 1, 1, M] or [B, M] (0 = real token, MASK_BIAS = padding) -> [B, L, D].
 
@@ -174,7 +175,9 @@ def td_cross_attention(x: Tensor, text: Tensor, text_bias: Tensor, weights: Pack
     ``block_l`` video rows per program; ``head_groups`` splits the heads over that many
     programs (float32 atomics on the output); ``precompute_kv`` projects the text with one
     GEMM before the kernel instead of inside every program (default: when the video
-    rows need more than two programs, so the in-kernel projection would repeat > 2x).
+    rows need more than two programs, so the in-kernel projection would repeat > 2x);
+    ``num_warps``, ``num_stages`` as in Triton (fp32 defaults to 2 stages: three
+    stages of its K-loop tiles, 72 KB each at BLOCK_L = 64, overflow shared memory).
     """
     bias_rows = check_td_inputs(x, text, text_bias, weights, check_values)
     require_triton(x.device)
@@ -192,7 +195,8 @@ def td_cross_attention(x: Tensor, text: Tensor, text_bias: Tensor, weights: Pack
           if precompute_kv else weights.bkv)  # [B, M, 2D]; bkv only stands in for an unused pointer
     atomic = head_groups > 1
     out = torch.zeros(b, n, d, device=x.device, dtype=torch.float32) if atomic else torch.empty_like(x)
-    precision = "tf32" if (allow_tf32 and x.dtype == torch.float32) else "ieee"
+    # IEEE only matters (and only costs) for fp32 operands; 16-bit ones always use MMA.
+    precision = "ieee" if (x.dtype == torch.float32 and not allow_tf32) else "tf32"
     grid = (n_lblocks, b, head_groups)
     _td_cross_attention_fwd[grid](
         x, text, bias_rows, out, kv,
@@ -204,5 +208,6 @@ def td_cross_attention(x: Tensor, text: Tensor, text_bias: Tensor, weights: Pack
         BLOCK_D=_pow2(d), HAS_VIDEO=weights.has_video, HAS_DYN=weights.has_dyn,
         PRECOMPUTED_KV=precompute_kv, ATOMIC_OUT=atomic, PRECISION=precision,
         num_warps=num_warps or (4 if block_l <= 32 else 8),
+        num_stages=num_stages or (2 if x.dtype == torch.float32 else 3),
     )
     return out.to(x.dtype) if atomic else out
