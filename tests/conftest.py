@@ -1,10 +1,16 @@
 """Shared test fixtures: deterministic seeds, tiny model and batches."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+# Triton reads TRITON_INTERPRET when a kernel is first defined: set it before any test
+# imports tdfast.kernels, so that without a GPU every kernel runs in the interpreter.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 SHARED_QVH = Path(__file__).resolve().parents[2] / "shared" / "qvhighlights"
 
