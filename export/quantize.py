@@ -73,7 +73,8 @@ def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
 
 
 def top1_agreement(reference: Iterable[np.ndarray], candidate: Iterable[np.ndarray]) -> float:
-    """Fraction of pairs whose top-1 moment (argmax foreground probability) is the same.
+    """Fraction of pairs whose top-1 moment (argmax foreground probability) is the same
+    (strict: no allowance for ties).
 
     Both arguments: iterables of pred_logits batches [B, Q, 2], in the same order.
     """

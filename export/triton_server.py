@@ -74,14 +74,18 @@ def make_model_config(onnx_path: str | Path, model_name: str, max_batch_size: in
 
 def write_triton_repository(ckpt_or_onnx: nn.Module | str | Path, out_dir: str | Path,
                             model_name: str = "tdfast_tddetr", version: int = 1,
-                            max_batch_size: int = 32, preferred_batch_sizes: Sequence[int] = (8, 16, 32),
+                            max_batch_size: int = 32, preferred_batch_sizes: Sequence[int] | None = None,
                             max_queue_delay_us: int = 2000, instance_count: int = 1,
                             kind: str = "auto", verify: bool = True, log=print) -> Path:
     """Write a model repository under ``out_dir``; returns ``out_dir/model_name``.
 
     ``ckpt_or_onnx``: an existing ``.onnx`` export (copied), or a TDDETR / checkpoint dir
-    (exported, and verified with ``verify``).
+    (exported, and verified with ``verify``). ``preferred_batch_sizes`` defaults to
+    max_batch_size / 4, / 2 and itself.
     """
+    if preferred_batch_sizes is None:
+        preferred_batch_sizes = sorted({max(1, max_batch_size // 4), max(1, max_batch_size // 2),
+                                        max(1, max_batch_size)})
     model_dir = Path(out_dir) / model_name
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)

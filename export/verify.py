@@ -4,6 +4,12 @@ Per shape: max |onnx - eager| over every output (fp32 tolerance 1e-4 from the
 design's Tolerances; fp16 1e-2), the top-1 moment (argmax of the foreground
 probability) must match on every row, and no output may hold NaN. Saliency is
 compared on real clips only: padding positions are documented as meaningless.
+
+"Same top-1" allows exact ties at the tolerance: if the export picks moment j
+and eager picks i, it still counts when eager scores j within ``atol`` of i.
+Randomly initialised models score their moments within ~1e-4 of each other, so
+fp32 rounding alone flips a strict argmax on a few rows in a hundred; a real
+export bug moves the scores themselves, which the max-diff check catches.
 """
 from __future__ import annotations
 
@@ -39,16 +45,14 @@ class Shape:
 class ParityRow:
     shape: Shape
     max_abs: dict[str, float] = field(default_factory=dict)
-    top1_same: int = 0  # rows whose top-1 moment matches eager
+    top1_same: int = 0  # rows whose top-1 moment matches eager (ties within atol allowed)
     has_nan: bool = False
     atol: float = FP32_ATOL
 
     @property
     def ok(self) -> bool:
-        # The design holds fp32 to "same top-1 moment"; fp16/bf16 only to the 1e-2 tolerance
-        # (near-tied moment scores may swap order within it).
-        top1_ok = self.top1_same == self.shape.batch or self.atol > FP32_ATOL
-        return not self.has_nan and top1_ok and all(v <= self.atol for v in self.max_abs.values())
+        return (not self.has_nan and self.top1_same == self.shape.batch
+                and all(v <= self.atol for v in self.max_abs.values()))
 
 
 def default_shapes(config) -> list[Shape]:
@@ -64,11 +68,26 @@ def default_shapes(config) -> list[Shape]:
             Shape(8, min(75, lmax), min(32, mmax), True)]
 
 
+def foreground_prob(pred_logits: np.ndarray) -> np.ndarray:
+    """[B, Q, 2] (fg, bg) logits -> [B, Q] foreground probability (the moment score)."""
+    z = pred_logits.astype(np.float64)
+    z = z - z.max(-1, keepdims=True)
+    p = np.exp(z)
+    return p[..., 0] / p.sum(-1)
+
+
 def top1(pred_logits: np.ndarray) -> np.ndarray:
     """[B, Q, 2] logits -> [B] index of the moment with the highest foreground probability."""
-    z = pred_logits - pred_logits.max(-1, keepdims=True)
-    p = np.exp(z)
-    return (p[..., 0] / p.sum(-1)).argmax(-1)
+    return foreground_prob(pred_logits).argmax(-1)
+
+
+def same_top1(ref_logits: np.ndarray, got_logits: np.ndarray, tie: float) -> np.ndarray:
+    """[B] bool: the candidate's top-1 moment is the reference's, or scores within ``tie`` of it
+    in the reference (a tie at that precision, where either choice is right)."""
+    ref_p = foreground_prob(ref_logits)  # [B, Q]
+    pick = top1(got_logits)  # [B]
+    best = ref_p.max(-1)
+    return (pick == ref_p.argmax(-1)) | (best - ref_p[np.arange(len(pick)), pick] <= tie)
 
 
 def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], video_mask: np.ndarray,
@@ -82,7 +101,7 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], video_mask: 
         if name == "saliency_scores":
             a, b = a[real], b[real]  # [n_real]
         row.max_abs[name] = float(np.abs(a - b).max()) if a.size else 0.0
-    row.top1_same = int((top1(ref["pred_logits"]) == top1(got["pred_logits"])).sum())
+    row.top1_same = int(same_top1(ref["pred_logits"], got["pred_logits"], tie=atol).sum())
     return row
 
 

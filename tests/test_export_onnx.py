@@ -140,7 +140,7 @@ def test_verify_fails_loudly_on_a_different_model(tiny, tmp_path):
 
 def test_failed_verification_never_replaces_the_export(tiny, tmp_path, monkeypatch):
     model, path = tiny
-    out = export_onnx(model, tmp_path, verify=False, log=None)
+    out = export_onnx(model, tmp_path, exporter="torchscript", verify=False, log=None)
     before = out.read_bytes()
 
     def broken(*args, **kwargs):  # a model whose ONNX graph disagrees with eager
@@ -148,7 +148,7 @@ def test_failed_verification_never_replaces_the_export(tiny, tmp_path, monkeypat
 
     monkeypatch.setattr("tdfast.export.verify.verify_onnx", broken)
     with pytest.raises(ExportVerificationError):
-        export_onnx(make_model("tiny", seed=3), tmp_path, log=None)
+        export_onnx(make_model("tiny", seed=3), tmp_path, exporter="torchscript", log=None)
     assert out.read_bytes() == before
     assert (tmp_path / "model.unverified.onnx").is_file()
 
@@ -184,3 +184,16 @@ def test_int8_variant_is_quantized_and_close(tiny, tmp_path):
     problems = check_tensorrt_compat(int8)
     assert any("DynamicQuantizeLinear" in p for p in problems)
     assert any("MatMulInteger" in p for p in problems)
+
+
+def test_same_top1_allows_only_ties_within_tolerance():
+    from tdfast.export.verify import foreground_prob, same_top1
+
+    # fg probabilities: row 0 moments 0 and 1 tie within 1e-6; row 1 moment 1 is 0.2 below moment 0.
+    ref = np.log(np.array([[[0.500001, 0.499999], [0.5, 0.5], [0.1, 0.9]],
+                           [[0.7, 0.3], [0.5, 0.5], [0.1, 0.9]]]))
+    np.testing.assert_allclose(foreground_prob(ref)[1], [0.7, 0.5, 0.1])
+    got = ref.copy()
+    got[:, 1, 0] += 1.0  # the candidate ranks moment 1 first in both rows
+    assert same_top1(ref, got, tie=1e-4).tolist() == [True, False]
+    assert same_top1(ref, ref, tie=0.0).tolist() == [True, True]

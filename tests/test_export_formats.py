@@ -1,0 +1,96 @@
+"""The format table, the cached export inside a checkpoint, and the two command lines.
+
+These use the TorchScript exporter (10x faster to run than dynamo on 2 cores); the dynamo
+default is covered by test_export_onnx.py.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from tdfast import InputError, TDDETR, TDDETRConfig
+from tdfast.cli import main as tdfast_main
+from tdfast.export import FORMATS, OrtRunner, ensure_export, read_metadata
+from tdfast.export.__main__ import main as module_main
+from tdfast.export.onnx_export import file_sha256
+from tdfast.export.verify import eager_outputs
+from tdfast.export.wrapper import random_inputs
+
+
+def _ckpt(path, seed):
+    torch.manual_seed(seed)
+    model = TDDETR(TDDETRConfig.from_name("tiny"))
+    torch.nn.init.normal_(model.span_head.layers[-1].weight, std=0.2)
+    model.save_pretrained(path)
+    return model.eval()
+
+
+def test_format_table_names_every_cli_format():
+    from tdfast.cli.export import FORMAT_NAMES
+
+    assert set(FORMATS) == set(FORMAT_NAMES)
+    assert FORMATS["onnx"].artifact == "model.onnx" and FORMATS["tensorrt"].artifact == "model.engine"
+
+
+def test_ensure_export_caches_and_refreshes_on_new_weights(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    model = _ckpt(ckpt, seed=0)
+    path = ensure_export(ckpt, "onnx", exporter="torchscript")
+    assert path == ckpt / "model.onnx"
+    assert read_metadata(path)["weights_sha256"] == file_sha256(ckpt / "model.safetensors")
+    stamp = path.stat().st_mtime_ns
+    cached = ensure_export(ckpt, "onnx", exporter="torchscript")
+    assert cached == path and path.stat().st_mtime_ns == stamp  # not re-exported
+
+    new = _ckpt(ckpt, seed=1)  # re-save: the cached model.onnx survives but is now stale
+    assert path.is_file()
+    x = random_inputs(new.config, 2, 9, 4, seed=3)
+    stale = OrtRunner(path)(*x)["pred_logits"]
+    assert np.abs(stale - eager_outputs(new, x)["pred_logits"]).max() > 1e-3
+    path = ensure_export(ckpt, "onnx", exporter="torchscript")
+    np.testing.assert_allclose(OrtRunner(path)(*x)["pred_logits"], eager_outputs(new, x)["pred_logits"],
+                               atol=1e-4, rtol=0)
+    assert not (ckpt / "model.unverified.onnx").exists()
+    del model
+
+
+def test_ensure_export_errors(tmp_path):
+    with pytest.raises(InputError, match="config.json"):
+        ensure_export(tmp_path / "nope", "onnx")
+    with pytest.raises(InputError, match=r"^format: expected one of .*got 'onnx-int4'"):
+        ensure_export(tmp_path, "onnx-int4")
+
+
+def test_cli_export_onnx_prints_summary(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    _ckpt(ckpt, seed=0)
+    out = tmp_path / "out"
+    assert tdfast_main(["export", str(ckpt), "--format", "onnx", "--out", str(out),
+                       "--exporter", "torchscript"]) == 0
+    text = capsys.readouterr().out
+    assert (out / "model.onnx").is_file()
+    assert "pred_spans" in text and " ok" in text and "BAD" not in text  # the parity table
+    assert "MiB" in text and "opset 18" in text
+
+
+def test_module_cli_writes_triton_repository(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    _ckpt(ckpt, seed=0)
+    out = tmp_path / "repo"
+    assert module_main([str(ckpt), "--format", "triton-server", "--out", str(out), "--max-batch", "8",
+                        "--exporter", "torchscript"]) == 0
+    cfg = (out / "tdfast_tddetr" / "config.pbtxt").read_text()
+    assert "max_batch_size: 8" in cfg and "preferred_batch_size: 4" in cfg and (out / "tdfast_tddetr" / "1" / "model.onnx").is_file()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
+def test_cli_tensorrt_without_tensorrt_fails_cleanly(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    _ckpt(ckpt, seed=0)
+    assert tdfast_main(["export", str(ckpt), "--format", "tensorrt", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tdfast export: error: TensorRT is not installed: pip install tensorrt")
+    assert not (tmp_path / "o" / "model.onnx").exists()  # failed before spending time on export
