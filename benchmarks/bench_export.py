@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         runners = {"ort_fp32": OrtRunner(fp32_path, threads=args.threads, check=False),
                    "ort_int8": OrtRunner(int8_path, threads=args.threads, check=False)}
         record["latency"] = latency_table(model, runners, args.batches, args.repeats)
-        record["int8_quality"] = int8_quality(runners["ort_fp32"], runners["ort_int8"], model, args.val_videos)
+        record["int8_quality"] = int8_quality(runners["ort_fp32"], runners["ort_int8"], model,
+                                              args.val_videos)
     record["summary"] = summarize(record, flops, args.batches)
     record["gpu"] = ("not measured: no CUDA GPU in this run" if not torch.cuda.is_available()
                      else "run with onnxruntime-gpu for CUDA EP numbers")
@@ -216,8 +217,8 @@ def summarize(record: dict, flops: float, batches: list[int]) -> dict:
     s["best_fp32_backend"] = best
     s["goal_fp32_80pct_peak"] = s[best][f"pct_of_gemm_peak_B{big}"] >= 80
     s["goal_B1_within_1.3x"] = s[best][f"B{small}_latency_over_per_pair_B{big}"] <= 1.3
-    s["int8_speedup_vs_ort_fp32"] = {b: round(lat["ort_fp32"][b]["median_ms"] / lat["ort_int8"][b]["median_ms"], 2)
-                                     for b in batches}
+    s["int8_speedup_vs_ort_fp32"] = {
+        b: round(lat["ort_fp32"][b]["median_ms"] / lat["ort_int8"][b]["median_ms"], 2) for b in batches}
     q = record["int8_quality"]["top1_agreement_int8_vs_fp32"]
     s["goal_int8"] = s["int8_speedup_vs_ort_fp32"][big] >= 1.5 and q >= 0.95
     return s

@@ -119,13 +119,17 @@ def export(model_or_ckpt: nn.Module | str | Path, fmt: str, out_dir: str | Path,
     return f.build(model, ckpt, out_dir, **options)
 
 
-def _is_fresh(artifact: Path, weights_sha: str) -> bool:
-    """The cached artifact exists and was made from these exact weights."""
+def _is_fresh(artifact: Path, weights_sha: str, options: dict[str, Any]) -> bool:
+    """The cached artifact exists, was made from these exact weights and, for an engine,
+    with the requested precision and max batch."""
     if not artifact.is_file():
         return False
     if artifact.suffix == ".engine":
         side = Path(str(artifact) + ".json")
         meta = json.loads(side.read_text()) if side.is_file() else {}
+        wanted = {"precision": options.get("precision", "fp16"), "max_batch": options.get("max_batch", 32)}
+        if any(meta.get(k) != v for k, v in wanted.items()):
+            return False
     else:
         try:
             meta = read_metadata(artifact)
@@ -139,7 +143,9 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Pa
 
     Made on first use (verified, written atomically, so a crash never leaves a half-written
     file) and re-made when ``model.safetensors`` changed since (the export's metadata holds
-    the weights' sha256). ``fmt``: onnx, onnx-int8, onnx-fp16 or tensorrt.
+    the weights' sha256; an engine also when ``precision`` or ``max_batch`` differ; its
+    sidecar is written after the engine, so a crash in between reads as stale).
+    ``fmt``: onnx, onnx-int8, onnx-fp16 or tensorrt.
     """
     from tdfast.checkpoint import WEIGHTS_NAME, load_config
 
@@ -153,7 +159,7 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Pa
     weights = ckpt / WEIGHTS_NAME
     if not weights.is_file():
         raise InputError(f"checkpoint {str(ckpt)!r}: {WEIGHTS_NAME} is missing")
-    if _is_fresh(artifact, file_sha256(weights)):
+    if _is_fresh(artifact, file_sha256(weights), options):
         return artifact
     options.setdefault("log", None)
     return export(ckpt, fmt, ckpt, **options)

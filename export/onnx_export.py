@@ -10,6 +10,7 @@ traced with (``verify.py``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -38,11 +39,17 @@ Log = Callable[[str], None] | None
 
 
 def load_model(model_or_ckpt: nn.Module | str | Path) -> tuple[nn.Module, Path | None]:
-    """A TDDETR instance or a checkpoint dir -> (model on CPU in fp32, checkpoint dir or None)."""
+    """A TDDETR instance or a checkpoint dir -> (model on CPU in fp32, checkpoint dir or None).
+
+    A model on a GPU or in half precision is copied to CPU fp32 (the caller's stays as it is):
+    the graph is always exported and verified in fp32.
+    """
     if isinstance(model_or_ckpt, nn.Module):
         if not hasattr(model_or_ckpt, "config"):
             raise InputError(f"model_or_ckpt: expected a TDDETR (with .config) or a checkpoint "
                              f"directory, got {type(model_or_ckpt).__name__}")
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model_or_ckpt.parameters()):
+            return copy.deepcopy(model_or_ckpt).float().cpu(), None
         return model_or_ckpt, None
     ckpt = Path(model_or_ckpt)
     return load_checkpoint(ckpt, "cpu"), ckpt

@@ -41,7 +41,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, per_channel: bool
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
-        raise BackendUnavailableError("int8 quantization needs onnxruntime: pip install onnxruntime") from None
+        raise BackendUnavailableError("int8 quantization needs onnxruntime: "
+                                      "pip install onnxruntime") from None
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "model.int8.onnx"

@@ -50,12 +50,12 @@ def profile_shapes(config, max_batch: int = 32, opt_batch: int | None = None
         raise InputError(f"max_batch: expected >= 1, got {max_batch}")
     ob = opt_batch or max(1, max_batch // 4)
     lmax, mmax = config.max_video_len, config.max_query_len
-    b, l, m = (1, ob, max_batch), (1, lmax, lmax), (1, min(mmax, 16), mmax)
+    b, l, m = (1, ob, max_batch), (1, lmax, lmax), (1, min(mmax, 16), mmax)  # (min, opt, max)
     return {
-        "video": ((b[0], l[0], config.video_dim), (b[1], l[1], config.video_dim), (b[2], l[2], config.video_dim)),
-        "video_mask": ((b[0], l[0]), (b[1], l[1]), (b[2], l[2])),
-        "query": ((b[0], m[0], config.text_dim), (b[1], m[1], config.text_dim), (b[2], m[2], config.text_dim)),
-        "query_mask": ((b[0], m[0]), (b[1], m[1]), (b[2], m[2])),
+        "video": tuple((b[i], l[i], config.video_dim) for i in range(3)),
+        "video_mask": tuple((b[i], l[i]) for i in range(3)),
+        "query": tuple((b[i], m[i], config.text_dim) for i in range(3)),
+        "query_mask": tuple((b[i], m[i]) for i in range(3)),
     }
 
 
@@ -110,7 +110,7 @@ def build_tensorrt_engine(onnx_path: str | Path, out_path: str | Path, precision
     out_path = Path(out_path)
     atomic_write_bytes(out_path, bytes(serialized))
     atomic_write_bytes(cache_path, bytes(cfg.get_timing_cache().serialize()))
-    side = {**meta, "precision": precision, "tensorrt_version": trt.__version__,
+    side = {**meta, "precision": precision, "max_batch": max_batch, "tensorrt_version": trt.__version__,
             "profile": {k: list(map(list, v)) for k, v in shapes.items()},
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "unknown"}
     atomic_write_bytes(sidecar_path(out_path), json.dumps(side, indent=1).encode())

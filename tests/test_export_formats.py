@@ -83,7 +83,8 @@ def test_module_cli_writes_triton_repository(tmp_path, capsys):
     assert module_main([str(ckpt), "--format", "triton-server", "--out", str(out), "--max-batch", "8",
                         "--exporter", "torchscript"]) == 0
     cfg = (out / "tdfast_tddetr" / "config.pbtxt").read_text()
-    assert "max_batch_size: 8" in cfg and "preferred_batch_size: 4" in cfg and (out / "tdfast_tddetr" / "1" / "model.onnx").is_file()
+    assert "max_batch_size: 8" in cfg and "preferred_batch_size: 4" in cfg
+    assert (out / "tdfast_tddetr" / "1" / "model.onnx").is_file()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
