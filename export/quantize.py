@@ -2,8 +2,8 @@
 
 - ``quantize_int8``: dynamic quantization (int8 weights, activations quantized
   per batch at run time) with ``onnxruntime.quantization.quantize_dynamic``; the
-  CPU variant. Not held to the fp32 tolerance: its check is top-1 moment
-  agreement with fp32 (``top1_agreement``), reported by the benchmark.
+  CPU variant. Not held to the fp32 tolerance: it is judged by top-1 moment
+  agreement with fp32, measured by ``benchmarks/bench_export.py``.
 - ``convert_fp16``: fp16 weights and activations with float32 graph I/O, for
   GPUs (CUDA execution provider); held to the fp16 tolerance (1e-2).
 
@@ -11,11 +11,9 @@ Both keep the source's metadata and add ``precision``.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
-
-import numpy as np
 
 from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError
@@ -44,10 +42,17 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, per_channel: bool
         raise BackendUnavailableError("int8 quantization needs onnxruntime: "
                                       "pip install onnxruntime") from None
     out_path = Path(out_path)
+    root = logging.getLogger()
+    level = root.level
+    # quantize_dynamic logs a generic "consider pre-processing" warning on the root logger.
+    root.setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "model.int8.onnx"
-        quantize_dynamic(str(onnx_path), str(tmp_out), weight_type=QuantType.QInt8,
-                         per_channel=per_channel, op_types_to_quantize=["MatMul", "Gemm"])
+        try:
+            quantize_dynamic(str(onnx_path), str(tmp_out), weight_type=QuantType.QInt8,
+                             per_channel=per_channel, op_types_to_quantize=["MatMul", "Gemm"])
+        finally:
+            root.setLevel(level)
         proto = onnx.load(str(tmp_out))
     _copy_metadata(onnx.load(str(onnx_path), load_external_data=False), proto, "int8-dynamic")
     atomic_write_bytes(out_path, proto.SerializeToString())
@@ -72,17 +77,3 @@ def convert_fp16(onnx_path: str | Path, out_path: str | Path) -> Path:
     atomic_write_bytes(Path(out_path), proto.SerializeToString())
     return Path(out_path)
 
-
-def top1_agreement(reference: Iterable[np.ndarray], candidate: Iterable[np.ndarray]) -> float:
-    """Fraction of pairs whose top-1 moment (argmax foreground probability) is the same
-    (strict: no allowance for ties).
-
-    Both arguments: iterables of pred_logits batches [B, Q, 2], in the same order.
-    """
-    from tdfast.export.verify import top1
-
-    same = total = 0
-    for a, b in zip(reference, candidate, strict=True):
-        same += int((top1(a) == top1(b)).sum())
-        total += a.shape[0]
-    return same / max(total, 1)
