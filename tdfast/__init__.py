@@ -1,9 +1,39 @@
-"""tdfast: fast, deployable TD-DETR for video moment retrieval and highlight detection."""
+"""tdfast: fast, deployable TD-DETR for video moment retrieval and highlight detection.
+
+The public names are imported on first use, so ``import tdfast`` (and commands that
+need no model, such as ``tdfast eval``) don't pay for importing PyTorch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from tdfast.errors import BackendUnavailableError, InputError
-from tdfast.model import TDDETR, Prediction, TDDETRConfig
-from tdfast.api import Retriever
 
 __version__ = "0.1.0"
 
+_LAZY = {  # public name -> module that defines it
+    "Prediction": "tdfast.model",
+    "Retriever": "tdfast.api",
+    "TDDETR": "tdfast.model",
+    "TDDETRConfig": "tdfast.model",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
+    from tdfast.api import Retriever
+    from tdfast.model import TDDETR, Prediction, TDDETRConfig
+
 __all__ = ["BackendUnavailableError", "InputError", "Prediction", "Retriever", "TDDETR",
            "TDDETRConfig", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'tdfast' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

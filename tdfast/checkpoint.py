@@ -15,10 +15,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from tdfast.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported only where weights are touched: tdfast eval does without it
+    import torch
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -85,7 +87,7 @@ def _recover(directory: Path) -> None:
         os.replace(old, directory)
 
 
-def save_checkpoint(directory: str | Path, model: torch.nn.Module,
+def save_checkpoint(directory: str | Path, model: "torch.nn.Module",
                     extra: Callable[[Path], None] | None = None) -> Path:
     """Write ``model`` (a TDDETR) as config.json + model.safetensors; ``extra(tmp_dir)`` may add files."""
     from safetensors.torch import save_file
@@ -113,7 +115,7 @@ def load_config(directory: str | Path):
     return TDDETRConfig.from_json(path.read_text(), source=str(path))
 
 
-def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
+def load_checkpoint(directory: str | Path, device: "str | torch.device" = "cpu"):
     """Build a TDDETR from ``directory`` and load its safetensors weights (strict)."""
     from safetensors.torch import load_file
 
