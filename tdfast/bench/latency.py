@@ -106,8 +106,8 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             continue
         lines.append([fmt.format(row[key]) if row.get(key) is not None else "-"
                       for _, key, fmt in COLUMNS])
-    widths = [max([len(header[i])] + [len(ln[i]) for ln in lines if len(ln) == len(header)])
-              for i in range(len(header))]
+    widths = [max([len(header[i])] + [len(ln[i]) for ln in lines if len(ln) == len(header) or i < 2])
+              for i in range(len(header))]  # a skipped row's reason spans the numeric columns
     out = ["  ".join(h.rjust(w) if i > 1 else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))]
     for ln in lines:
         if len(ln) != len(header):  # skipped: backend and dtype columns, then the reason

@@ -25,7 +25,7 @@ def gemm_peak(device: str | torch.device, dtype: torch.dtype, sizes: Sequence[in
             b = torch.randn(n, n, device=device, dtype=dtype)
             interleaved_rounds({"mm": lambda: a @ b}, 1, sync)  # warm-up
             seconds, _ = interleaved_rounds({"mm": lambda: a @ b}, repeats, sync)
-            per_size[str(n)] = round(2 * n**3 / min(seconds["mm"]) / 1e9, 1)
+            per_size[str(n)] = 2 * n**3 / min(seconds["mm"]) / 1e9
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old_tf32
     return {"gflops": max(per_size.values()), "per_size": per_size,

@@ -1,0 +1,85 @@
+"""``tdfast bench`` end to end on the tiny preset: a valid record, skip reasons, the plot, FLOPs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from tdfast.bench.matrix import CPU_TRITON
+from tdfast.bench.record import read_record
+from tdfast.bench.roofline import flops_per_pair
+from tdfast.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    rc = main(["bench", "--preset", "tiny", "--device", "cpu", "--backends", "eager,tensorrt,triton",
+               "--batch", "1,3", "--video-len", "8,40", "--query-len", "4", "--repeats", "2", "--warmup", "1",
+               "--gemm-sizes", "64", "--out", str(out / "r.json"), "--plot", str(out / "p.png")])
+    return rc, out
+
+
+def test_bench_writes_a_valid_record(bench_run):
+    rc, out = bench_run
+    assert rc == 0
+    record = read_record(out / "r.json")  # raises unless the schema holds
+    measured = [r for r in record["rows"] if "skipped" not in r]
+    assert sorted((r["backend"], r["video_len"], r["batch"]) for r in measured) == [
+        ("eager", 8, 1), ("eager", 8, 3), ("eager", 40, 1), ("eager", 40, 3)]
+    for r in measured:
+        assert r["n"] == 2 and r["query_len"] == 4 and r["dtype"] == "float32"
+        assert r["pairs_per_s"] == pytest.approx(r["batch"] / (r["p50_ms"] / 1e3))
+        gflop = record["flops_per_pair"][str(r["video_len"])] * r["batch"] / 1e9
+        assert r["pct_of_peak"] == pytest.approx(100 * gflop / (r["p50_ms"] / 1e3)
+                                                 / record["gemm_peak"]["float32"]["gflops"])
+    skipped = {r["backend"]: r["skipped"] for r in record["rows"] if "skipped" in r}
+    assert skipped == {"tensorrt": "tensorrt backend: needs a CUDA GPU, got device=cpu", "triton": CPU_TRITON}
+    # 40 clips > the tiny preset's max_video_len=32: the benchmarked model's limit was raised, and said so
+    assert record["setup"]["model"] == "tiny preset, random init (seed 0); max_video_len raised to 40"
+    assert record["machine"]["device_type"] == "cpu" and record["setup"]["video_lens"] == [8, 40]
+
+
+def test_bench_plot_is_a_png_of_the_expected_size(bench_run):
+    _, out = bench_run
+    data = (out / "p.png").read_bytes()
+    assert data[:8] == PNG_MAGIC
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out / "p.png").shape == (450, 700, 4)  # 7 x 4.5 in at 100 dpi, RGBA
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch", "0,8"], "--batch: expected comma-separated positive integers, e.g. 1,8,32, got '0,8'"),
+    (["--video-len", "x"], "--video-len: expected comma-separated positive integers, e.g. 1,8,32, got 'x'"),
+    (["--backends", "eager,fast"], "--backends: expected comma-separated names from ['compile', 'eager', "
+     "'onnxruntime', 'onnxruntime-int8', 'tensorrt', 'triton'], got 'eager,fast'"),
+    (["--dtype", "int4"], "--dtype: expected comma-separated names from ['fp32', 'float32', 'bf16', "
+     "'bfloat16', 'fp16', 'float16'], got 'int4'"),
+    (["--preset", "tiny", "--query-len", "17", "--gemm-sizes", "32", "--backends", "eager"],
+     "--query-len: expected at most the model's max_query_len=16, got 17"),
+])
+def test_bad_arguments_name_the_flag(argv, message, capsys, tmp_path):
+    assert main(["bench", "--device", "cpu", "--out", str(tmp_path / "r.json"), *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"tdfast bench: error: {message}"
+    assert not (tmp_path / "r.json").exists()
+
+
+class _OneMatmul(nn.Module):
+    """FLOPs by hand: video [1, L, 6] @ W [6, 5] -> 2 * L * 6 * 5; query [1, M, 3] @ U [3, 7] -> 2 * M * 3 * 7."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = type("C", (), {"video_dim": 6, "text_dim": 3})()
+        self.w, self.u = nn.Parameter(torch.ones(6, 5)), nn.Parameter(torch.ones(3, 7))
+
+    def forward(self, video, video_mask, query, query_mask):
+        return (video @ self.w).sum() + (query @ self.u).sum()
+
+
+def test_flops_per_pair_counts_the_matmuls():
+    assert flops_per_pair(_OneMatmul(), 10, 4) == 2 * 10 * 6 * 5 + 2 * 4 * 3 * 7
