@@ -12,13 +12,12 @@ Needs ../shared/qvhighlights (skips / exits otherwise).
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import pytest
 
+from tdfast.bench import machine_info, summarize_ms
+from tdfast.bench.timing import interleaved_rounds, synchronizer
 from tdfast.eval import eval_submission, load_jsonl
 
 QVH = Path(__file__).resolve().parents[2] / "shared" / "qvhighlights"
@@ -45,19 +44,18 @@ def main() -> None:
     args = parser.parse_args()
     if not GT.is_file():
         raise SystemExit(f"{GT} not found")
-    start = time.perf_counter()
+    sync = synchronizer("cpu")
+    loaded, _ = interleaved_rounds({"load": lambda: (load_jsonl(PREDS), load_jsonl(GT))}, 1, sync)
     submission, ground_truth = load_jsonl(PREDS), load_jsonl(GT)
-    load_s = time.perf_counter() - start
     eval_submission(submission, ground_truth)  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        eval_submission(submission, ground_truth)
-        times.append(time.perf_counter() - start)
-    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}")
-    print(f"load_jsonl (both files, once): {1000 * load_s:.0f} ms")
+    seconds, _ = interleaved_rounds({"eval": lambda: eval_submission(submission, ground_truth)},
+                                    args.repeats, sync)
+    t = summarize_ms(seconds["eval"])
+    m = machine_info("cpu")
+    print(f"machine: {m['cpu_model']}, {m['cores']} cores, python {m['python']}, load {m['loadavg']}")
+    print(f"load_jsonl (both files, once): {1000 * loaded['load'][0]:.0f} ms")
     print(f"eval_submission, {len(submission)} queries, {args.repeats} runs: "
-          f"median {1000 * statistics.median(times):.0f} ms, min {1000 * min(times):.0f} ms")
+          f"p50 {t['p50_ms']:.0f} ms, p90 {t['p90_ms']:.0f} ms, min {t['min_ms']:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -23,18 +23,15 @@ on CPU in Triton's interpreter, which is a correctness tool, not a timing target
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
-import json
-import os
-import platform
-import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from tdfast.bench import machine_info, make_record, summarize_ms, write_record
+from tdfast.bench.machine import load_average
+from tdfast.bench.timing import interleaved_rounds, synchronizer
 from tdfast.model.attention import mask_to_bias
 from tdfast.model.td_interaction import TDCrossAttention, td_cross_attention_reference
 
@@ -71,20 +68,13 @@ def flops(batch: int, video_len: int, text_len: int, dim: int) -> int:
     return 2 * (2 * b * n * d * d + 2 * b * m * d * d + 2 * 2 * b * n * m * d + 2 * b * n * d * d)
 
 
-def _wall_times_us(fn, reps: int, warmup_s: float = 0.5) -> tuple[float, float]:
-    """(median, min) wall time in us of ``reps`` calls after >= 3 warm-up calls and
-    ``warmup_s`` seconds (the first calls in a process pay for thread-pool start-up). On a
-    shared machine the median catches other processes' time slices; the min does not."""
+def _warm(fn, warmup_s: float = 0.5) -> None:
+    """>= 3 calls and ``warmup_s`` seconds (the first calls in a process pay for thread-pool
+    start-up and oneDNN primitive creation)."""
     t_end, n = time.perf_counter() + warmup_s, 0
     while n < 3 or time.perf_counter() < t_end:
         fn()
         n += 1
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e6, min(times) * 1e6
 
 
 def _gpu_timers(fn) -> dict:
@@ -109,8 +99,6 @@ def copy_bandwidth(device: str) -> float:
 
 
 def bench_gpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
-    import triton
-
     from tdfast.kernels.fuse import FusedTDCrossAttention
     from tdfast.kernels.packing import pack_weights
     from tdfast.kernels.td_attention import td_cross_attention
@@ -118,9 +106,7 @@ def bench_gpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     name = torch.cuda.get_device_name()
     spec = next((v for k, v in PEAK_BANDWIDTH.items() if k in name), None)
-    meta = {"device": name, "sm_count": torch.cuda.get_device_properties(0).multi_processor_count,
-            "cuda": torch.version.cuda, "triton": triton.__version__,
-            "peak_bandwidth_spec": spec, "copy_bandwidth_measured": copy_bandwidth("cuda"),
+    meta = {"peak_bandwidth_spec": spec, "copy_bandwidth_measured": copy_bandwidth("cuda"),
             "timer": "triton.testing.do_bench median, warmup 25 ms, rep 100 ms, L2 flushed per "
                      "call; graph_us: do_bench_cudagraph median"}
     peak = spec or meta["copy_bandwidth_measured"]
@@ -204,11 +190,8 @@ def bench_model_gpu(args, dtype: torch.dtype) -> list[dict]:
 
 
 def bench_cpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
-    meta = {"device": f"cpu ({platform.processor() or platform.machine()}, "
-                      f"{torch.get_num_threads()} threads)",
-            "load_average_1m_before": os.getloadavg()[0],  # other processes skew CPU timings
-            "timer": f"wall-clock median (us) and min (min_us) of {args.reps} calls after >= 0.5 s "
-                     f"of warm-up"}
+    meta = {"timer": f"wall-clock median (us) and min (min_us) of {args.reps} calls per impl, impls "
+                     f"interleaved round by round, after >= 0.5 s of warm-up each (tdfast.bench.timing)"}
     rows = []
     for batch, video_len in itertools.product(args.batches, args.video_lens):
         layer, x, text, mask, bias = make_case(batch, video_len, args.text_len, args.dim, args.heads,
@@ -218,14 +201,18 @@ def bench_cpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
                  "reference_fp64": lambda: td_cross_attention_reference(x, text, mask, w, args.heads,
                                                                         layer.beta)}
         with torch.inference_mode():
-            for impl, fn in impls.items():
-                us, min_us = _wall_times_us(fn, args.reps)
-                row = {"scope": "td_cross_attention", "impl": impl, "B": batch, "L": video_len,
-                       "M": args.text_len, "D": args.dim, "heads": args.heads, "us": us,
-                       "min_us": min_us,
-                       "GFLOP_per_s": flops(batch, video_len, args.text_len, args.dim) / us / 1e3}
-                rows.append(row)
-                print(_fmt(row), flush=True)
+            for fn in impls.values():
+                _warm(fn)
+            seconds, _ = interleaved_rounds(impls, args.reps, synchronizer("cpu"))
+        for impl, secs in seconds.items():
+            t = summarize_ms(secs)
+            row = {"scope": "td_cross_attention", "impl": impl, "B": batch, "L": video_len,
+                   "M": args.text_len, "D": args.dim, "heads": args.heads, "us": t["p50_ms"] * 1e3,
+                   "min_us": t["min_ms"] * 1e3,
+                   "GFLOP_per_s": flops(batch, video_len, args.text_len, args.dim) / (t["p50_ms"] * 1e3) / 1e3}
+            rows.append(row)
+            print(_fmt(row), flush=True)
+        _add_speedups(rows, batch, video_len)
     return meta, rows
 
 
@@ -243,14 +230,6 @@ def _fmt(row: dict) -> str:
     extra = "".join(f" {k}={row[k]:.3g}" for k in ("min_us", "graph_us", "GB_per_s", "fraction_of_peak_bandwidth",
                                                    "max_abs_diff_vs_fp64_reference") if k in row)
     return f"B={row['B']:>3} L={row['L']:>3} {row['impl']:<16} {row['us']:10.1f} us{extra}"
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,17 +252,16 @@ def main(argv: list[str] | None = None) -> int:
     dtype = DTYPES[args.dtype or ("bf16" if args.device == "cuda" else "fp32")]
     if args.threads:
         torch.set_num_threads(args.threads)
+    machine = machine_info(args.device)
     meta, rows = (bench_gpu if args.device == "cuda" else bench_cpu)(args, dtype)
     if args.model and args.device == "cuda":
         rows += bench_model_gpu(args, dtype)
-    record = {"meta": {**meta, "what": "one TD layer's cross-attention (TDCrossAttention.forward)",
-                       "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
-                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                       "git_commit": _git_commit(), "argv": vars(args) | {"out": str(args.out)}},
-              "rows": rows}
+    machine["loadavg_end"] = load_average()
+    setup = {**vars(args), "out": str(args.out), "dtype": str(dtype).removeprefix("torch."), **meta}
+    record = make_record("kernels", "one TD layer's cross-attention (TDCrossAttention.forward)",
+                         machine, setup, rows)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=1) + "\n")
+        write_record(record, args.out)
         print(f"wrote {args.out}")
     return 0
 

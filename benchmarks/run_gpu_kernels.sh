@@ -8,7 +8,8 @@
 #    out-of-bounds access cannot hide inside a pooled block);
 # 3. the benchmark records, written to benchmarks/results/kernels_<gpu>_<dtype>.json
 #    (bf16 with the knob sweep and the whole-model comparison, then fp16 and fp32).
-# Logs go to benchmarks/results/kernels_<gpu>_{tests,memcheck}.log. Stops at the first failure.
+# Logs go to benchmarks/results/kernels_<gpu>_{tests,memcheck}.log (or $RESULTS/...). Stops at the
+# first failure. benchmarks/run_gpu.sh runs this and the end-to-end `tdfast bench` matrix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 unset TRITON_INTERPRET
@@ -17,7 +18,7 @@ PY=${PYTHON:-python3}
 "$PY" -c "import tdfast.kernels" 2>/dev/null || "$PY" -m pip install -q --no-build-isolation --no-deps -e .
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible to torch')"
 gpu=$("$PY" -c "import re, torch; print(re.sub(r'[^A-Za-z0-9]+', '_', torch.cuda.get_device_name()).strip('_'))")
-out=benchmarks/results
+out=${RESULTS:-benchmarks/results}
 mkdir -p "$out"
 steps=" ${*:-tests memcheck bench} "
 

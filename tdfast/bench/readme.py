@@ -69,12 +69,17 @@ def _predict(name: str, record: dict[str, Any]) -> list[str]:
 def _kernels(name: str, record: dict[str, Any]) -> list[str]:
     dtype = record["setup"].get("dtype", "")
     out = [_machine_line(name, record), "", f"| impl ({dtype}) | B | L | µs | × eager |", "|---|---:|---:|---:|---:|"]
+    sweep = [r for r in record["rows"] if "[" in r["impl"]]  # knob-sweep variants: in the record only
     for r in record["rows"]:
+        if r in sweep:
+            continue
         if "error" in r:
             out.append(f"| {r['impl']} | {r['B']} | {r['L']} | error | - |")
             continue
         speed = f"{r['speedup_vs_eager']:.2f}" if "speedup_vs_eager" in r else "-"
         out.append(f"| {r['impl']} | {r['B']} | {r['L']} | {r['us']:.1f} | {speed} |")
+    if sweep:
+        out += ["", f"({len(sweep)} knob-sweep rows are in the record.)"]
     return out
 
 
