@@ -199,13 +199,16 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[str, 
         for dt in dtypes.values():
             built, skipped, info = build_retrievers(spec, ckpt, dt, log)
             backends.update({f"{n}/{dt}": i for n, i in info.items()})
-            if built and spec.max_load is not None:
-                loads.append(wait_for_quiet(spec.max_load, spec.wait_s, log))
             for n in spec.video_lens if built else []:
+                if spec.max_load is not None:
+                    loads.append(wait_for_quiet(spec.max_load, spec.wait_s, log))
                 videos, queries = make_pairs(model.config, max(spec.batch_sizes), n, spec.query_len, seed=n)
                 reps = cell_repeats(spec, len(built), flops[n], peaks[dt]["start"]["gflops"])
                 log(f"timing {dt} L={n}: rounds per batch {reps}")
-                rows += latency_table(built, videos, queries, spec.batch_sizes, reps, warmup=spec.warmup)
+                cell = latency_table(built, videos, queries, spec.batch_sizes, reps, warmup=spec.warmup)
+                for r in cell:  # what the neighbours were doing while this length was timed
+                    r["loadavg_1m_after"] = load_average()[0]
+                rows += cell
             ref = next((built[n] for n in ("onnxruntime", "eager") if n in built), None)
             if INT8 in built and ref is not None:
                 from tdfast.bench.int8 import int8_agreement, val_pairs
