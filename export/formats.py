@@ -20,82 +20,98 @@ from typing import Any
 
 from torch import nn
 
+from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
-from tdfast.export.onnx_export import ONNX_NAME, export_onnx, file_sha256, load_model, read_metadata
-from tdfast.export.verify import FP16_ATOL, format_table, verify_onnx
+from tdfast.export.onnx_export import (ONNX_NAME, add_metadata, export_onnx, file_sha256, load_model,
+                                       read_metadata)
+from tdfast.export.verify import FP16_ATOL, format_table, verification_record, verify_onnx
 
 
 @dataclass(frozen=True)
 class Format:
     name: str
     artifact: str  # file (or directory) name inside the output directory
-    build: Callable[..., Path]  # (model, ckpt, out_dir, **options) -> artifact path
+    build: Callable[..., Path]  # (model, ckpt, out_dir, src, **options) -> artifact path
     requires: str  # optional dependency, for the error message and --help
     summary: str
+    source: str | None = None  # the format this one is made from; its artifact is passed as ``src``
+    precheck: Callable[[], object] | None = None  # raises BackendUnavailableError before any work
 
 
-def _onnx(model: nn.Module, ckpt: Path | None, out_dir: Path, opset: int | None = None,
+def _onnx(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None, opset: int | None = None,
           exporter: str = "dynamo", verify: bool = True, log=print, **_: Any) -> Path:
     kw = {} if opset is None else {"opset": opset}
     return export_onnx(ckpt or model, out_dir, exporter=exporter, verify=verify, log=log, **kw)
 
 
-def _onnx_int8(model: nn.Module, ckpt: Path | None, out_dir: Path, verify: bool = True,
-               log=print, **options: Any) -> Path:
+def _onnx_int8(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, verify: bool = True,
+               log=print, **_: Any) -> Path:
     from tdfast.export.quantize import quantize_int8
 
-    fp32 = _onnx(model, ckpt, out_dir, verify=verify, log=log, **options)
-    out = quantize_int8(fp32, out_dir / FORMATS["onnx-int8"].artifact)
-    if verify and log:
-        # int8 is lossy by design: show the deviations, judge it by top-1 agreement (benchmark).
+    out = quantize_int8(src, out_dir / FORMATS["onnx-int8"].artifact)
+    if verify:
+        # int8 is lossy by design: record the deviations, judge it by top-1 agreement (benchmark).
         rows = verify_onnx(out, model, atol=float("inf"), strict=False)
-        log("int8 vs eager fp32 (informational, no tolerance):\n" + format_table(rows))
+        add_metadata(out, {"verification": verification_record(rows)})
+        if log:
+            log("int8 vs eager fp32 (informational, no tolerance):\n" + format_table(rows))
     return out
 
 
-def _onnx_fp16(model: nn.Module, ckpt: Path | None, out_dir: Path, verify: bool = True,
-               log=print, **options: Any) -> Path:
+def _onnx_fp16(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, verify: bool = True,
+               log=print, **_: Any) -> Path:
     from tdfast.export.quantize import convert_fp16
 
-    fp32 = _onnx(model, ckpt, out_dir, verify=verify, log=log, **options)
-    out = convert_fp16(fp32, out_dir / FORMATS["onnx-fp16"].artifact)
+    out = convert_fp16(src, out_dir / FORMATS["onnx-fp16"].artifact)
     if verify:
         rows = verify_onnx(out, model, atol=FP16_ATOL)
+        add_metadata(out, {"verification": verification_record(rows)})
         if log:
             log(f"fp16 vs eager fp32 (tolerance {FP16_ATOL:g}):\n" + format_table(rows))
     return out
 
 
-def _tensorrt(model: nn.Module, ckpt: Path | None, out_dir: Path, verify: bool = True, log=print,
-              precision: str = "fp16", max_batch: int = 32, **options: Any) -> Path:
-    from tdfast.export.tensorrt import TrtRunner, _trt, build_tensorrt_engine
+def _tensorrt(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, verify: bool = True,
+              log=print, precision: str = "fp16", max_batch: int = 32, **_: Any) -> Path:
+    from tdfast.export.tensorrt import TrtRunner, build_tensorrt_engine, sidecar_path
     from tdfast.export.verify import FP32_ATOL, verify_runner
 
-    _trt()  # fail before spending minutes on the ONNX export
-    fp32 = _onnx(model, ckpt, out_dir, verify=verify, log=log, **options)
-    out = build_tensorrt_engine(fp32, out_dir / FORMATS["tensorrt"].artifact, precision=precision,
+    out = build_tensorrt_engine(src, out_dir / FORMATS["tensorrt"].artifact, precision=precision,
                                 max_batch=max_batch, log=log)
     if verify:
         atol = FP32_ATOL if precision == "fp32" else FP16_ATOL
         rows = verify_runner(TrtRunner(out), model, atol=atol, what=f"TensorRT engine {out}")
+        side = sidecar_path(out)
+        meta = {**json.loads(side.read_text()), "verification": verification_record(rows)}
+        atomic_write_bytes(side, json.dumps(meta, indent=1).encode())
         if log:
             log(format_table(rows))
     return out
 
 
-def _triton(model: nn.Module, ckpt: Path | None, out_dir: Path, verify: bool = True, log=print,
-            model_name: str = "tdfast_tddetr", max_batch: int = 32, **_: Any) -> Path:
+def _triton(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None, opset: int | None = None,
+            exporter: str = "dynamo", verify: bool = True, log=print, model_name: str = "tdfast_tddetr",
+            max_batch: int = 32, **_: Any) -> Path:
     from tdfast.export.triton_server import write_triton_repository
 
     return write_triton_repository(ckpt or model, out_dir, model_name=model_name,
-                                   max_batch_size=max_batch, verify=verify, log=log)
+                                   max_batch_size=max_batch, verify=verify, log=log, opset=opset,
+                                   exporter=exporter)
+
+
+def _tensorrt_installed() -> None:
+    from tdfast.export.tensorrt import _trt
+
+    _trt()
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", ONNX_NAME, _onnx, "onnx, onnxruntime", "fp32 ONNX, verified against eager"),
-    Format("onnx-int8", "model.int8.onnx", _onnx_int8, "onnxruntime", "int8 dynamic quantization (CPU)"),
-    Format("onnx-fp16", "model.fp16.onnx", _onnx_fp16, "onnxruntime", "fp16 ONNX for GPU"),
-    Format("tensorrt", "model.engine", _tensorrt, "tensorrt + CUDA GPU", "TensorRT 10 engine"),
+    Format("onnx-int8", "model.int8.onnx", _onnx_int8, "onnxruntime", "int8 dynamic quantization (CPU)",
+           source="onnx"),
+    Format("onnx-fp16", "model.fp16.onnx", _onnx_fp16, "onnxruntime", "fp16 ONNX for GPU", source="onnx"),
+    Format("tensorrt", "model.engine", _tensorrt, "tensorrt + CUDA GPU", "TensorRT 10 engine",
+           source="onnx", precheck=_tensorrt_installed),  # fail before minutes of ONNX export
     Format("triton-server", "tdfast_tddetr", _triton, "onnx", "Triton Inference Server repository"),
 )}
 
@@ -109,14 +125,18 @@ def _format(fmt: str) -> Format:
 def export(model_or_ckpt: nn.Module | str | Path, fmt: str, out_dir: str | Path, **options: Any) -> Path:
     """Export ``model_or_ckpt`` (TDDETR or checkpoint dir) as ``fmt`` into ``out_dir``.
 
+    A derived format (int8, fp16, TensorRT) writes its fp32 ONNX source there too.
     ``options`` go to the format's function (opset, exporter, verify, log, precision,
     max_batch, model_name). Returns the artifact path.
     """
     f = _format(fmt)
+    if f.precheck:
+        f.precheck()
     model, ckpt = load_model(model_or_ckpt)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return f.build(model, ckpt, out_dir, **options)
+    src = FORMATS[f.source].build(model, ckpt, out_dir, None, **options) if f.source else None
+    return f.build(model, ckpt, out_dir, src, **options)
 
 
 def _is_fresh(artifact: Path, weights_sha: str, options: dict[str, Any]) -> bool:
@@ -145,7 +165,8 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Pa
     file) and re-made when ``model.safetensors`` changed since (the export's metadata holds
     the weights' sha256; an engine also when ``precision`` or ``max_batch`` differ; its
     sidecar is written after the engine, so a crash in between reads as stale).
-    ``fmt``: onnx, onnx-int8, onnx-fp16 or tensorrt.
+    ``fmt``: onnx, onnx-int8, onnx-fp16 or tensorrt; the derived ones are made from the
+    (cached) ``model.onnx``, which is made first if needed.
     """
     from tdfast.checkpoint import WEIGHTS_NAME, load_config
 
@@ -153,6 +174,8 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Pa
     if fmt == "triton-server":
         raise InputError("format: 'triton-server' is a repository, not a cacheable file; "
                          "use tdfast.export.write_triton_repository")
+    if f.precheck:
+        f.precheck()
     ckpt = Path(ckpt_dir)
     load_config(ckpt)  # InputError naming the dir if it is not a checkpoint
     artifact = ckpt / f.artifact
@@ -162,4 +185,7 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Pa
     if _is_fresh(artifact, file_sha256(weights), options):
         return artifact
     options.setdefault("log", None)
-    return export(ckpt, fmt, ckpt, **options)
+    # A derived format reuses the cached fp32 export when it is fresh (no second trace).
+    src = ensure_export(ckpt, f.source, **options) if f.source else None
+    model, _ = load_model(ckpt)
+    return f.build(model, ckpt, ckpt, src, **options)

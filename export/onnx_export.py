@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -90,6 +91,18 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
+def add_metadata(path: str | Path, entries: dict[str, str]) -> None:
+    """Set ``entries`` in an ONNX file's metadata_props (replacing same keys); atomic rewrite."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    meta = {p.key: p.value for p in proto.metadata_props} | entries
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    atomic_write_bytes(path, proto.SerializeToString())
+
+
 def _trace_inputs(config) -> tuple[torch.Tensor, ...]:
     # Trace at sizes >= 2 (torch.export specializes 0/1) and away from the verify shapes.
     return random_inputs(config, 2, min(17, config.max_video_len), min(7, config.max_query_len),
@@ -157,7 +170,8 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
     """
     import onnx
 
-    from tdfast.export.verify import ExportVerificationError, format_table, verify_onnx
+    from tdfast.export.verify import ExportVerificationError, format_table, verification_record, verify_onnx
+    from tdfast.model.inputs import check_inputs
 
     if opset < 17:
         raise InputError(f"opset: expected >= 17 (LayerNormalization), got {opset}")
@@ -167,10 +181,13 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
     out = Path(out_dir) / filename
     was_training = model.training
     model.eval()
+    clock = _Clock(log)
     try:
         wrapper = ExportWrapper(model).eval()
         args = _trace_inputs(model.config)
-        _say(log, f"export: {exporter} exporter, opset {opset} -> {out}")
+        check_inputs(*args, model.config)  # the graph can't raise: nothing invalid goes in
+        clock.say(f"export: {exporter} exporter, opset {opset}, trace shape B=2 L={args[0].shape[1]} "
+                  f"M={args[2].shape[1]} -> {out}")
         with warnings.catch_warnings(), torch.no_grad(), _quiet_torch_onnx_logs():
             warnings.simplefilter("ignore")
             fn = _export_dynamo if exporter == "dynamo" else _export_torchscript
@@ -183,18 +200,36 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
             proto.metadata_props.add(key=k, value=v)
         proto.doc_string = "TD-DETR moment retrieval + highlight detection (tdfast)"
         onnx.checker.check_model(proto)
-        # Verify a staged copy and only then rename it over ``out``: a cached export is never
+        clock.say(f"export: graph traced ({len(proto.graph.node)} nodes, dynamic B/L/M, onnx.checker ok)")
+        # Verify a staged copy and only then write ``out``: a cached export is never
         # half-written nor unverified. A file that fails is kept as *.unverified.onnx.
         staged = out.with_name(out.stem + ".unverified.onnx")
         atomic_write_bytes(staged, proto.SerializeToString())
         if verify:
+            clock.say("export: verifying in ONNX Runtime against eager PyTorch on unseen shapes")
             rows = verify_onnx(staged, model)
-            _say(log, format_table(rows))
-        os.replace(staged, out)
-        _say(log, f"export: wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {opset})")
+            clock.say(format_table(rows))
+            # The artifact carries how it was checked (read back by the CLI summary).
+            proto.metadata_props.add(key="verification", value=verification_record(rows))
+            atomic_write_bytes(out, proto.SerializeToString())
+            staged.unlink()
+        else:
+            os.replace(staged, out)
+        clock.say(f"export: wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {opset})")
     finally:
         model.train(was_training)
     return out
+
+
+class _Clock:
+    """Progress lines prefixed with seconds since the export started."""
+
+    def __init__(self, log: Log) -> None:
+        self.log, self.start = log, time.perf_counter()
+
+    def say(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(f"[{time.perf_counter() - self.start:5.1f}s] {msg}" if "\n" not in msg else msg)
 
 
 @contextlib.contextmanager
@@ -208,8 +243,3 @@ def _quiet_torch_onnx_logs():
         yield
     finally:
         logger.setLevel(level)
-
-
-def _say(log: Log, msg: str) -> None:
-    if log is not None:
-        log(msg)

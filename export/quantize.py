@@ -21,6 +21,7 @@ from tdfast.errors import BackendUnavailableError
 
 def _copy_metadata(src, dst, precision: str) -> None:
     meta = {p.key: p.value for p in src.metadata_props}
+    meta.pop("verification", None)  # the source's parity says nothing about this variant's
     meta["precision"] = precision
     del dst.metadata_props[:]
     for k, v in meta.items():

@@ -110,6 +110,7 @@ def build_tensorrt_engine(onnx_path: str | Path, out_path: str | Path, precision
     out_path = Path(out_path)
     atomic_write_bytes(out_path, bytes(serialized))
     atomic_write_bytes(cache_path, bytes(cfg.get_timing_cache().serialize()))
+    meta.pop("verification", None)  # the ONNX graph's parity; the engine is verified on its own
     side = {**meta, "precision": precision, "max_batch": max_batch, "tensorrt_version": trt.__version__,
             "profile": {k: list(map(list, v)) for k, v in shapes.items()},
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "unknown"}

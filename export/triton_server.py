@@ -76,12 +76,13 @@ def write_triton_repository(ckpt_or_onnx: nn.Module | str | Path, out_dir: str |
                             model_name: str = "tdfast_tddetr", version: int = 1,
                             max_batch_size: int = 32, preferred_batch_sizes: Sequence[int] | None = None,
                             max_queue_delay_us: int = 2000, instance_count: int = 1,
-                            kind: str = "auto", verify: bool = True, log=print) -> Path:
+                            kind: str = "auto", verify: bool = True, log=print,
+                            opset: int | None = None, exporter: str = "dynamo") -> Path:
     """Write a model repository under ``out_dir``; returns ``out_dir/model_name``.
 
     ``ckpt_or_onnx``: an existing ``.onnx`` export (copied), or a TDDETR / checkpoint dir
-    (exported, and verified with ``verify``). ``preferred_batch_sizes`` defaults to
-    max_batch_size / 4, / 2 and itself.
+    (exported with ``exporter`` at ``opset``, default 18, and verified with ``verify``).
+    ``preferred_batch_sizes`` defaults to max_batch_size / 4, / 2 and itself.
     """
     if preferred_batch_sizes is None:
         preferred_batch_sizes = sorted({max(1, max_batch_size // 4), max(1, max_batch_size // 2),
@@ -97,7 +98,8 @@ def write_triton_repository(ckpt_or_onnx: nn.Module | str | Path, out_dir: str |
         if src.resolve() != onnx_out.resolve():
             atomic_write_bytes(onnx_out, src.read_bytes())
     else:
-        export_onnx(ckpt_or_onnx, version_dir, verify=verify, log=log)
+        kw = {} if opset is None else {"opset": opset}
+        export_onnx(ckpt_or_onnx, version_dir, exporter=exporter, verify=verify, log=log, **kw)
     cfg = make_model_config(onnx_out, model_name, max_batch_size, preferred_batch_sizes,
                             max_queue_delay_us, instance_count, kind)
     atomic_write_bytes(model_dir / "config.pbtxt", format_model_config(cfg).encode())

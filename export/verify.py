@@ -13,6 +13,7 @@ export bug moves the scores themselves, which the max-diff check catches.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,3 +164,16 @@ def format_table(rows: Sequence[ParityRow]) -> str:
                      f"{diffs} {r.top1_same:>3}/{s.batch:<2} {'yes' if r.has_nan else 'no':>4} "
                      f"{'ok' if r.ok else 'BAD':>3}")
     return "\n".join(lines)
+
+
+def verification_record(rows: Sequence[ParityRow]) -> str:
+    """The parity rows as one JSON string, stored in the artifact's metadata (``verification``):
+    tolerance, shapes [B, L, M, padded], worst max |diff| per output, top-1 agreement, NaN, ok."""
+    return json.dumps({
+        "atol": rows[0].atol if np.isfinite(rows[0].atol) else None,  # None: lossy, no tolerance
+        "shapes": [[r.shape.batch, r.shape.video_len, r.shape.query_len, r.shape.padded] for r in rows],
+        "max_abs": {n: max(r.max_abs[n] for r in rows) for n in OUTPUT_NAMES},
+        "top1_same": [sum(r.top1_same for r in rows), sum(r.shape.batch for r in rows)],
+        "nan": any(r.has_nan for r in rows),
+        "ok": all(r.ok for r in rows),
+    })

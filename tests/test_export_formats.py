@@ -6,6 +6,7 @@ default is covered by test_export_onnx.py.
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -56,6 +57,16 @@ def test_ensure_export_caches_and_refreshes_on_new_weights(tmp_path):
     assert not (ckpt / "model.unverified.onnx").exists()
     del model
 
+    # A derived format reuses the fresh cached model.onnx instead of exporting again.
+    stamp = path.stat().st_mtime_ns
+    int8 = ensure_export(ckpt, "onnx-int8", exporter="torchscript")
+    assert int8 == ckpt / "model.int8.onnx" and path.stat().st_mtime_ns == stamp
+    meta = read_metadata(int8)
+    assert meta["weights_sha256"] == file_sha256(ckpt / "model.safetensors")
+    assert meta["precision"] == "int8-dynamic"
+    record = json.loads(meta["verification"])  # its own (lossy) parity, not the fp32 graph's
+    assert record["atol"] is None and 1e-4 < max(record["max_abs"].values()) < 0.5
+
 
 def test_ensure_export_errors(tmp_path):
     with pytest.raises(InputError, match="config.json"):
@@ -73,7 +84,15 @@ def test_cli_export_onnx_prints_summary(tmp_path, capsys):
     text = capsys.readouterr().out
     assert (out / "model.onnx").is_file()
     assert "pred_spans" in text and " ok" in text and "BAD" not in text  # the parity table
-    assert "MiB" in text and "opset 18" in text
+    assert "export: graph traced (" in text and "nodes, dynamic B/L/M, onnx.checker ok)" in text
+    summary = text[text.index("summary (onnx):"):].splitlines()
+    size = (out / "model.onnx").stat().st_size / 2**20
+    assert summary[1] == f"  {size:9.2f} MiB  {out / 'model.onnx'}"
+    assert summary[2].strip().startswith("fp32, opset 18, torchscript exporter; vs eager on 3 unseen "
+                                         "shapes: worst max|diff| ")
+    assert summary[2].endswith("(tolerance 0.0001), top-1 12/12, no NaN: ok")
+    assert float(summary[2].split("max|diff| ")[1].split()[0]) <= 1e-4
+    assert summary[3] == f"artifact: {out / 'model.onnx'}"
 
 
 def test_module_cli_writes_triton_repository(tmp_path, capsys):
@@ -84,7 +103,10 @@ def test_module_cli_writes_triton_repository(tmp_path, capsys):
                         "--exporter", "torchscript"]) == 0
     cfg = (out / "tdfast_tddetr" / "config.pbtxt").read_text()
     assert "max_batch_size: 8" in cfg and "preferred_batch_size: 4" in cfg
-    assert (out / "tdfast_tddetr" / "1" / "model.onnx").is_file()
+    assert read_metadata(out / "tdfast_tddetr" / "1" / "model.onnx")["exporter"] == "torchscript"
+    text = capsys.readouterr().out
+    assert ("Triton onnxruntime model 'tdfast_tddetr': max_batch_size 8, 4 inputs, 3 outputs, "
+            "dynamic batching [2, 4, 8]") in text
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")

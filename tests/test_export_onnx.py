@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch
 
-from tdfast import InputError, TDDETR, TDDETRConfig, __version__
+from tdfast import InputError, TDDETRConfig, __version__
 from tdfast.export import (ExportVerificationError, OrtRunner, check_tensorrt_compat, export_onnx,
                            read_metadata, verify_onnx)
 from tdfast.export.onnx_export import check_dynamic_axes
@@ -16,28 +16,17 @@ from tdfast.export.quantize import convert_fp16, quantize_int8
 from tdfast.export.verify import FP16_ATOL, Shape, default_shapes, eager_outputs, verify_runner
 from tdfast.export.wrapper import random_inputs
 
-
-def make_model(preset: str, seed: int = 0) -> TDDETR:
-    """Random init, but with a non-zero last span layer so spans depend on the input
-    (the model starts it at zero: spans would equal the reference spans and parity be trivial)."""
-    torch.manual_seed(seed)
-    model = TDDETR(TDDETRConfig.from_name(preset)).eval()
-    torch.nn.init.normal_(model.span_head.layers[-1].weight, std=0.2)
-    return model
+from export_support import make_model, shared_export
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    model = make_model("tiny")
-    path = export_onnx(model, tmp_path_factory.mktemp("tiny"), log=None)
-    return model, path
+    return shared_export(tmp_path_factory, "tiny", "dynamo")
 
 
 @pytest.fixture(scope="module")
 def qvh(tmp_path_factory):
-    model = make_model("qvhighlights")
-    path = export_onnx(model, tmp_path_factory.mktemp("qvh"), verify=False, log=None)
-    return model, path
+    return shared_export(tmp_path_factory, "qvhighlights", "dynamo")
 
 
 def _check_rows(rows, shapes, atol=1e-4):
@@ -52,14 +41,25 @@ def test_tiny_export_matches_eager_on_unseen_shapes(tiny):
     shapes = default_shapes(model.config)
     # tiny caps L at 32 and M at 16; the trace used B=2 L=17 M=7.
     assert shapes == [Shape(1, 5, 1, False), Shape(3, 29, 11, True), Shape(8, 32, 16, True)]
-    _check_rows(verify_onnx(path, model), shapes)
+    rows = verify_onnx(path, model)
+    _check_rows(rows, shapes)
+    # The export verified itself on the same shapes (same seeds) and stored the result.
+    record = json.loads(read_metadata(path)["verification"])
+    assert record["shapes"] == [[1, 5, 1, False], [3, 29, 11, True], [8, 32, 16, True]]
+    assert record["max_abs"] == {k: max(r.max_abs[k] for r in rows) for k in record["max_abs"]}
+    assert record["top1_same"] == [12, 12] and record["ok"] and record["atol"] == 1e-4
 
 
-def test_qvhighlights_sized_export_matches_eager(qvh):
+def test_qvhighlights_sized_export_passed_verify(qvh):
+    """The export verified itself (it raises otherwise) on unseen shapes; the record says so."""
     model, path = qvh
-    shapes = default_shapes(model.config)
-    assert shapes == [Shape(1, 5, 1, False), Shape(3, 37, 11, True), Shape(8, 75, 32, True)]
-    _check_rows(verify_onnx(path, model), shapes)
+    assert default_shapes(model.config) == [Shape(1, 5, 1, False), Shape(3, 37, 11, True),
+                                            Shape(8, 75, 32, True)]
+    record = json.loads(read_metadata(path)["verification"])
+    assert record["shapes"] == [[1, 5, 1, False], [3, 37, 11, True], [8, 75, 32, True]]
+    assert all(v <= 1e-4 for v in record["max_abs"].values()), record["max_abs"]
+    assert record["top1_same"] == [12, 12] and record["ok"] and not record["nan"]
+    assert check_tensorrt_compat(path) == []  # the deployable size passes the TensorRT check too
 
 
 def test_graph_has_dynamic_batch_and_lengths(qvh):
@@ -128,6 +128,7 @@ def test_metadata_carries_config_version_and_names(tiny):
     assert json.loads(meta["output_names"]) == ["pred_spans", "pred_logits", "saliency_scores"]
     assert meta["opset"] == "18" and meta["exporter"] == "dynamo"
     assert "True = real clip" in json.loads(meta["tensors"])["video_mask"]
+    assert json.loads(meta["verification"])["ok"]
 
 
 def test_verify_fails_loudly_on_a_different_model(tiny, tmp_path):
@@ -138,10 +139,10 @@ def test_verify_fails_loudly_on_a_different_model(tiny, tmp_path):
     assert "does not match eager PyTorch" in str(e.value)
 
 
-def test_failed_verification_never_replaces_the_export(tiny, tmp_path, monkeypatch):
-    model, path = tiny
-    out = export_onnx(model, tmp_path, exporter="torchscript", verify=False, log=None)
-    before = out.read_bytes()
+def test_failed_verification_never_replaces_the_export(tmp_path_factory, tmp_path, monkeypatch):
+    _, shared = shared_export(tmp_path_factory, "tiny", "torchscript")
+    out = tmp_path / "model.onnx"
+    out.write_bytes(shared.read_bytes())
 
     def broken(*args, **kwargs):  # a model whose ONNX graph disagrees with eager
         raise ExportVerificationError("mismatch")
@@ -149,15 +150,30 @@ def test_failed_verification_never_replaces_the_export(tiny, tmp_path, monkeypat
     monkeypatch.setattr("tdfast.export.verify.verify_onnx", broken)
     with pytest.raises(ExportVerificationError):
         export_onnx(make_model("tiny", seed=3), tmp_path, exporter="torchscript", log=None)
-    assert out.read_bytes() == before
+    assert out.read_bytes() == shared.read_bytes()
     assert (tmp_path / "model.unverified.onnx").is_file()
 
 
-def test_torchscript_exporter_also_passes(tiny, tmp_path):
-    model, _ = tiny
-    path = export_onnx(model, tmp_path, exporter="torchscript", log=None)
-    assert read_metadata(path)["exporter"] == "torchscript"
+def test_invalid_trace_input_is_rejected_before_export(tmp_path, monkeypatch):
+    """An all-padding query row never reaches the exporter (nor, above, ONNX Runtime)."""
+    def all_padding_row(config):
+        video, vmask, query, qmask = random_inputs(config, 2, 9, 4, padded=False)
+        qmask[1] = False
+        return video, vmask, query, qmask
+
+    monkeypatch.setattr("tdfast.export.onnx_export._trace_inputs", all_padding_row)
+    with pytest.raises(InputError, match=r"^query_mask: row 1 has no real token: empty query"):
+        export_onnx(make_model("tiny"), tmp_path, exporter="torchscript", log=None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torchscript_exporter_also_passes(tmp_path_factory):
+    model, path = shared_export(tmp_path_factory, "tiny", "torchscript")
+    meta = read_metadata(path)
+    assert meta["exporter"] == "torchscript"
     assert check_dynamic_axes(onnx.load(str(path))) == []
+    _check_rows(verify_onnx(path, model), default_shapes(model.config))
+    assert json.loads(meta["verification"])["ok"]
 
 
 def test_fp16_variant_within_fp16_tolerance(tiny, tmp_path):
@@ -197,3 +213,18 @@ def test_same_top1_allows_only_ties_within_tolerance():
     got[:, 1, 0] += 1.0  # the candidate ranks moment 1 first in both rows
     assert same_top1(ref, got, tie=1e-4).tolist() == [True, False]
     assert same_top1(ref, ref, tie=0.0).tolist() == [True, True]
+
+
+@pytest.mark.slow
+def test_exporter_comparison_of_the_docs(tmp_path):
+    """`python -m tdfast.export.compare` on the tiny preset: both exporters within 1e-4 with the
+    same top-1 on all 12 shapes, and the dynamo graph smaller (the docs' reasons)."""
+    from tdfast.export.compare import compare_exporters, shapes_for
+
+    model = make_model("tiny")
+    assert [(s.video_len, s.query_len) for s in shapes_for(model.config)][-3:] == [(32, 9), (20, 16), (32, 16)]
+    result = compare_exporters(model, tmp_path)
+    for r in result.values():
+        assert r["ok"] and not r["nan"] and max(r["max_abs"].values()) <= 1e-4
+        assert r["top1_same"] == [68, 68]
+    assert result["dynamo"]["graph_nodes"] < result["torchscript"]["graph_nodes"]

@@ -8,21 +8,19 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from tdfast import BackendUnavailableError, TDDETR, TDDETRConfig
-from tdfast.export import TrtRunner, build_tensorrt_engine, check_tensorrt_compat, export_onnx
+from tdfast import BackendUnavailableError, TDDETRConfig
+from tdfast.export import TrtRunner, build_tensorrt_engine, check_tensorrt_compat
 from tdfast.export.tensorrt import profile_shapes
 from tdfast.export.trt_check import TRT_SUPPORTED_OPS
+
+from export_support import shared_export
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 
 @pytest.fixture(scope="module", params=["dynamo", "torchscript"])
 def tiny_onnx(request, tmp_path_factory):
-    torch.manual_seed(0)
-    model = TDDETR(TDDETRConfig.from_name("tiny"))
-    path = export_onnx(model, tmp_path_factory.mktemp(request.param), exporter=request.param,
-                       verify=False, log=None)
-    return model, path
+    return shared_export(tmp_path_factory, "tiny", request.param)
 
 
 def _graph(nodes, inputs, outputs, initializers=(), opset=18):

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import onnx
 import pytest
-import torch
 from google.protobuf import text_format
 
-from tdfast import InputError, TDDETR, TDDETRConfig
-from tdfast.export import export_onnx, write_triton_repository
+from tdfast import InputError
+from tdfast.export import write_triton_repository
 from tdfast.export.triton_config import DATA_TYPES, INSTANCE_KINDS, parse_model_config
+
+from export_support import shared_export
 
 
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory):
-    torch.manual_seed(0)
-    model = TDDETR(TDDETRConfig.from_name("tiny"))
-    return export_onnx(model, tmp_path_factory.mktemp("onnx"), exporter="torchscript", verify=False,
-                       log=None)
+    return shared_export(tmp_path_factory, "tiny", "torchscript")[1]
 
 
 def _onnx_io(path):

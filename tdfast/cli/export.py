@@ -34,16 +34,18 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
     from pathlib import Path
 
     from tdfast.export.formats import export
+    from tdfast.export.summary import export_summary
 
+    start = time.time()
     artifact = export(args.ckpt, args.format, args.out, opset=args.opset, exporter=args.exporter,
                       verify=args.verify, precision=args.precision, max_batch=args.max_batch,
                       model_name=args.model_name)
-    print(f"\nsummary ({args.format}):")
-    files = sorted(p for p in Path(args.out).rglob("*") if p.is_file() and not p.name.startswith("."))
-    for f in files:
-        print(f"  {f.stat().st_size / 2**20:9.2f} MiB  {f}")
-    print(f"artifact: {artifact}")
+    # The files this run wrote (the output dir may hold others); 1 s of slack for coarse mtimes.
+    files = [p for p in Path(args.out).rglob("*")
+             if p.is_file() and not p.name.startswith(".") and p.stat().st_mtime >= start - 1]
+    print("\n" + export_summary(args.format, artifact, files))
     return 0
