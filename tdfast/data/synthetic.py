@@ -18,6 +18,11 @@ What is planted where (all vectors below are unit norm; ``docs/data.md`` has the
   ``spurious`` (train) / ``test_spurious`` (val, test) and otherwise a
   concept drawn uniformly from the other concepts. Windows and their
   context clips never overlap other windows or their context.
+- Decoys (shifted splits only): with probability ``test_decoy`` a query's own
+  context pattern ``ctx[c]`` also flanks a free segment that holds no
+  ``sig[c]``, so context read as "where the moment is" points elsewhere.
+- Shifted splits: val and test, or test alone with ``val_like_train`` (then val
+  is drawn like train: ``spurious`` rate, no decoys).
 - A query's tokens are filler words and the concept word in random order:
   ``word[c] + noise_t`` and ``filler[j] + noise_t`` (``min_fillers..max_fillers`` fillers).
 
@@ -75,9 +80,11 @@ class SyntheticSpec:
     min_fillers: int = 2
     max_fillers: int = 6
     test_labels: bool = True  # False writes test.jsonl without labels, like QVHighlights
+    test_decoy: float = 0.0  # shifted splits: P(query's ctx[c] also flanks a decoy segment)
+    val_like_train: bool = False  # True: val drawn like train; test alone is the shifted split
 
     def __post_init__(self) -> None:
-        for name in ("spurious", "test_spurious", "second_window_prob"):
+        for name in ("spurious", "test_spurious", "second_window_prob", "test_decoy"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"{name}: expected a probability in [0, 1], got {getattr(self, name)!r}")
         if self.num_concepts < 2:
@@ -169,8 +176,9 @@ def _saliency_scores(rng: np.random.Generator, intensity: np.ndarray) -> list[li
 
 
 def make_video(rng: np.random.Generator, spec: SyntheticSpec, vec: Vectors, vid: str,
-               first_qid: int, spurious: float) -> SyntheticVideo:
-    """One video with its queries; qids count up from ``first_qid``."""
+               first_qid: int, spurious: float, decoy: float = 0.0) -> SyntheticVideo:
+    """One video with its queries; qids count up from ``first_qid``. ``decoy``: probability
+    that a query's ``ctx[c]`` also flanks a free segment without ``sig[c]``."""
     k, clip_len = spec.num_concepts, spec.clip_len
     num_clips = int(rng.integers(spec.min_clips, spec.max_clips + 1))
     scene = _unit_rows(rng, 1, spec.video_dim)[0]
@@ -193,6 +201,13 @@ def make_video(rng: np.random.Generator, spec: SyntheticSpec, vec: Vectors, vid:
                 feats[max(lo, 0):min(hi, num_clips)] += spec.context_signal * vec.ctx[context]
             ids += list(range(st, ed))
             scores += _saliency_scores(rng, intensity)
+        decoy_clips = None
+        if decoy > 0 and rng.random() < decoy:  # no draw at all when off: default streams unchanged
+            decoy_clips = _place(rng, spec, num_clips, busy)
+            if decoy_clips is not None:
+                st, ed = decoy_clips
+                for lo, hi in ((st - spec.context_clips, st), (ed, ed + spec.context_clips)):
+                    feats[max(lo, 0):min(hi, num_clips)] += spec.context_signal * vec.ctx[c]
         text, tokens = _query_tokens(rng, spec, vec, c)
         qid = first_qid + len(video.queries)
         ann = Annotation(qid=qid, query=text, vid=vid, duration=num_clips * clip_len,
@@ -200,7 +215,8 @@ def make_video(rng: np.random.Generator, spec: SyntheticSpec, vec: Vectors, vid:
                          relevant_clip_ids=tuple(ids),
                          saliency_scores=tuple(tuple(s) for s in scores))
         planted = {"concept": c, "context_concept": context, "spurious": is_spurious,
-                   "window_clips": [list(w) for w in clips]}
+                   "window_clips": [list(w) for w in clips],
+                   "decoy_clips": None if decoy_clips is None else list(decoy_clips)}
         video.queries.append((ann, tokens, planted))
     video.features = feats.astype(np.float32)
     return video
@@ -215,10 +231,12 @@ def generate(spec: SyntheticSpec) -> tuple[Vectors, dict[str, list[SyntheticVide
     qid = 0
     for split, seed in zip(SPLITS, seeds[1:]):
         rng = np.random.default_rng(seed)
-        spurious = spec.spurious if split == "train" else spec.test_spurious
+        shifted = split == "test" or (split == "val" and not spec.val_like_train)
+        spurious = spec.test_spurious if shifted else spec.spurious
+        decoy = spec.test_decoy if shifted else 0.0
         videos = []
         for i in range(getattr(spec, f"num_{split}")):
-            v = make_video(rng, spec, vec, f"{split}_v{i:04d}", qid, spurious)
+            v = make_video(rng, spec, vec, f"{split}_v{i:04d}", qid, spurious, decoy)
             qid += len(v.queries)
             videos.append(v)
         splits[split] = videos

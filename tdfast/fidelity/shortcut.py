@@ -1,0 +1,138 @@
+"""The synthetic shortcut benchmark (docs/fidelity.md): context flanks the moment of the
+query's concept in training, and flanks a decoy at test time.
+
+    python -m tdfast.fidelity.shortcut --out DIR [--seeds 0,1,2] [--rows a,b,c,d,untrained]
+        [--alphas ...] [--betas ...] [--epochs 100] [--jobs 2] [--record FILE]
+
+writes the dataset (``SHORTCUT_SPEC``) under ``DIR/data``, runs the ablation
+(``tdfast.fidelity.ablation``, base preset ``tiny`` + ``SHORTCUT_SETS``) under ``DIR``
+with val (drawn like train) and test (shifted) analyzed, adds per run how often the
+top-1 window lands on the test decoy, and writes ``DIR/ablation.json`` / ``.md`` (and a
+copy of the JSON to ``--record``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Train: every moment of concept c is flanked by ctx[c] (a perfect shortcut), and the
+# moment's own signature is weaker than that context, so the shortcut is the easier cue.
+# Val: drawn like train (selection happens on data like the training data). Test: the
+# moment is flanked by another concept's context and ctx[c] flanks a decoy segment.
+SHORTCUT_SPEC: dict[str, Any] = dict(seed=0, num_train=200, num_val=60, num_test=60, spurious=1.0,
+                                     test_spurious=0.0, test_decoy=1.0, val_like_train=True,
+                                     signal=0.5, context_signal=1.5)
+SHORTCUT_PRESET = "tiny"
+SHORTCUT_SETS = ["early_stop_patience=0"]
+SHORTCUT_EPOCHS = 100
+DECOY_IOU = 0.5  # a top-1 window "on" a segment: IoU >= this
+
+
+def decoy_hits(checkpoint: str | Path, ann_path: str | Path, meta_path: str | Path,
+               video_dirs, text_dir) -> dict[str, Any]:
+    """On a split with planted decoys: percent of queries whose top-1 window has IoU >=
+    ``DECOY_IOU`` with the decoy segment, and with a GT window; queries without a decoy
+    are left out (``queries`` counts the rest)."""
+    from tdfast.api import Retriever
+    from tdfast.data.annotations import load_annotations
+    from tdfast.data.features import FeatureStore
+    from tdfast.fidelity.spurious import predict_split
+    from tdfast.spans import pairwise_iou
+
+    planted = json.loads(Path(meta_path).read_text())["planted"]
+    retriever = Retriever.from_pretrained(checkpoint)
+    clip_len = retriever.config.clip_len
+    anns = [a for a in load_annotations(ann_path) if planted[str(a.qid)].get("decoy_clips")]
+    if not anns:
+        return {"queries": 0, "top1_on_decoy": None, "top1_on_gt": None}
+    store = FeatureStore(video_dirs, text_dir, retriever.config, cache_size=64)
+    records, _ = predict_split(retriever, anns, store, zero_gt=False, top_k=1)
+    on_decoy, on_gt = [], []
+    for a, rec in zip(anns, records):
+        top1 = np.asarray(rec["pred_relevant_windows"][:1], dtype=np.float64)[:, :2]  # [1, 2] s
+        decoy = np.asarray([planted[str(a.qid)]["decoy_clips"]], dtype=np.float64) * clip_len
+        on_decoy.append(float(pairwise_iou(top1, decoy).max()) >= DECOY_IOU)
+        on_gt.append(float(pairwise_iou(top1, np.asarray(a.windows, dtype=np.float64)).max()) >= DECOY_IOU)
+    return {"queries": len(anns), "top1_on_decoy": round(100 * float(np.mean(on_decoy)), 2),
+            "top1_on_gt": round(100 * float(np.mean(on_gt)), 2)}
+
+
+def decoy_markdown(results: list[dict[str, Any]]) -> str:
+    """Markdown table: per row, mean ± std over seeds of the decoy / GT top-1 rates on test."""
+    from tdfast.fidelity.summary import mean_std
+
+    rows: dict[str, list[dict]] = {}
+    for r in results:
+        rows.setdefault(r["row"], []).append(r["decoy"])
+    lines = [f"**test: top-1 window on the decoy vs on the GT (IoU >= {DECOY_IOU})**\n",
+             "| row | seeds | top-1 on decoy % | top-1 on GT % |", "|---|---|---|---|"]
+    for name, ds in rows.items():
+        cells = []
+        for key in ("top1_on_decoy", "top1_on_gt"):
+            s = mean_std([d[key] for d in ds])
+            cells.append(f"{s['mean']:.2f}" if s["n"] == 1 else f"{s['mean']:.2f} ± {s['std']:.2f}")
+        lines.append(f"| {name} | {len(ds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tdfast.checkpoint import atomic_write_bytes
+    from tdfast.data.synthetic import make_synthetic_dataset
+    from tdfast.fidelity.ablation import PAPER_ALPHAS, PAPER_BETAS, plan_rows, run_ablation, run_dir
+    from tdfast.fidelity.summary import make_record, markdown, write_record
+    from tdfast.model.config import TDDETRConfig
+
+    p = argparse.ArgumentParser(prog="python -m tdfast.fidelity.shortcut", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="benchmark directory (created or continued)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--rows", default="a,b,c,d,untrained")
+    p.add_argument("--alphas", default="", help="comma list or 'paper'")
+    p.add_argument("--betas", default="", help="comma list or 'paper'")
+    p.add_argument("--epochs", type=int, default=SHORTCUT_EPOCHS)
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--name", default="ablation", help="file name of DIR/<name>.json and .md (default ablation)")
+    p.add_argument("--record", help="also copy ablation.json here (e.g. benchmarks/results/ablation_synthetic.json)")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    data = out / "data"
+    if not (data / "synthetic_meta.json").is_file():
+        make_synthetic_dataset(data, **SHORTCUT_SPEC)
+    ds = {"train": data / "train.jsonl", "val": data / "val.jsonl", "test": data / "test.jsonl"}
+    video_dirs, text_dir = [data / "video_feats"], data / "text_feats"
+    base = TDDETRConfig.from_name(SHORTCUT_PRESET).override(SHORTCUT_SETS)
+    floats = lambda text, paper: list(paper) if text == "paper" else [float(x) for x in text.split(",") if x]  # noqa: E731
+    rows = plan_rows([r for r in args.rows.split(",") if r], floats(args.alphas, PAPER_ALPHAS),
+                     floats(args.betas, PAPER_BETAS), base=base)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    results = run_ablation(base, rows, seeds, train_ann=ds["train"], val_ann=ds["val"], video_dirs=video_dirs,
+                           text_dir=text_dir, out_dir=out, eval_anns={"val": ds["val"], "test": ds["test"]},
+                           epochs=args.epochs, jobs=args.jobs)
+    for r in results:
+        run = run_dir(out, next(x for x in rows if x.name == r["row"]), r["seed"])
+        cache = run / "decoy.json"
+        if not cache.is_file():
+            hits = decoy_hits(run, ds["test"], data / "synthetic_meta.json", video_dirs, text_dir)
+            atomic_write_bytes(cache, json.dumps(hits).encode("utf-8"))
+        r["decoy"] = json.loads(cache.read_text())
+    inputs = {"synthetic_spec": SHORTCUT_SPEC, "preset": SHORTCUT_PRESET, "set": SHORTCUT_SETS,
+              "command": "python -m tdfast.fidelity.shortcut " + " ".join(sys.argv[1:] if argv is None else argv)}
+    record = make_record(base.to_dict(), rows, seeds, args.epochs, inputs, results)
+    json_path, md_path = write_record(out, record, args.name)
+    text = markdown(record["table"]) + "\n" + decoy_markdown(results)
+    atomic_write_bytes(md_path, text.encode("utf-8"))
+    print(text)
+    if args.record:
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(json_path, args.record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
