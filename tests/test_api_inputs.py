@@ -1,4 +1,5 @@
-"""Retriever boundary validation: every bad input raises InputError naming argument, expected, seen."""
+"""Retriever boundary validation: every bad input raises InputError with an exact message naming
+the argument, the expected value and the value seen."""
 import numpy as np
 import pytest
 import torch
@@ -34,7 +35,7 @@ def _inf_query():
     return q
 
 
-# (name, predict kwargs, message fragment that must appear)
+# (name, predict kwargs, the exact message)
 PREDICT_CASES = [
     ("video rank", dict(videos=[np.zeros(C.video_dim, np.float32)], queries=[_q()]),
      "videos[0]: expected a rank-2 tensor, got shape (64,)"),
@@ -42,31 +43,35 @@ PREDICT_CASES = [
      "videos: expected a list of 2-D (length, 64) arrays or one 3-D (batch, length, 64) tensor, "
      "got shape (1, 2, 8, 64)"),
     ("video dim", dict(videos=[_v(), np.zeros((8, 63), np.float32)], queries=[_q(), _q()]),
-     "videos[1]: expected feature dim 64, got 63"),
+     "videos[1]: expected feature dim 64, got 63 (shape (8, 63))"),
     ("query dim", dict(videos=[_v()], queries=[np.zeros((4, 31), np.float32)]),
-     "queries[0]: expected feature dim 32, got 31"),
+     "queries[0]: expected feature dim 32, got 31 (shape (4, 31))"),
     ("nan video", dict(videos=[_nan_video()], queries=[_q()]),
      "videos[0]: expected finite values, found 1 NaN/inf (first at index (2, 3))"),
     ("inf query", dict(videos=[_v(), _v()], queries=[_q(), _inf_query()]),
      "queries[1]: expected finite values, found 1 NaN/inf (first at index (1, 0))"),
     ("empty query", dict(videos=[_v()], queries=[np.zeros((0, C.text_dim), np.float32)]),
-     "queries[0]: expected at least one row, got an empty query (0 tokens)"),
+     "queries[0]: expected at least one row, got an empty query (0 tokens), shape (0, 32)"),
     ("zero-length video", dict(videos=[np.zeros((0, C.video_dim), np.float32)], queries=[_q()]),
-     "videos[0]: expected at least one row, got a zero-length video (0 clips)"),
+     "videos[0]: expected at least one row, got a zero-length video (0 clips), shape (0, 64)"),
     ("too long", dict(videos=[_v(40)], queries=[_q()]),
-     "videos[0]: expected at most max_video_len=32 clips, got 40; pass sliding_window=True"),
+     "videos[0]: expected at most max_video_len=32 clips, got 40; pass sliding_window=True to process "
+     "long videos in overlapping windows"),
     ("query too long", dict(videos=[_v()], queries=[_q(20)]),
-     "queries[0]: expected at most max_query_len=16 tokens, got 20"),
+     "queries[0]: expected at most max_query_len=16 tokens, got 20 (truncate it, e.g. with "
+     "Retriever.prepare_query)"),
     ("count mismatch", dict(videos=[_v(), _v()], queries=[_q()]),
-     "queries: expected one query per video (2), got 1"),
+     "queries: expected one query per video (2), got 1 (pairs are (videos[i], queries[i]))"),
     ("empty list", dict(videos=[], queries=[]), "videos: expected at least one item, got an empty list"),
     ("int numpy", dict(videos=[np.ones((8, C.video_dim), np.int64)], queries=[_q()]),
      "videos[0]: expected floating-point features, got numpy dtype int64 (integer/bool inputs "
-     "are rejected, not cast"),
+     "are rejected, not cast: pass the float features, e.g. np.asarray(x, dtype=np.float32))"),
     ("int torch", dict(videos=[_v()], queries=[torch.ones(4, C.text_dim, dtype=torch.int32)]),
-     "queries[0]: expected floating-point features, got dtype torch.int32"),
+     "queries[0]: expected floating-point features, got dtype torch.int32 (integer/bool inputs are "
+     "rejected, not cast: pass the float features)"),
     ("bool", dict(videos=[_v()], queries=[np.ones((4, C.text_dim), bool)]),
-     "queries[0]: expected floating-point features, got numpy dtype bool"),
+     "queries[0]: expected floating-point features, got numpy dtype bool (integer/bool inputs are "
+     "rejected, not cast: pass the float features, e.g. np.asarray(x, dtype=np.float32))"),
     ("str item", dict(videos=["clip.npz"], queries=[_q()]),
      "videos[0]: expected a numpy array or torch tensor of features, got str"),
     ("str list", dict(videos="clip.npz", queries=[_q()]),
@@ -84,6 +89,18 @@ PREDICT_CASES = [
      "sliding_window: expected True or False, got 'yes'"),
     ("window stride", dict(videos=[_v(40)], queries=[_q()], sliding_window=True, window_stride=0),
      "window_stride: expected None or an integer in [1, max_video_len=32] clips, got 0"),
+    ("window stride too big", dict(videos=[_v(40)], queries=[_q()], sliding_window=True, window_stride=33),
+     "window_stride: expected None or an integer in [1, max_video_len=32] clips, got 33"),
+    ("rank-3 item", dict(videos=[np.zeros((1, 8, C.video_dim), np.float32)], queries=[_q()]),
+     "videos[0]: expected a rank-2 tensor, got shape (1, 8, 64)"),
+    ("batched dim", dict(videos=torch.zeros(2, 8, 60), queries=[_q(), _q()]),
+     "videos[0]: expected feature dim 64, got 60 (shape (8, 60))"),
+    ("nms_iou zero", dict(videos=[_v()], queries=[_q()], nms_iou=0.0),
+     "nms_iou: expected None or an IoU threshold in (0, 1], got 0.0"),
+    ("durations nan", dict(videos=[_v()], queries=[_q()], durations=[float("nan")]),
+     "durations[0]: expected seconds > 0, got nan"),
+    ("list item", dict(videos=[[[0.0] * C.video_dim] * 8], queries=[_q()]),
+     "videos[0]: expected a numpy array or torch tensor of features, got list"),
 ]
 
 
@@ -91,7 +108,7 @@ PREDICT_CASES = [
 def test_predict_rejects_bad_input(retriever, name, kwargs, message):
     with pytest.raises(InputError) as e:
         retriever.predict(**kwargs)
-    assert message in str(e.value)
+    assert str(e.value) == message
     assert isinstance(e.value, ValueError)
 
 
@@ -101,7 +118,8 @@ CONSTRUCT_CASES = [
      "'triton'], got 'tensorflow'"),
     ("device", dict(device="gpu0"), "device: expected 'cpu', 'cuda' or 'cuda:N', got 'gpu0'"),
     ("device type", dict(device=3.5), "device: expected 'cpu', 'cuda' or 'cuda:N', got 3.5"),
-    ("dtype", dict(dtype="int8"), "dtype: expected one of float32, float16, bfloat16"),
+    ("dtype", dict(dtype="int8"),
+     "dtype: expected one of float32, float16, bfloat16 (torch dtype or name), got 'int8'"),
     ("batch_size", dict(batch_size=0), "batch_size: expected a positive integer, got 0"),
 ]
 
@@ -110,7 +128,7 @@ CONSTRUCT_CASES = [
 def test_constructor_rejects_bad_arguments(name, kwargs, message):
     with pytest.raises(InputError) as e:
         Retriever(TDDETR(C), **kwargs)
-    assert message in str(e.value)
+    assert str(e.value) == message
 
 
 def test_model_must_be_a_tddetr():

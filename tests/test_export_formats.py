@@ -117,3 +117,22 @@ def test_cli_tensorrt_without_tensorrt_fails_cleanly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("tdfast export: error: TensorRT is not installed: pip install tensorrt")
     assert not (tmp_path / "o" / "model.onnx").exists()  # failed before spending time on export
+
+
+def test_cli_verification_failure_is_exit_code_1(tmp_path, capsys, monkeypatch):
+    from tdfast.export.verify import ExportVerificationError
+
+    ckpt = tmp_path / "ckpt"
+    _ckpt(ckpt, seed=0)
+
+    def broken(*args, **kwargs):
+        raise ExportVerificationError("ONNX model x does not match eager PyTorch (table)")
+
+    monkeypatch.setattr("tdfast.export.verify.verify_onnx", broken)
+    out = tmp_path / "out"
+    assert tdfast_main(["export", str(ckpt), "--out", str(out), "--exporter", "torchscript"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("tdfast export: verification FAILED: ONNX model x does not match eager PyTorch "
+                   f"(table)\nNo artifact was replaced; the failing graph is kept as *.unverified.onnx "
+                   f"in {out}\n")
+    assert sorted(p.name for p in out.iterdir()) == ["model.unverified.onnx"]

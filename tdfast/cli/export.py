@@ -1,10 +1,13 @@
 """``tdfast export CKPT --format onnx|onnx-int8|onnx-fp16|tensorrt|triton-server --out DIR``.
 
-Also reachable as ``python -m tdfast.export ...`` (same arguments).
+Also reachable as ``python -m tdfast.export ...`` (same arguments). Exit codes: 0 written
+and verified; 1 the artifact does not match eager PyTorch (table on stderr, nothing
+replaced); 2 bad arguments or a missing optional dependency.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
 FORMAT_NAMES = ("onnx", "onnx-int8", "onnx-fp16", "tensorrt", "triton-server")
 
@@ -39,11 +42,17 @@ def run(args: argparse.Namespace) -> int:
 
     from tdfast.export.formats import export
     from tdfast.export.summary import export_summary
+    from tdfast.export.verify import ExportVerificationError
 
     start = time.time()
-    artifact = export(args.ckpt, args.format, args.out, opset=args.opset, exporter=args.exporter,
-                      verify=args.verify, precision=args.precision, max_batch=args.max_batch,
-                      model_name=args.model_name)
+    try:
+        artifact = export(args.ckpt, args.format, args.out, opset=args.opset, exporter=args.exporter,
+                          verify=args.verify, precision=args.precision, max_batch=args.max_batch,
+                          model_name=args.model_name)
+    except ExportVerificationError as e:
+        print(f"tdfast export: verification FAILED: {e}\nNo artifact was replaced; the failing graph "
+              f"is kept as *.unverified.onnx in {args.out}", file=sys.stderr)
+        return 1
     # The files this run wrote (the output dir may hold others); 1 s of slack for coarse mtimes.
     files = [p for p in Path(args.out).rglob("*")
              if p.is_file() and not p.name.startswith(".") and p.stat().st_mtime >= start - 1]
