@@ -1,0 +1,95 @@
+"""docs/recipe.md: the blocks it shows are the ones run, and they run end to end on a
+stand-in with the real dims and layout, producing correctly named, consistent outputs."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tdfast.data.annotations import load_annotations
+from tdfast.data.features import read_npz_array
+from tdfast.eval import eval_charades, eval_submission, load_jsonl
+from tdfast.fidelity.recipe import CHARADES_RECIPE, QVH_RECIPE, commands, run_recipe, write_standin
+from tdfast.model.config import TDDETRConfig
+
+from fidelity_support import one_thread  # noqa: F401  (autouse fixture)
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "recipe.md"
+ENV = {"QVH": "/q", "CHARADES": "/c", "RUNS": "r", "EPOCHS": "220", "SEED": "2"}
+
+
+def test_docs_show_exactly_the_blocks_that_run():
+    text = DOC.read_text()
+    assert f"```bash\n{QVH_RECIPE}```" in text
+    assert f"```bash\n{CHARADES_RECIPE}```" in text
+
+
+def test_commands_join_lines_and_substitute_variables():
+    argvs = commands(QVH_RECIPE, ENV)
+    assert [a[:2] for a in argvs] == [["tdfast", "train"], ["tdfast", "predict"], ["tdfast", "eval"],
+                                      ["tdfast", "predict"], ["python", "-m"], ["tdfast", "analyze"]]
+    assert argvs[0] == ["tdfast", "train", "--preset", "qvhighlights", "--set", "early_stop_patience=0",
+                        "--epochs", "220", "--seed", "2",
+                        "--train", "/q/data/highlight_train_release.jsonl",
+                        "--val", "/q/data/highlight_val_release.jsonl",
+                        "--video-feats", "/q/features/slowfast_features", "/q/features/clip_features",
+                        "--text-feats", "/q/features/clip_text_features", "--out", "r/qvh_seed2"]
+    assert argvs[3][-1] == "r/qvh_seed2/hl_test_submission.jsonl"
+    with pytest.raises(KeyError, match="SEED"):
+        commands(QVH_RECIPE, {k: v for k, v in ENV.items() if k != "SEED"})
+
+
+def _run(root: Path, kind: str, block: str) -> Path:
+    data = write_standin(root / kind, "qvhighlights" if kind == "qvh" else "charades", num_videos=2)
+    env = {"QVH": str(data), "CHARADES": str(data), "RUNS": str(root / "runs"), "EPOCHS": "1", "SEED": "0"}
+    run_recipe(block, env, log=lambda line: None)
+    return root / "runs"
+
+
+def test_qvh_recipe_outputs(tmp_path):
+    root, runs = tmp_path, _run(tmp_path, "qvh", QVH_RECIPE)
+    run, data, feats = runs / "qvh_seed0", root / "qvh" / "data", root / "qvh" / "features"
+    # the stand-in has the real dims in the release layout
+    vid = load_annotations(data / "highlight_val_release.jsonl")[0].vid
+    assert read_npz_array(feats / "slowfast_features" / f"{vid}.npz", "features").shape[1] == 2304
+    assert read_npz_array(feats / "clip_features" / f"{vid}.npz", "features").shape[1] == 512
+    # trained with the paper's preset (the recipe only turns early stopping off)
+    saved = TDDETRConfig.from_json((run / "config.json").read_text())
+    assert saved == TDDETRConfig.from_name("qvhighlights", early_stop_patience=0, epochs=1)
+    # val metrics are the official scoring of the written val predictions
+    val_gt = load_jsonl(data / "highlight_val_release.jsonl")
+    val_sub = load_jsonl(run / "hl_val_submission.jsonl")
+    assert json.loads((run / "hl_val_metrics.json").read_text()) == \
+        json.loads(json.dumps(eval_submission(val_sub, val_gt)))
+    # test predictions: one line per test query, in order, one saliency per clip, 10 windows
+    test = load_annotations(data / "highlight_test_release.jsonl")
+    assert all(a.windows is None for a in test)
+    test_sub = load_jsonl(run / "hl_test_submission.jsonl")
+    assert [s["qid"] for s in test_sub] == [a.qid for a in test]
+    for a, s in zip(test, test_sub):
+        clips = read_npz_array(feats / "clip_features" / f"{a.vid}.npz", "features").shape[0]
+        assert len(s["pred_saliency_scores"]) == clips and len(s["pred_relevant_windows"]) == 10
+        assert all(0 <= st <= ed <= a.duration + 1e-3 for st, ed, _ in s["pred_relevant_windows"])
+    with zipfile.ZipFile(run / "submission.zip") as z:
+        assert sorted(z.namelist()) == ["hl_test_submission.jsonl", "hl_val_submission.jsonl"]
+        assert z.read("hl_test_submission.jsonl") == (run / "hl_test_submission.jsonl").read_bytes()
+    report = json.loads((run / "spurious_val.json").read_text())
+    assert report["normal"]["MR-full-mAP"] == json.loads((run / "hl_val_metrics.json").read_text())["brief"][
+        "MR-full-mAP"]  # the analysis' unmasked run is the plain evaluation
+    assert report["queries"] == len(val_gt) and report["zeroed_clips"] > 0
+
+
+def test_charades_recipe_outputs(tmp_path):
+    root, runs = tmp_path, _run(tmp_path, "charades", CHARADES_RECIPE)
+    run, data = runs / "charades_seed0", root / "charades" / "data"
+    saved = TDDETRConfig.from_json((run / "config.json").read_text())
+    assert saved == TDDETRConfig.from_name("charades", early_stop_patience=0, epochs=1)
+    gt = load_jsonl(data / "charades_sta_test_tvr_format.jsonl")
+    assert all("saliency_scores" not in g for g in gt)  # Charades-STA: windows only
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(eval_charades(load_jsonl(run / "test_preds.jsonl"), gt)))
+    report = json.loads((run / "spurious_test.json").read_text())
+    assert report["normal"]["MR-full-R1@0.5"] == metrics["brief"]["MR-full-R1@0.5"]
+    assert report["normal"]["HL-min-VeryGood-mAP"] is None
