@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tdfast.model.config import TDDETRConfig
+from tdfast.spans import pairwise_giou
 from tdfast.training.criterion import Criterion, loss_norm
 from tdfast.training.losses import (LossNorm, class_loss, negative_pair_loss, rank_contrastive_loss,
                                     saliency_margin_loss, span_losses)
@@ -30,6 +31,13 @@ def test_giou_loss_identical_is_zero_and_disjoint_beyond_one():
     far = span_losses(torch.tensor([[[0.0, 0.0], [0.15, 0.1]]]), [torch.tensor([[0.55, 0.1]])], MATCH_Q1, ONE)
     # [0.1, 0.2] vs [0.5, 0.6]: gIoU = 0 - (0.5 - 0.2) / 0.5 = -0.6 < 0
     assert far["span_giou"].item() == pytest.approx(1.6, abs=1e-6)
+
+
+def test_giou_of_identical_spans_is_one_and_of_disjoint_spans_negative():
+    spans = torch.tensor([[0.1, 0.3], [0.5, 0.9], [0.0, 1.0]])  # [start, end]
+    assert torch.allclose(torch.diagonal(pairwise_giou(spans, spans)), torch.ones(3), atol=1e-7)
+    giou = pairwise_giou(spans[:1], spans[1:2]).item()  # [0.1, 0.3] vs [0.5, 0.9]: hull 0.8, union 0.6
+    assert giou < 0 and giou == pytest.approx(-(0.8 - 0.6) / 0.8, abs=1e-6)
 
 
 def test_class_loss_by_hand():

@@ -1,7 +1,6 @@
 """The training loop: AdamW, grad clip, LR drop, autocast, validation, best / last checkpoints, resume."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,7 @@ class Progress:
     epoch: int = 0
     batch: int = 0
     step: int = 0
-    best_score: float = -math.inf
+    best_score: tuple[float, ...] = ()  # validate.selection_score of the best epoch; () before any
     best_epoch: int = 0
     epochs_without_gain: int = 0
     stopped_early: bool = False
@@ -74,7 +73,7 @@ class EpochSampler(DistributedSampler):
         return iter(list(super().__iter__())[self.skip:])
 
     def __len__(self) -> int:
-        return self.num_samples - self.skip
+        return max(self.num_samples - self.skip, 0)
 
 
 class Trainer:
@@ -158,11 +157,11 @@ class Trainer:
         runs after every step (progress hooks, tests)."""
         from tqdm import tqdm
 
-        p = self.progress
         if resume is not None:
-            self.restore(resume)
-        elif eval_before and self.val_loader is not None:
-            p.initial_metrics = self.validate_and_log(epoch=0)[0]["brief"]
+            self.restore(resume)  # replaces self.progress: take ``p`` after it
+        p = self.progress
+        if resume is None and eval_before and self.val_loader is not None:
+            p.initial_metrics = self.validate_and_log(epoch=0)[0]
         while p.epoch < epochs and not p.stopped_early:
             self.sampler.set_position(p.epoch, p.batch * self.per_rank)
             self.net.train()
@@ -192,12 +191,12 @@ class Trainer:
         if self.val_loader is None:
             improved, metrics, preds = True, None, None
         else:
-            metrics, preds = self.validate_and_log(p.epoch)
-            score = selection_score(metrics) if metrics is not None else -math.inf
-            improved = broadcast_object(score > p.best_score, self.ctx)
+            brief, metrics, preds = self.validate_and_log(p.epoch)
+            score = selection_score(brief, c.eval_protocol)
+            improved = score > p.best_score  # the same on every process: brief is broadcast
             if improved:
                 p.best_score = score
-            record["val"] = None if metrics is None else metrics["brief"]
+            record["val"] = brief
         if improved:
             p.best_epoch, p.epochs_without_gain = p.epoch, 0
             p.best_metrics = record.get("val")
@@ -211,15 +210,16 @@ class Trainer:
         self.log.write(record)
         self.save()
 
-    def validate_and_log(self, epoch: int) -> tuple[dict | None, list[dict] | None]:
-        """Val metrics on the main process (others get None); logged as a ``val`` record."""
+    def validate_and_log(self, epoch: int) -> tuple[dict, dict | None, list[dict] | None]:
+        """Validate on the main process, log a ``val`` record -> (the ``brief`` metrics on every
+        process, the full metrics and the predictions on the main process, None elsewhere)."""
         metrics = preds = None
         if self.ctx.is_main:
             metrics, preds = validate(self.model, self.val_loader, self.val_gt, self.ctx.device,
                                       self.autocast())
             self.log.write({"kind": "val", "epoch": epoch, "step": self.progress.step, **metrics["brief"]})
-        barrier(self.ctx)
-        return metrics, preds
+        brief = broadcast_object(None if metrics is None else metrics["brief"], self.ctx)
+        return brief, metrics, preds
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -252,7 +252,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.progress = Progress(**state["progress"])
+        self.progress = Progress(**{**state["progress"], "best_score": tuple(state["progress"]["best_score"])})
         self.seed = self.sampler.seed = int(state["seed"])  # the data order of the resumed run
         self.history = list(state["history"])
         rng = state["rng"]

@@ -1,15 +1,16 @@
 """Per-epoch validation: predictions in the submission format, scored by ``tdfast.eval``."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
 
+from tdfast.eval import eval_charades, eval_submission
 from tdfast.model.postprocess import postprocess
 from tdfast.model.tddetr import TDDETR
-
-SELECT_METRIC = "MR-full-mAP"  # the checkpoint kept as best maximizes this (paper's main number)
 
 
 @torch.no_grad()
@@ -42,21 +43,39 @@ def predict_submission(model: TDDETR, batches: Iterable[dict[str, Any]], device:
     return records
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How validation scores a split: ``evaluate`` (submission, ground truth) -> metrics with a
+    ``brief`` dict; ``select``: the ``brief`` keys best-checkpoint selection maximizes, compared
+    in order (later keys break ties); ``highlights``: whether it scores saliency predictions."""
+
+    evaluate: Callable[[list[dict], list[dict]], dict]
+    select: tuple[str, ...]
+    highlights: bool
+
+
+PROTOCOLS = {  # config.eval_protocol -> Protocol; QVHighlights selects by the paper's main number
+    "qvhighlights": Protocol(eval_submission, ("MR-full-mAP",), highlights=True),
+    "charades": Protocol(eval_charades, ("MR-full-R1@0.5", "MR-full-mIoU"), highlights=False),
+}
+
+
 def validate(model: TDDETR, batches: Iterable[dict[str, Any]], ground_truth: list[dict],
              device: torch.device, autocast: Any = None) -> tuple[dict, list[dict]]:
-    """Official QVHighlights metrics of ``model`` on a labelled split -> (metrics, submission).
+    """Metrics of ``model`` on a labelled split by ``model.config.eval_protocol`` ->
+    (metrics, submission).
 
-    Highlight metrics only when every ground-truth record has saliency scores
-    (Charades-STA / TACoS have none).
+    qvhighlights: the official QVHighlights structure; highlight metrics only when every
+    ground-truth record has saliency scores. charades: R1@{0.3,0.5,0.7}, R5, mIoU (no saliency).
     """
-    from tdfast.eval import eval_submission
-
-    with_saliency = all("saliency_scores" in g for g in ground_truth)
+    protocol = PROTOCOLS[model.config.eval_protocol]
+    with_saliency = protocol.highlights and all("saliency_scores" in g for g in ground_truth)
     submission = predict_submission(model, batches, device, autocast, with_saliency)
-    return eval_submission(submission, ground_truth), submission
+    return protocol.evaluate(submission, ground_truth), submission
 
 
-def selection_score(metrics: dict) -> float:
-    """The value best-checkpoint selection maximizes (None counts as -inf)."""
-    value = metrics.get("brief", {}).get(SELECT_METRIC)
-    return float("-inf") if value is None else float(value)
+def selection_score(brief: dict, protocol: str) -> tuple[float, ...]:
+    """What best-checkpoint selection maximizes (tuples compare in order); a missing or None
+    value counts as -inf."""
+    values = (brief.get(k) for k in PROTOCOLS[protocol].select)
+    return tuple(float("-inf") if v is None else float(v) for v in values)

@@ -54,7 +54,10 @@ class TDDETRConfig:
     epochs: int = 200
     lr_drop: int = 400  # epoch of the 10x LR drop
     grad_clip: float = 0.1
-    early_stop_patience: int = 10  # epochs without MR-full-mAP gain; 0 = never stop
+    early_stop_patience: int = 10  # epochs without gain in the val selection metric; 0 = never stop
+    # per-epoch validation: "qvhighlights" (official QVHighlights metrics, best by MR-full-mAP) or
+    # "charades" (Charades-STA / TACoS R1@{0.3,0.5,0.7} and mIoU, best by R1@0.5 then mIoU)
+    eval_protocol: str = "qvhighlights"
     # loss / matching coefficients (the matcher uses the same ones)
     w_span_l1: float = 10.0
     w_span_giou: float = 1.0
@@ -64,6 +67,7 @@ class TDDETRConfig:
     w_saliency_contrast: float = 1.0
     w_negative: float = 4.0
     saliency_margin: float = 0.2
+    num_saliency_pairs: int = 2  # margin loss: hard and easy (pos, neg) clip pairs per sample, each
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,7 +75,8 @@ class TDDETRConfig:
     def validate(self) -> None:
         """Raise InputError for values the model can't be built with."""
         positive = ("video_dim", "text_dim", "max_video_len", "max_query_len", "hidden_dim",
-                    "num_heads", "ffn_dim", "num_queries", "num_input_proj", "batch_size")
+                    "num_heads", "ffn_dim", "num_queries", "num_input_proj", "batch_size",
+                    "num_saliency_pairs", "vsdc_topk")
         for name in positive:
             if int(getattr(self, name)) <= 0:
                 raise InputError(f"config.{name}: expected a positive integer, got {getattr(self, name)!r}")
@@ -84,6 +89,9 @@ class TDDETRConfig:
                 raise InputError(f"config.{name}: expected a value in [0, 1], got {v!r}")
         if self.clip_len <= 0:
             raise InputError(f"config.clip_len: expected seconds > 0, got {self.clip_len!r}")
+        if self.eval_protocol not in EVAL_PROTOCOLS:
+            raise InputError(f"config.eval_protocol: expected one of {list(EVAL_PROTOCOLS)}, "
+                             f"got {self.eval_protocol!r}")
 
     @property
     def model_video_dim(self) -> int:
@@ -159,6 +167,8 @@ def _parse_value(raw: str, typ: type, key: str) -> Any:
     return value
 
 
+EVAL_PROTOCOLS = ("qvhighlights", "charades")  # the evaluators: tdfast.training.validate.PROTOCOLS
+
 PRESETS: dict[str, dict[str, Any]] = {
     # QVHighlights, paper Sec. 4.1: bs 32, lr 1e-4, wd 1e-4, d 256, T=2, N=10, 220 epochs,
     # 2-s clips; lambda L1 1, gIoU 10, CE 4, neg 4 as the paper lists them (QD-DETR's own
@@ -175,7 +185,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         video_dim=2816, text_dim=512, max_video_len=75, max_query_len=32, clip_len=1.0,
         hidden_dim=256, num_heads=8, num_td_layers=3, num_encoder_layers=3, num_decoder_layers=3,
         num_queries=10, lr=2e-4, weight_decay=1e-4, batch_size=32, epochs=100, lr_drop=30,
-        w_span_l1=10.0, w_span_giou=1.0, w_class=4.0, w_negative=4.0,
+        w_span_l1=10.0, w_span_giou=1.0, w_class=4.0, w_negative=4.0, eval_protocol="charades",
     ),
     # Small and fast, for tests and the demo: same structure, small widths.
     "tiny": dict(

@@ -1,0 +1,90 @@
+"""Kill mid-run + --resume == uninterrupted run (same seed): weights, optimizer steps, log."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tdfast.data.synthetic import make_synthetic_dataset
+from tdfast.model.config import TDDETRConfig
+from tdfast.training import train
+from tdfast.training.run_dir import load_train_state
+
+
+class Crash(RuntimeError):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), seed=3, num_train=24, num_val=8, num_test=0,
+                                  max_clips=16)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: threading overhead dominates; also fixes the op order
+    yield
+    torch.set_num_threads(n)
+
+
+SAVE_EVERY = 3  # steps; with 4 steps an epoch most checkpoints fall mid-epoch
+
+
+def run(data, out, **kw):
+    config = TDDETRConfig.from_name("tiny", batch_size=8, max_video_len=24)
+    return train(config, data.train, data.val, data.video_dirs, data.text_dir, out, epochs=3, seed=11,
+                 progress=False, save_every_steps=SAVE_EVERY, eval_before=False, cache_size=256, **kw)
+
+
+def train_losses(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in lines if r["kind"] == "train"], lines
+
+
+def test_crash_and_resume_matches_uninterrupted(data, tmp_path):
+    full = run(data, tmp_path / "full")
+    steps_per_epoch = full.steps // 3
+    crash_at = steps_per_epoch + 3  # mid epoch 2, one step after a mid-epoch checkpoint
+
+    def crash(step, _):
+        if step == crash_at:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run(data, tmp_path / "cut", on_step=crash)
+    saved = load_train_state(tmp_path / "cut" / "last")["progress"]
+    assert saved["step"] == (crash_at // SAVE_EVERY) * SAVE_EVERY  # lost only the steps since then
+    assert (saved["epoch"], saved["batch"]) == (1, saved["step"] - steps_per_epoch)  # resumes mid-epoch
+    resumed = run(data, tmp_path / "cut", resume=tmp_path / "cut")
+
+    a = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "last" / "model.safetensors"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    best_a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    best_b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert max((best_a[k] - best_b[k]).abs().max().item() for k in best_a) <= 1e-6
+    assert (resumed.steps, resumed.best_epoch, resumed.best_metrics) == (full.steps, full.best_epoch,
+                                                                        full.best_metrics)
+    losses_a, log_a = train_losses(tmp_path / "full")
+    losses_b, log_b = train_losses(tmp_path / "cut")
+    assert [s for s, _ in losses_b] == list(range(1, full.steps + 1))  # no step lost or doubled
+    assert losses_a == pytest.approx(losses_b, abs=1e-6)
+    assert [r for r in log_a if r["kind"] != "train"] == [r for r in log_b if r["kind"] != "train"]
+    state = torch.load(tmp_path / "cut" / "last" / "train_state.pt", weights_only=True)
+    assert state["optimizer"]["state"][0]["step"].item() == full.steps
+
+
+def test_resume_refuses_another_config(data, tmp_path):
+    from tdfast.errors import InputError
+
+    config = TDDETRConfig.from_name("tiny", batch_size=8, max_video_len=24)
+    train(config, data.train, None, data.video_dirs, data.text_dir, tmp_path / "r", epochs=1, seed=0,
+          progress=False, cache_size=256)
+    other = TDDETRConfig.from_name("tiny", batch_size=8, max_video_len=24, lr=5e-4)
+    with pytest.raises(InputError, match=r"another config.*'lr': \(0\.001, 0\.0005\)"):
+        train(other, data.train, None, data.video_dirs, data.text_dir, tmp_path / "r", epochs=2,
+              progress=False, resume=tmp_path / "r")
