@@ -40,6 +40,11 @@ def test_render_known_predict_record():
     assert render_table([("bench_cpu_fp32.json", predict_record())]) == EXPECTED
 
 
+def test_a_plot_beside_the_record_is_shown():
+    text = render_table([("bench_cpu_fp32.json", predict_record())], plots=["bench_cpu_fp32.png", "x.png"])
+    assert text == EXPECTED + "\n![bench_cpu_fp32](benchmarks/results/bench_cpu_fp32.png)\n"
+
+
 def test_render_kernels_record_after_predict():
     text = render_table([("kernels_gpu.json", kernels_record()), ("bench_cpu_fp32.json", predict_record())])
     assert text.startswith(EXPECTED)  # predict first, whatever the file order

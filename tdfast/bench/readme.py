@@ -98,8 +98,9 @@ TITLES = {"predict": "End-to-end predict latency", "kernels": "Fused TD cross-at
           "train": "Training throughput", "export": "Export"}
 
 
-def render_table(records: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """Markdown for (file name, record) pairs, grouped by kind, in the given order."""
+def render_table(records: Sequence[tuple[str, dict[str, Any]]], plots: Sequence[str] = ()) -> str:
+    """Markdown for (file name, record) pairs, grouped by kind, in the given order; a record
+    whose ``<stem>.png`` is in ``plots`` (file names in benchmarks/results) gets its plot."""
     out = [NOTE]
     for kind, title in TITLES.items():
         group = [(n, r) for n, r in records if r["kind"] == kind]
@@ -108,6 +109,9 @@ def render_table(records: Sequence[tuple[str, dict[str, Any]]]) -> str:
         out += ["", f"#### {title}"]
         for name, record in group:
             out += [""] + RENDERERS.get(kind, _generic)(name, record)
+            png = Path(name).with_suffix(".png").name
+            if png in plots:
+                out += ["", f"![{Path(name).stem}](benchmarks/results/{png})"]
     return "\n".join(out) + "\n"
 
 
@@ -140,7 +144,8 @@ def update_readme(readme: str | Path = REPO / "README.md", results: str | Path =
     if not readme.is_file():
         raise InputError(f"--readme: {readme} does not exist (it needs the lines {START} and {END})")
     old = readme.read_text()
-    new = replace_section(old, render_table(load_results(Path(results))), str(readme))
+    plots = [p.name for p in Path(results).glob("*.png")]
+    new = replace_section(old, render_table(load_results(Path(results)), plots), str(readme))
     if new != old and not check:
         atomic_write_bytes(readme, new.encode())
     return new != old
