@@ -118,13 +118,14 @@ def test_keep_rates_match_alpha_within_three_sigma():
     rate_c = int(from_context.sum()) / n_context
     assert abs(rate_a - alpha) <= 3 * math.sqrt(alpha * (1 - alpha) / non_gt)
     assert abs(rate_c - (1 - alpha)) <= 3 * math.sqrt(alpha * (1 - alpha) / n_context)
-    # order: the anchor's clips first, in time order, then the partner's, in time order
+    # order: rows [0, B) the anchor's clips first, then the partner's; the symmetric rows
+    # [B, 2B) the partner's first (official TD-DETR order); each block in time order
     for p in range(0, 2 * b, 37):
-        n_a = int(from_anchor[p].sum())
-        assert from_anchor[p, :n_a].all()
-        assert (src_clip[p, 1:n_a] > src_clip[p, :n_a - 1]).all()
         n = int(real[p].sum())
-        assert (src_clip[p, n_a + 1:n] > src_clip[p, n_a:n - 1]).all()
+        n_first = int(from_anchor[p].sum()) if p < b else int(from_context[p].sum())
+        assert (from_anchor if p < b else from_context)[p, :n_first].all()
+        assert (src_clip[p, 1:n_first] > src_clip[p, :n_first - 1]).all()
+        assert (src_clip[p, n_first + 1:n] > src_clip[p, n_first:n - 1]).all()
 
 
 def test_never_longer_than_max_video_len_and_masks_exact():

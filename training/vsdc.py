@@ -7,7 +7,10 @@ synthesized video keeps every ground-truth clip of V_i, each other clip of V_i
 with probability ``alpha`` and each clip of V_k with probability ``1 - alpha``;
 V_i's kept clips come first, in their order, then V_k's. Windows, saliency and
 the GT clip mask move with their clips. The symmetric sample (anchor V_k,
-context from V_i, V_k's query) is made too, so a batch of B becomes 2B:
+context from V_i, V_k's query) is made too, with the context block first (the
+official TD-DETR code's order: with the anchor always first, synthesized
+moments sat in the first ~55% of the video, 7% of GT centers past the middle
+against 46% in the data), so a batch of B becomes 2B:
 rows [0, B) are the synthesized V~_i, rows [B, 2B) the synthesized V~_k_i
 (the paper's pair p_i = {V~_i, V~_k_i}); the originals are replaced, as in the
 paper (``alpha = 1`` gives back the originals).
@@ -87,9 +90,11 @@ def _kept_first(keep: Tensor) -> Tensor:
 
 
 def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_anchor: Tensor,
-               u_context: Tensor, alpha: float, max_len: int, clip_len: float) -> dict[str, Any]:
+               u_context: Tensor, alpha: float, max_len: int, clip_len: float,
+               context_first: Tensor | None = None) -> dict[str, Any]:
     """Row p of the result: the clips of ``anchors[p]`` kept (GT, or ``u_anchor < alpha``)
-    followed by the clips of ``contexts[p]`` kept (``u_context < 1 - alpha``).
+    followed by the clips of ``contexts[p]`` kept (``u_context < 1 - alpha``); rows where
+    ``context_first`` [P] bool is True put the context block first (default: none do).
 
     batch: the collate keys (video [B, L, D], video_mask, query, query_mask, meta, spans,
     saliency, gt_clip_mask); anchors, contexts [P] int64; u_anchor, u_context [P, L]
@@ -108,12 +113,16 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
     keep_c = keep_c & (rank_c < budget[:, None])
     n_c = keep_c.sum(1)
     total = n_a + n_c  # [P] new lengths
+    if context_first is None:
+        context_first = torch.zeros(len(anchors), dtype=torch.bool, device=mask.device)
+    start_a = torch.where(context_first, n_c, 0)  # [P] first position of each block
+    start_c = torch.where(context_first, 0, n_a)
     out_len = int(total.max())
     t = torch.arange(out_len, device=mask.device)[None]  # [1, L']
-    from_anchor = t < n_a[:, None]  # [P, L']
+    from_anchor = (t >= start_a[:, None]) & (t < (start_a + n_a)[:, None])  # [P, L']
     new_mask = t < total[:, None]
-    idx_a = _kept_first(keep_a).gather(1, t.clamp(max=length - 1).expand(len(anchors), -1))
-    idx_c = _kept_first(keep_c).gather(1, (t - n_a[:, None]).clamp(0, length - 1))
+    idx_a = _kept_first(keep_a).gather(1, (t - start_a[:, None]).clamp(0, length - 1))
+    idx_c = _kept_first(keep_c).gather(1, (t - start_c[:, None]).clamp(0, length - 1))
     d = video.shape[-1]
     v_a = video[anchors].gather(1, idx_a[..., None].expand(-1, -1, d))  # [P, L', D]
     v_c = video[contexts].gather(1, idx_c[..., None].expand(-1, -1, d))
@@ -121,7 +130,7 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
     in_anchor = from_anchor & new_mask
     new_saliency = batch["saliency"][anchors].gather(1, idx_a) * in_anchor
     new_gt = batch["gt_clip_mask"][anchors].gather(1, idx_a) & in_anchor
-    new_spans = _move_spans(batch["spans"], anchors, keep_a, mask.sum(1), total)
+    new_spans = _move_spans(batch["spans"], anchors, keep_a, mask.sum(1), total, start_a)
     meta = []
     for p, (a, c) in enumerate(zip(anchors.tolist(), contexts.tolist())):
         n = int(total[p])
@@ -133,8 +142,9 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
 
 
 def _move_spans(spans: list[Tensor], anchors: Tensor, keep_a: Tensor, old_len: Tensor,
-                new_len: Tensor) -> list[Tensor]:
-    """Windows of each anchor shifted by the clips dropped before them, renormalized.
+                new_len: Tensor, start_a: Tensor) -> list[Tensor]:
+    """Windows of each anchor shifted by the clips dropped before them and by the block in
+    front of the anchor's (``start_a`` [P] clips), renormalized.
 
     spans B x [n_i, 2] normalized by the old length; keep_a [P, L]; old_len [B], new_len [P]
     in clips. A window's clips are all kept and contiguous, so one shift per window
@@ -151,7 +161,7 @@ def _move_spans(spans: list[Tensor], anchors: Tensor, keep_a: Tensor, old_len: T
     first = torch.floor(xx[:, 0] + EDGE_EPS).long()
     ref = torch.maximum(center, first).clamp(0, keep_a.shape[1] - 1)  # a kept clip of the window
     kept_before = keep_a.long().cumsum(1)[row_of, ref] - 1  # new index of clip ``ref``
-    shift = (ref - kept_before).double()
+    shift = (ref - kept_before - start_a[row_of]).double()
     moved = (xx - shift[:, None]) / new_len[row_of, None].double()
     cxw = xx_to_cxw(moved.clamp(0.0, 1.0)).float()
     return list(torch.split(cxw, sizes))
@@ -174,8 +184,9 @@ def vsdc(batch: dict[str, Any], config: TDDETRConfig, generator: torch.Generator
     own = torch.arange(b, device=device)
     anchors, contexts = torch.cat([own, partner]), torch.cat([partner, own])  # [2B]
     u = torch.rand(2, 2 * b, length, generator=generator).to(device)
+    context_first = torch.arange(2 * b, device=device) >= b  # the symmetric rows
     out = synthesize(batch, anchors, contexts, u[0], u[1], config.alpha, config.max_video_len,
-                     config.clip_len)
+                     config.clip_len, context_first)
     out["owner"] = torch.cat([own, own])
     out["partner"] = partner
     return out
