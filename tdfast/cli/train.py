@@ -8,8 +8,9 @@ import json
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a checkpoint (multi-process: torchrun --nproc_per_node=N -m tdfast train ...)",
-        description="Train TD-DETR. --out receives the best weights (by val MR-full-mAP, loadable by "
-                    "TDDETR.from_pretrained / tdfast predict), last/ for --resume, and log.jsonl.")
+        description="Train TD-DETR. --out receives the best weights (by val MR-full-mAP; Charades "
+                    "protocol: R1@0.5, then mIoU), loadable by TDDETR.from_pretrained / tdfast predict, "
+                    "last/ for --resume, and log.jsonl. See docs/training.md.")
     p.add_argument("--preset", choices=["tiny", "qvhighlights", "charades"],
                    help="config preset (required unless --resume, which reuses the checkpoint's config)")
     p.add_argument("--train", required=True, help="training annotations (jsonl)")
