@@ -9,7 +9,6 @@ returning garbage.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -127,11 +126,3 @@ class OrtRunner:
 
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(bool)": np.bool_,
              "tensor(int64)": np.int64, "tensor(int32)": np.int32}
-
-
-def default_threads() -> int:
-    """CPU cores this process may use (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

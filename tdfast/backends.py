@@ -150,7 +150,7 @@ def _ort_factory(int8: bool) -> Callable[..., Runner]:
     name = "onnxruntime-int8" if int8 else "onnxruntime"
 
     def make(model: nn.Module, device: torch.device, dtype: torch.dtype, ckpt: Path | None) -> Runner:
-        from tdfast.export.ort import OrtRunner, default_threads
+        from tdfast.export.ort import OrtRunner
 
         formats = {torch.float32: "onnx-int8" if int8 else "onnx"}
         if not int8:
@@ -159,7 +159,8 @@ def _ort_factory(int8: bool) -> Callable[..., Runner]:
             raise InputError(f"dtype: the {name} backend runs {sorted(map(str, formats))} graphs, "
                              f"got {dtype}")
         path = _artifact(model, ckpt, formats[dtype])
-        threads = default_threads() if device.type == "cpu" else None
+        # One CPU thread budget for every backend: torch.set_num_threads also sizes the session.
+        threads = torch.get_num_threads() if device.type == "cpu" else None
         # Inputs are already validated by the Retriever; skip OrtRunner's second check.
         runner = OrtRunner(path, device=device.type, threads=threads, check=False)
         return ArrayRunner(name, runner, device, static_shapes=False)

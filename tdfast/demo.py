@@ -135,7 +135,23 @@ def compare_backends(ckpt: Path, backends: tuple[str, ...], videos: list, querie
 
 
 def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoResult:
-    """Run every step; see the module docstring. Returns (and writes) the summary."""
+    """Run every step; see the module docstring. Returns (and writes) the summary.
+
+    PyTorch runs on one thread throughout: the tiny model's ops are too small to split,
+    and on a busy 2-core machine two spinning threads made training and eager latency
+    10-100x slower (measured). The thread count is restored afterwards.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_steps(options, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
     from tdfast.data.annotations import load_annotations
     from tdfast.data.features import FeatureStore
     from tdfast.data.synthetic import make_synthetic_dataset
@@ -190,7 +206,8 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRe
     log(f"  {val_preds}: tdfast eval gives MR-full-mAP {val_metrics['MR-full-mAP']}, "
         f"HL-min-VeryGood-Hit1 {val_metrics['HL-min-VeryGood-Hit1']}")
 
-    log(f"[5/5] latency of Retriever.predict (ms, {options.repeats} repeats, warm-up excluded)")
+    log(f"[5/5] latency of Retriever.predict (ms, {options.repeats} repeats, warm-up excluded, "
+        "1 PyTorch thread)")
     from tdfast.bench import format_table, latency_table
 
     rows = latency_table(retrievers, videos, queries, options.batch_sizes, options.repeats)
