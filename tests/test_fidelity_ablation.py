@@ -12,7 +12,7 @@ from tdfast.cli import main as cli_main
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.errors import InputError
 from tdfast.fidelity import ablation
-from tdfast.fidelity.ablation import PAPER_ALPHAS, Row, plan_rows, run_ablation
+from tdfast.fidelity.ablation import PAPER_ALPHAS, Row, parse_seeds, parse_values, plan_rows, run_ablation
 from tdfast.fidelity.summary import markdown, mean_std, summarize
 from tdfast.model.config import TDDETRConfig
 from tdfast.model.tddetr import TDDETR
@@ -54,6 +54,16 @@ def test_plan_rows_paper_rows_and_sweeps():
 def test_plan_rows_errors(rows, alphas, match):
     with pytest.raises(InputError, match=match):
         plan_rows(rows, alphas)
+
+
+def test_value_lists():
+    assert parse_values("paper", "--alphas", PAPER_ALPHAS) == [0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
+    assert parse_values(" 0.2, 1 ,", "--betas") == [0.2, 1.0] and parse_values("", "--betas") == []
+    assert parse_seeds("0, 2018") == [0, 2018]
+    with pytest.raises(InputError, match=r"--betas: expected a comma list of numbers or 'paper', got '0.1,x'"):
+        parse_values("0.1,x", "--betas")
+    with pytest.raises(InputError, match=r"--seeds: expected a comma list of integers, got '0,1.5'"):
+        parse_seeds("0,1.5")
 
 
 def test_mean_std_and_summary_by_hand():

@@ -90,15 +90,20 @@ def test_decoy_hits_by_hand(shifted, monkeypatch):
     store = FeatureStore(shifted.video_dirs, shifted.text_dir, config)
     planted = _planted(shifted)
     anns = [a for a in load_annotations(shifted.test) if planted[str(a.qid)]["decoy_clips"]]
-    decoy = {store.query(a.qid).tobytes(): [x * 2.0 for x in planted[str(a.qid)]["decoy_clips"]] for a in anns}
-    # first half of the queries answered with their GT window, the rest with their decoy
-    half = len(anns) // 2
-    mixed = {store.query(a.qid).tobytes(): (list(a.windows[0]) if i < half else
-                                            decoy[store.query(a.qid).tobytes()]) for i, a in enumerate(anns)}
-    for answers, expected in ((decoy, (100.0, 0.0)),
-                              (mixed, (round(100 * (len(anns) - half) / len(anns), 2),
-                                       round(100 * half / len(anns), 2)))):
+    key = {a.qid: store.query(a.qid).tobytes() for a in anns}
+    decoy = {key[a.qid]: [x * 2.0 for x in planted[str(a.qid)]["decoy_clips"]] for a in anns}
+    # the decoy's first context clip only: no GT overlap, inside the decoy zone
+    flank = {key[a.qid]: [2.0 * (planted[str(a.qid)]["decoy_clips"][0] - 1),
+                          2.0 * planted[str(a.qid)]["decoy_clips"][0]] for a in anns}
+    gt = {key[a.qid]: list(a.windows[0]) for a in anns}
+    # a third each: GT, decoy, decoy flank
+    third = len(anns) // 3
+    mixed = {key[a.qid]: (gt if i < third else decoy if i < 2 * third else flank)[key[a.qid]]
+             for i, a in enumerate(anns)}
+    n = len(anns)
+    for answers, expected in ((decoy, (0.0, 100.0)), (gt, (100.0, 0.0)),
+                              (mixed, (round(100 * third / n, 2), round(100 * (n - third) / n, 2)))):
         monkeypatch.setattr("tdfast.api.Retriever.from_pretrained", lambda *a, **k: _Lookup(config, answers))
         hits = shortcut.decoy_hits("ckpt", shifted.test, shifted.meta, shifted.video_dirs, shifted.text_dir)
-        assert (hits["top1_on_decoy"], hits["top1_on_gt"]) == expected
-        assert hits["queries"] == len(anns)
+        assert (hits["top1_on_gt"], hits["top1_near_decoy"]) == expected
+        assert hits["queries"] == n

@@ -33,31 +33,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _floats(text: str, flag: str, paper: tuple[float, ...]) -> list[float]:
-    from tdfast.errors import InputError
-
-    if text.strip() == "paper":
-        return list(paper)
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"{flag}: expected a comma list of numbers or 'paper', got {text!r}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from tdfast.errors import InputError
-    from tdfast.fidelity.ablation import PAPER_ALPHAS, PAPER_BETAS, plan_rows, run_ablation
+    from tdfast.fidelity.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
+                                          run_ablation)
     from tdfast.fidelity.summary import make_record, markdown, write_record
     from tdfast.model.config import TDDETRConfig
 
     base = TDDETRConfig.from_name(args.preset).override(args.overrides)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise InputError(f"--seeds: expected a comma list of integers, got {args.seeds!r}") from None
+    seeds = parse_seeds(args.seeds)
     names = [r.strip() for r in args.rows.split(",") if r.strip()]
-    rows = plan_rows(names, _floats(args.alphas, "--alphas", PAPER_ALPHAS),
-                     _floats(args.betas, "--betas", PAPER_BETAS), base=base)
+    rows = plan_rows(names, parse_values(args.alphas, "--alphas", PAPER_ALPHAS),
+                     parse_values(args.betas, "--betas", PAPER_BETAS), base=base)
     if not rows:
         raise InputError("--rows/--alphas/--betas: expected at least one row, got none")
     eval_anns = {"val": args.val, **({"test": args.test} if args.test else {})}

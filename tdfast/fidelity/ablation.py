@@ -87,6 +87,24 @@ def plan_rows(rows: Sequence[str] = DEFAULT_ROWS, alphas: Sequence[float] = (),
     return resolved
 
 
+def parse_values(text: str, flag: str, paper: Sequence[float] = ()) -> list[float]:
+    """A comma list of numbers (``''`` for none), or ``paper`` for ``paper``'s values."""
+    if text.strip() == "paper":
+        return list(paper)
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{flag}: expected a comma list of numbers or 'paper', got {text!r}") from None
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: a comma list of integers."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--seeds: expected a comma list of integers, got {text!r}") from None
+
+
 def resolve(base: TDDETRConfig, row: Row) -> TDDETRConfig:
     """The config row ``row`` trains: ``base`` with the row's fields set."""
     return TDDETRConfig.from_dict({**base.to_dict(), **row.overrides})
