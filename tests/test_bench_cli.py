@@ -46,11 +46,14 @@ def test_bench_writes_a_valid_record(bench_run):
 
 def test_bench_plot_is_a_png_of_the_expected_size(bench_run):
     _, out = bench_run
-    data = (out / "p.png").read_bytes()
-    assert data[:8] == PNG_MAGIC
     import matplotlib.image
 
-    assert matplotlib.image.imread(out / "p.png").shape == (450, 700, 4)  # 7 x 4.5 in at 100 dpi, RGBA
+    from tdfast.bench.plot import main as plot_main
+
+    assert plot_main([str(out / "r.json")]) == 0  # later, from the saved record: r.png
+    for png in ("p.png", "r.png"):
+        assert (out / png).read_bytes()[:8] == PNG_MAGIC
+        assert matplotlib.image.imread(out / png).shape == (450, 700, 4)  # 7 x 4.5 in at 100 dpi, RGBA
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from tdfast.bench.goals import INT8, add_roofline, evaluate_goals
-from tdfast.bench.latency import latency_table
+from tdfast.bench.latency import format_table, latency_table
 from tdfast.bench.machine import load_average, machine_info, wait_for_quiet
 from tdfast.bench.record import make_record
 from tdfast.bench.roofline import flops_per_pair, gemm_peak
@@ -209,6 +209,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[str, 
                 for r in cell:  # what the neighbours were doing while this length was timed
                     r["loadavg_1m_after"] = load_average()[0]
                 rows += cell
+                log(format_table(cell))
             ref = next((built[n] for n in ("onnxruntime", "eager") if n in built), None)
             if INT8 in built and ref is not None:
                 from tdfast.bench.int8 import int8_agreement, val_pairs

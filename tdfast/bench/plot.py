@@ -1,4 +1,7 @@
-"""The latency plot: p50 latency vs batch size, one line per backend (x dtype x video length)."""
+"""The latency plot: p50 latency vs batch size, one line per backend (x dtype x video length).
+
+    python -m tdfast.bench.plot RECORD.json [OUT.png]     # e.g. for a record made on a GPU box
+"""
 from __future__ import annotations
 
 import io
@@ -55,3 +58,32 @@ def plot_latency(rows: Sequence[dict[str, Any]], path: str | Path, title: str = 
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+
+def plot_title(record: dict[str, Any]) -> str:
+    """"<device>, L=<lengths>, M=<query length>" for a ``predict`` record."""
+    rows = [r for r in record["rows"] if not r.get("skipped")]
+    lens = ",".join(str(n) for n in sorted({r["video_len"] for r in rows}))
+    query = ",".join(str(n) for n in sorted({r["query_len"] for r in rows}))
+    return f"{record['machine']['device']}, L={lens}, M={query}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Plot a saved ``predict`` record (default output: the record's path with .png)."""
+    import sys
+
+    from tdfast.bench.record import read_record
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (1, 2):
+        print("usage: python -m tdfast.bench.plot RECORD.json [OUT.png]", file=sys.stderr)
+        return 2
+    record = read_record(args[0])
+    out = Path(args[1]) if len(args) == 2 else Path(args[0]).with_suffix(".png")
+    print(f"wrote {plot_latency(record['rows'], out, plot_title(record))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -116,8 +116,11 @@ def run(args: argparse.Namespace) -> int:
     write_record(record, out)
     print(f"wrote {out}")
     if args.plot:
-        from tdfast.bench.plot import plot_latency
+        from tdfast.bench.plot import plot_latency, plot_title
+        from tdfast.errors import BackendUnavailableError
 
-        title = f"{record['machine']['device']}, L={','.join(map(str, spec.video_lens))}, M={spec.query_len}"
-        print(f"wrote {plot_latency(record['rows'], args.plot, title)}")
+        try:
+            print(f"wrote {plot_latency(record['rows'], args.plot, plot_title(record))}")
+        except BackendUnavailableError as e:  # the record is written; the plot can be made later
+            print(f"no plot: {e}; later: python -m tdfast.bench.plot {out} {args.plot}", file=sys.stderr)
     return 0
