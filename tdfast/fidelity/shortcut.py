@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=SHORTCUT_EPOCHS)
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--name", default="ablation", help="file name of DIR/<name>.json and .md (default ablation)")
-    p.add_argument("--record", help="also copy ablation.json here (e.g. benchmarks/results/ablation_synthetic.json)")
+    p.add_argument("--record", help="also copy ablation.json here (e.g. benchmarks/results/fidelity/ablation_synthetic.json)")
     args = p.parse_args(argv)
 
     out = Path(args.out)
