@@ -48,11 +48,14 @@ def providers_for(device: str) -> list[str]:
 
 
 def make_session(path: str | Path, device: str = "cpu", threads: int | None = None,
-                 opt_level: str = "all"):
+                 opt_level: str = "all", spin: bool = False):
     """An ``InferenceSession`` for ``path``.
 
     ``threads``: intra-op threads (None = ONNX Runtime's default, one per physical core);
-    ``opt_level``: graph optimization level, one of ``OPT_LEVELS``.
+    ``opt_level``: graph optimization level, one of ``OPT_LEVELS``; ``spin``: let idle
+    intra-op threads busy-wait for the next call (ONNX Runtime's default). Off here: the
+    spinning threads keep the cores busy after each call, which slows whatever runs next
+    in the process (PyTorch postprocessing, another backend) on a machine with few cores.
     """
     ort = _ort()
     if opt_level not in OPT_LEVELS:
@@ -71,6 +74,7 @@ def make_session(path: str | Path, device: str = "cpu", threads: int | None = No
             raise InputError(f"threads: expected >= 1, got {threads}")
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     so.log_severity_level = 3  # errors only; ORT's shape-inference warnings are noise here
     return ort.InferenceSession(str(path), sess_options=so, providers=providers_for(device))
 

@@ -3,7 +3,7 @@
 - ``quantize_int8``: dynamic quantization (int8 weights, activations quantized
   per batch at run time) with ``onnxruntime.quantization.quantize_dynamic``; the
   CPU variant. Not held to the fp32 tolerance: it is judged by top-1 moment
-  agreement with fp32, measured by ``benchmarks/bench_export.py``.
+  agreement with fp32, measured by ``tdfast bench --int8`` (``tdfast.bench.int8``).
 - ``convert_fp16``: fp16 weights and activations with float32 graph I/O, for
   GPUs (CUDA execution provider); held to the fp16 tolerance (1e-2).
 

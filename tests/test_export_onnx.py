@@ -12,6 +12,7 @@ from tdfast import InputError, TDDETRConfig, __version__
 from tdfast.export import (ExportVerificationError, OrtRunner, check_tensorrt_compat, export_onnx,
                            read_metadata, verify_onnx)
 from tdfast.export.onnx_export import check_dynamic_axes
+from tdfast.export.ort import make_session
 from tdfast.export.quantize import convert_fp16, quantize_int8
 from tdfast.export.verify import FP16_ATOL, Shape, default_shapes, eager_outputs, verify_runner
 from tdfast.export.wrapper import random_inputs
@@ -117,6 +118,16 @@ def test_all_padding_query_row_is_rejected(tiny):
         OrtRunner(path)(video, vmask, query, qmask)
     with pytest.raises(InputError, match=r"^video: expected feature dim 64, got 65"):
         OrtRunner(path)(torch.zeros(1, 4, 65), torch.ones(1, 4, dtype=torch.bool), query[:1], qmask[:1])
+
+
+def test_sessions_do_not_spin_unless_asked(tiny):
+    # spinning intra-op threads kept both cores of a 2-core machine busy after each call and
+    # made the next PyTorch call 3-4x slower (eager B=1 42 ms instead of 11.5 ms)
+    _, path = tiny
+    key = "session.intra_op.allow_spinning"
+    assert make_session(path, threads=2).get_session_options().get_session_config_entry(key) == "0"
+    assert OrtRunner(path).session.get_session_options().get_session_config_entry(key) == "0"
+    assert make_session(path, spin=True).get_session_options().get_session_config_entry(key) == "1"
 
 
 def test_metadata_carries_config_version_and_names(tiny):

@@ -52,6 +52,7 @@ class BenchSpec:
     warmup: int = 3
     int8: bool = False
     train_epochs: int = 3
+    train_lr: float | None = None
     train_videos: int = 200
     val_videos: int = 60
     threads: int | None = None
@@ -96,12 +97,13 @@ def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) 
             log(f"tdfast.training unavailable ({e}): int8 agreement on random weights")
         else:
             start = time.perf_counter()
-            train(model.config, dataset.train, dataset.val, dataset.video_dirs, dataset.text_dir,
+            config = model.config if spec.train_lr is None else dataclasses.replace(model.config, lr=spec.train_lr)
+            train(config, dataset.train, dataset.val, dataset.video_dirs, dataset.text_dir,
                   work / "trained", epochs=spec.train_epochs, progress=False, eval_before=False,
                   device=torch.device(spec.device).type)
             model = load_checkpoint(work / "trained")
-            source = (f"{spec.preset} preset trained {spec.train_epochs} epochs on {spec.train_videos} "
-                      f"synthetic videos ({time.perf_counter() - start:.0f} s)")
+            source = (f"{spec.preset} preset trained {spec.train_epochs} epochs at lr {config.lr:g} on "
+                      f"{spec.train_videos} synthetic videos ({time.perf_counter() - start:.0f} s)")
     longest = max(spec.video_lens)
     if longest > model.config.max_video_len:
         model.config = dataclasses.replace(model.config, max_video_len=longest)
