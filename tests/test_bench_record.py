@@ -107,6 +107,21 @@ def test_roofline_and_cpu_goals_on_hand_made_rows():
     assert got == [("onnxruntime", 100.0, 80.0, True), ("onnxruntime", 1.2, 1.3, True),
                    ("onnxruntime-int8", 2.0, 1.5, True), ("onnxruntime-int8", 2.0, 1.5, True),
                    ("onnxruntime-int8", 0.925, 0.95, False)]
+    assert "note" not in goals[-1]  # decisive_pairs not given: no verdict on the measurement
+
+
+def test_int8_agreement_without_decisive_pairs_is_called_inconclusive():
+    rows = [row("onnxruntime", 32, 320.0)]
+    add_roofline(rows, {75: 1e9}, {"float32": 100.0})
+    int8 = {"pairs": 97, "top1_agreement": 0.1649, "decisive_pairs": 0,
+            "fp32_top1_margin_median": 1.18e-06, "max_abs_delta_fg_prob_median": 0.00399}
+    goal = evaluate_goals(rows, "cpu", int8)[-1]
+    assert (goal["value"], goal["met"]) == (0.1649, False)
+    assert goal["note"] == ("inconclusive: the fp32 top-1 margin (median 1.2e-06) is below int8's score "
+                            "change (median 4.0e-03) on every pair, so agreement counts flipped near-ties; "
+                            "rerun with --ckpt of a converged model")
+    int8["decisive_pairs"] = 3
+    assert "note" not in evaluate_goals(rows, "cpu", int8)[-1]
 
 
 def test_gpu_goals_judge_the_best_backend_per_batch():

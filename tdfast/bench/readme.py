@@ -61,8 +61,9 @@ def _predict(name: str, record: dict[str, Any]) -> list[str]:
                                                 for r in skipped) + "."]
     for g in record.get("goals") or []:
         verdict = "met" if g["met"] else "**missed**"
+        note = f" ({g['note']})" if "note" in g else ""
         out.append(f"- Goal: {g['goal']} ({g['backend']}): {g['value']:g} {g['unit']} vs "
-                   f"{g['op']} {g['target']:g}: {verdict}")
+                   f"{g['op']} {g['target']:g}: {verdict}{note}")
     return out
 
 

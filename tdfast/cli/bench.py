@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
               f"synthetic val pairs ({record['int8']['model']})")
     for g in record["goals"]:
         print(f"goal: {g['goal']} [{g['backend']}]: {g['value']:g} {g['unit']} (target {g['op']} "
-              f"{g['target']:g}): {'met' if g['met'] else 'MISSED'}")
+              f"{g['target']:g}): {'met' if g['met'] else 'MISSED'}" + (f" ({g['note']})" if "note" in g else ""))
     write_record(record, out)
     print(f"wrote {out}")
     if args.plot:
