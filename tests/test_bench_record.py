@@ -124,6 +124,13 @@ def test_int8_agreement_without_decisive_pairs_is_called_inconclusive():
     assert "note" not in evaluate_goals(rows, "cpu", int8)[-1]
 
 
+def test_int8_agreement_is_judged_off_the_latency_goal_shape():
+    # a tiny-model run (L=32, no L=75 rows) still judges the agreement, and only that
+    rows = [row("onnxruntime", 32, 5.9, video_len=32), row("onnxruntime-int8", 32, 5.8, video_len=32)]
+    goals = evaluate_goals(rows, "cpu", {"pairs": 85, "top1_agreement": 1.0, "decisive_pairs": 78})
+    assert [(g["backend"], g["value"], g["met"]) for g in goals] == [("onnxruntime-int8", 1.0, True)]
+
+
 def test_gpu_goals_judge_the_best_backend_per_batch():
     rows = [row("eager", 1, 1.0, dtype="bfloat16"), row("compile", 1, 0.3, dtype="bfloat16"),
             row("compile", 256, 0.5, dtype="bfloat16"), row("compile", 32, 0.1, dtype="float32")]
