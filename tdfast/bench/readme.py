@@ -42,7 +42,8 @@ def _predict(name: str, record: dict[str, Any]) -> list[str]:
     rows = [r for r in record["rows"] if not r.get("skipped")]
     batches = sorted({r["batch"] for r in rows})
     top = batches[-1] if batches else None
-    out = [_machine_line(name, record), "",
+    model = record["setup"].get("model")
+    out = [_machine_line(name, record) + (f"; model: {model}" if model else ""), "",
            "| backend | dtype | L | " + " | ".join(f"B={b} p50 ms" for b in batches)
            + f" | pairs/s at B={top} | % of GEMM peak at B=32 |",
            "|---|---|---:|" + "---:|" * len(batches) + "---:|---:|"]
