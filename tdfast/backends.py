@@ -169,7 +169,7 @@ def _ort_factory(int8: bool) -> Callable[..., Runner]:
 
 
 def _tensorrt(model: nn.Module, device: torch.device, dtype: torch.dtype, ckpt: Path | None) -> Runner:
-    """A TensorRT engine (fp32, or fp16 for half dtypes), cached in the checkpoint dir; its
+    """A TensorRT engine (fp32, fp16 or bf16, as ``dtype`` asks), cached in the checkpoint dir; its
     optimisation profile covers batches up to 32 (the Retriever's default chunk)."""
     if device.type != "cuda":
         raise BackendUnavailableError(f"tensorrt backend: needs a CUDA GPU, got device={device}")

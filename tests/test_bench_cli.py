@@ -51,6 +51,7 @@ def test_bench_plot_is_a_png_of_the_expected_size(bench_run):
     from tdfast.bench.plot import main as plot_main
 
     assert plot_main([str(out / "r.json")]) == 0  # later, from the saved record: r.png
+    assert plot_main([str(out / "missing.json")]) == 2  # a clear error, not a traceback
     for png in ("p.png", "r.png"):
         assert (out / png).read_bytes()[:8] == PNG_MAGIC
         assert matplotlib.image.imread(out / png).shape == (450, 700, 4)  # 7 x 4.5 in at 100 dpi, RGBA

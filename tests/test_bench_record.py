@@ -89,6 +89,8 @@ def test_write_refuses_a_bad_record_and_leaves_no_file(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(InputError, match=r"bad.json: record: expected a JSON object, got list"):
         read_record(tmp_path / "bad.json")
+    with pytest.raises(InputError, match=r"missing.json: no such record file$"):
+        read_record(tmp_path / "missing.json")
 
 
 def test_roofline_and_cpu_goals_on_hand_made_rows():

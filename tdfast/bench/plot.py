@@ -71,16 +71,22 @@ def plot_title(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Plot a saved ``predict`` record (default output: the record's path with .png)."""
+    import argparse
     import sys
 
     from tdfast.bench.record import read_record
+    from tdfast.errors import InputError
 
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (1, 2):
-        print("usage: python -m tdfast.bench.plot RECORD.json [OUT.png]", file=sys.stderr)
+    p = argparse.ArgumentParser(prog="python -m tdfast.bench.plot", description=main.__doc__)
+    p.add_argument("record", type=Path, help="a tdfast bench JSON record")
+    p.add_argument("out", type=Path, nargs="?", help="PNG path (default: RECORD with .png)")
+    args = p.parse_args(argv)
+    try:
+        record = read_record(args.record)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    record = read_record(args[0])
-    out = Path(args[1]) if len(args) == 2 else Path(args[0]).with_suffix(".png")
+    out = args.out or args.record.with_suffix(".png")
     print(f"wrote {plot_latency(record['rows'], out, plot_title(record))}")
     return 0
 

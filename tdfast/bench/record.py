@@ -134,6 +134,8 @@ def write_record(record: dict[str, Any], path: str | Path) -> Path:
 def read_record(path: str | Path) -> dict[str, Any]:
     """Load and validate one record; InputError names the file on any problem."""
     path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such record file")
     try:
         return validate_record(json.loads(path.read_text()))
     except json.JSONDecodeError as e:
