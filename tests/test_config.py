@@ -10,7 +10,10 @@ def test_presets_follow_the_paper():
     assert (q.max_video_len, q.max_query_len, q.clip_len, q.lr, q.alpha, q.beta) == (75, 32, 2.0, 1e-4, 0.5, 0.5)
     assert (q.dropout, q.input_dropout) == (0.1, 0.5)
     c = TDDETRConfig.from_name("charades")
-    assert (c.num_encoder_layers, c.lr, c.clip_len, c.lr_drop) == (3, 2e-4, 1.0, 30)
+    assert (c.num_td_layers, c.num_encoder_layers, c.num_decoder_layers) == (3, 3, 3)
+    assert (c.lr, c.clip_len, c.lr_drop, c.num_queries, c.hidden_dim) == (2e-4, 1.0, 30, 10, 256)
+    t = TDDETRConfig.from_name("tiny")
+    assert (t.video_dim, t.text_dim, t.hidden_dim) == (64, 32, 32)
 
 
 def test_json_round_trip_is_exact():
@@ -37,3 +40,20 @@ def test_bad_config_raises_input_error(call, message):
     with pytest.raises(InputError) as e:
         call()
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    # "false" is truthy: without the check this config.json would build a TDEM model.
+    ("use_tdem", "false", "config.use_tdem: expected true or false, got 'false' (str)"),
+    ("use_tef", 1, "config.use_tef: expected true or false, got 1 (int)"),
+    ("beta", "0.5", "config.beta: expected a finite number, got '0.5' (str)"),
+    ("lr", float("nan"), "config.lr: expected a finite number, got nan (float)"),
+    ("hidden_dim", 32.5, "config.hidden_dim: expected an integer, got 32.5 (float)"),
+    ("num_heads", True, "config.num_heads: expected an integer, got True (bool)"),
+    ("eval_protocol", 3, "config.eval_protocol: expected a string, got 3 (int)"),
+])
+def test_config_json_with_wrong_types_is_rejected(field, value, message):
+    d = {**TDDETRConfig.from_name("tiny").to_dict(), field: value}
+    with pytest.raises(InputError) as e:
+        TDDETRConfig.from_dict(d)
+    assert str(e.value) == message

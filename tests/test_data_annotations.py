@@ -68,6 +68,14 @@ def test_window_within_slack_is_clamped(tmp_path):
     assert a[0].windows == ((0.0, 10.0),)
 
 
+def test_non_utf8_file_names_file_and_line(tmp_path):
+    path = tmp_path / "ann.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n\n" + b'{"qid": 2, "query": "caf\xe9"}\n')
+    with pytest.raises(InputError) as e:
+        load_annotations(path)
+    assert str(e.value) == f"{path}:3: expected UTF-8 text, got byte 0xe9"
+
+
 def test_missing_file_is_input_error(tmp_path):
     with pytest.raises(InputError, match="nope.jsonl"):
         load_annotations(tmp_path / "nope.jsonl")

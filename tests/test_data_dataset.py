@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tdfast.data import MomentDataset, collate, make_loader, write_npz
+from tdfast.data import MomentDataset, collate, make_labels, make_loader, write_npz
+from tdfast.data.annotations import Annotation
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 
@@ -86,6 +87,20 @@ def test_truncation_drops_and_cuts_windows(data):
     np.testing.assert_allclose(s["spans"].numpy(), [[0.75, 0.5]])
     assert s["gt_clip_mask"].tolist() == [False, True, True]
     np.testing.assert_array_equal(s["saliency"].numpy(), [0, 3, 6])
+
+
+def test_one_second_clips_charades_labels():
+    # clip_len 1 s, 8 clips: [2.5, 5] s / 8 s = [0.3125, 0.625] -> (0.46875, 0.3125); it overlaps
+    # clips 2, 3, 4. No saliency scores (Charades-STA): saliency is 1 on those clips.
+    ann = Annotation(qid=0, query="q", vid="v", duration=8.0, windows=((2.5, 5.0),))
+    labels = make_labels(ann, num_clips=8, clip_len=1.0)
+    np.testing.assert_allclose(labels["spans"], [[0.46875, 0.3125]])
+    assert labels["gt_clip_mask"].tolist() == [False, False, True, True, True, False, False, False]
+    np.testing.assert_array_equal(labels["saliency"], [0, 0, 1, 1, 1, 0, 0, 0])
+    # The same window on 2-s clips (4 clips): [2.5, 5] / 8 -> same span, clips 1 and 2.
+    two = make_labels(ann, num_clips=4, clip_len=2.0)
+    np.testing.assert_allclose(two["spans"], [[0.46875, 0.3125]])
+    assert two["gt_clip_mask"].tolist() == [False, True, True, False]
 
 
 def test_unlabelled_batch_has_no_label_keys(data, tmp_path):

@@ -58,6 +58,13 @@ def test_l2_normalize_is_eps_safe():
     np.testing.assert_allclose(out, [[0, 0], [1e-18, 0], [0.6, 0.8]], atol=1e-20)
 
 
+def test_l2_normalize_survives_float32_overflow_of_the_squares():
+    # 3e20 squared is inf in float32: the row must still come out (0.6, 0.8), not zeros or NaN.
+    out = l2_normalize(np.array([[3e20, 4e20], [3.0, 4.0], [3e38, -3e38]], np.float32))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.6, 0.8], [0.5 ** 0.5, -(0.5 ** 0.5)]], rtol=1e-6)
+
+
 def test_cache_returns_same_readonly_array(dirs):
     da, db, dt = dirs
     store = FeatureStore([da, db], dt, _cfg(), cache_size=1)
@@ -77,6 +84,9 @@ def test_cache_returns_same_readonly_array(dirs):
     ("empty_text", "empty query (0 tokens)"),
     ("corrupt", "not a readable npz file"),
     ("rank", "expected a 2-D array"),
+    ("beyond_f32", "expected values within float32 range (|x| <= 3.4e38), found 1 beyond it "
+                   "(first at index (2, 1): 1e+300)"),
+    ("complex", "expected real numbers, got dtype complex64"),
 ])
 def test_bad_feature_files_name_the_file(tmp_path, case, needle):
     da, db, dt = tmp_path / "a", tmp_path / "b", tmp_path / "t"
@@ -97,6 +107,10 @@ def test_bad_feature_files_name_the_file(tmp_path, case, needle):
         bad_file.write_bytes(b"not a zip")
     elif case == "rank":
         write_npz(bad_file, features=np.ones(4, np.float32))
+    elif case == "beyond_f32":  # finite in the float64 file, inf once cast to float32
+        write_npz(bad_file, features=np.where(np.arange(12).reshape(4, 3) == 7, 1e300, A.astype(np.float64)))
+    elif case == "complex":
+        write_npz(bad_file, features=A + 1j)
     else:
         bad_file, what = dt / "qid0.npz", "query"
         tokens = {"inf_text": np.array([[np.inf, 0, 0, -np.inf]], np.float32),

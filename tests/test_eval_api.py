@@ -82,6 +82,13 @@ def test_load_jsonl_names_file_and_line(tmp_path):
         load_jsonl(path)
 
 
+def test_load_jsonl_rejects_non_utf8_naming_the_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"qid": 1}\n{"qid": 2, "query": "\xff"}\n')
+    with pytest.raises(InputError, match=re.escape(f"{path}:2: expected UTF-8 text, got byte 0xff")):
+        load_jsonl(path)
+
+
 def test_field_errors_name_file_and_line_for_loaded_records(tmp_path):
     sub = preds()
     sub[2]["pred_relevant_windows"] = [[0, 10, "high"]]

@@ -4,6 +4,7 @@ import torch
 
 from tdfast import TDDETR, TDDETRConfig
 from tdfast.model.attention import MASK_BIAS, mask_to_bias
+from tdfast.model.layers import temporal_endpoints
 from tdfast.model.td_interaction import TDCrossAttention, td_cross_attention_reference, temporal_differences
 
 from conftest import random_batch
@@ -50,6 +51,17 @@ def test_temporal_difference_tokens_hand_case():
     st = torch.tensor([0.5, -1.0])
     expected = torch.tensor([[[0.5, 3.0], [3.0, -2.0], [0.0, 5.0]]])
     assert torch.equal(temporal_differences(x, st), expected)
+
+
+def test_temporal_endpoint_features_hand_case():
+    # Moment-DETR's TEF: clip i of n real clips -> (i/n, (i+1)/n); 0 on padding.
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    expected = torch.tensor([[[0, 1 / 3], [1 / 3, 2 / 3], [2 / 3, 1], [0, 0]],
+                             [[0, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1]]])
+    assert (temporal_endpoints(mask) - expected).abs().max() < 1e-7
+    # The model adds them itself: its input projection sees video_dim + 2 columns, or video_dim.
+    assert TDDETR(tiny()).video_proj[0].linear.in_features == tiny().video_dim + 2
+    assert TDDETR(tiny(use_tef=False)).video_proj[0].linear.in_features == tiny().video_dim
 
 
 @pytest.mark.parametrize("use_tdem, beta", [(True, 0.5), (True, 0.0), (True, 1.0), (False, 0.5)])

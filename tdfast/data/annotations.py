@@ -17,6 +17,7 @@ such window, and Charades-STA / TACoS quirks are handled in ``convert``.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -149,15 +150,22 @@ def parse_record(rec: Any, where: str = "<memory>") -> Annotation:
 
 
 def iter_lines(path: str | os.PathLike, what: str) -> Iterator[tuple[str, int, str]]:
-    """Non-blank lines of a text file as (``"file:line"``, line number, text without newline);
-    InputError naming ``what`` (e.g. "annotations") if the file is missing."""
+    """Non-blank lines of a UTF-8 text file as (``"file:line"``, line number, text without
+    newline); InputError naming ``what`` (e.g. "annotations") if the file is missing, and
+    naming the file and line if it is not UTF-8."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what}: file {str(path)!r} not found")
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                yield f"{path}:{lineno}", lineno, line.rstrip("\n")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{path}:{lineno}: expected UTF-8 text, got byte 0x{data[e.start]:02x}") from None
+    # StringIO with newline=None splits lines exactly as a text-mode file does.
+    for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
+        if line.strip():
+            yield f"{path}:{lineno}", lineno, line.rstrip("\n")
 
 
 def load_annotations(path: str | os.PathLike) -> list[Annotation]:

@@ -35,13 +35,22 @@ NORM_EPS = 1e-12  # rows with a smaller norm (all-zero padding rows) stay as the
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """[N, D] -> [N, D] with unit L2 norm per row; rows with norm < NORM_EPS are left unchanged."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, NORM_EPS)
+    with np.errstate(over="ignore"):
+        norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    out = x / np.maximum(norm, NORM_EPS)
+    overflow = ~np.isfinite(norm[..., 0])
+    if overflow.any():
+        # Finite float32 entries above ~1e19 square to inf, which would zero the row: redo
+        # those rows in float64 (rows holding NaN/inf are rejected before they get here).
+        rows = np.asarray(x[overflow], dtype=np.float64)
+        out[overflow] = rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+    return out
 
 
 def read_npz_array(path: Path, key: str, context: str = "") -> np.ndarray:
     """The 2-D float32 array ``key`` of ``path``; InputError for a missing/unreadable file,
-    a missing key (listing the keys present), a wrong rank, an empty array or NaN/inf.
+    a missing key (listing the keys present), a wrong rank, an empty array, a non-real
+    dtype, NaN/inf, or values beyond float32 range.
     ``context`` (e.g. "needed by ann.jsonl:12") is appended to messages."""
     suffix = f" ({context})" if context else ""
     if not path.is_file():
@@ -61,14 +70,22 @@ def read_npz_array(path: Path, key: str, context: str = "") -> np.ndarray:
     if arr.shape[0] == 0:
         what = "an empty query (0 tokens)" if key == QUERY_KEY else "a zero-length video (0 clips)"
         raise InputError(f"{path}: {key}: expected at least one row, got {what}{suffix}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"{path}: {key}: expected numbers, got dtype {arr.dtype}{suffix}")
+    if arr.dtype.kind not in "iuf":
+        raise InputError(f"{path}: {key}: expected real numbers, got dtype {arr.dtype}{suffix}")
     bad = ~np.isfinite(arr)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise InputError(f"{path}: {key}: expected finite values, found {int(bad.sum())} NaN/inf "
                          f"(first at index {first}){suffix}")
-    return arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32, copy=False)
+    big = ~np.isfinite(out)  # float64 values beyond float32's range become inf in the cast
+    if big.any():
+        first = tuple(int(i) for i in np.argwhere(big)[0])
+        raise InputError(f"{path}: {key}: expected values within float32 range (|x| <= 3.4e38), "
+                         f"found {int(big.sum())} beyond it (first at index {first}: "
+                         f"{arr[first]:g}){suffix}")
+    return out
 
 
 class FeatureStore:

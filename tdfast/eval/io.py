@@ -26,14 +26,20 @@ class JsonlRecords(list):
 def load_jsonl(path: str | os.PathLike) -> list[dict]:
     """One JSON object per line -> list of dicts. Blank lines are skipped.
 
-    Raises InputError naming ``path:line`` for a line that is not valid JSON
-    or not a JSON object, and for a missing file.
+    Raises InputError naming ``path:line`` for a line that is not UTF-8, not
+    valid JSON or not a JSON object, and for a missing file.
     """
     path = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as e:
         raise InputError(f"{path}: cannot read the jsonl file ({e.strerror or e})") from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{path}:{line}: expected UTF-8 text, got byte 0x{data[e.start]:02x} "
+                         f"(is this a jsonl file?)") from None
     records: list[dict] = []
     lines: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +76,8 @@ class TDDETRConfig:
 
     def validate(self) -> None:
         """Raise InputError for values the model can't be built with."""
+        for f in dataclasses.fields(self):
+            _check_type(f.name, f.type, getattr(self, f.name))
         positive = ("video_dim", "text_dim", "max_video_len", "max_query_len", "hidden_dim",
                     "num_heads", "ffn_dim", "num_queries", "num_input_proj", "batch_size",
                     "num_saliency_pairs", "vsdc_topk")
@@ -145,6 +149,28 @@ class TDDETRConfig:
                 raise InputError(f"--set: unknown config field {key!r}; known: {sorted(fields)}")
             d[key] = _parse_value(raw.strip(), type(d[key]), key)
         return TDDETRConfig.from_dict(d)
+
+
+def _check_type(name: str, kind: str, value: Any) -> None:
+    """InputError unless ``value`` fits the field's annotation (``int``/``float``/``bool``/``str``).
+
+    A hand-edited config.json with ``"use_tdem": "false"`` would otherwise build a TDEM model
+    (the string is truthy), and ``"beta": "0.5"`` would fail deep inside ``forward``.
+    """
+    if kind == "bool":
+        ok, expected = isinstance(value, bool), "true or false"
+    elif kind == "int":
+        ok, expected = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
+    elif kind == "float":
+        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+              and math.isfinite(value))
+        expected = "a finite number"
+    elif kind == "str":
+        ok, expected = isinstance(value, str), "a string"
+    else:  # an annotation this check doesn't know: left to the field's own checks
+        return
+    if not ok:
+        raise InputError(f"config.{name}: expected {expected}, got {value!r} ({type(value).__name__})")
 
 
 def _parse_value(raw: str, typ: type, key: str) -> Any:
