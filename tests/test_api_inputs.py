@@ -153,11 +153,17 @@ def test_tensorrt_without_gpu_is_backend_unavailable():
         Retriever(TDDETR(C), backend="tensorrt")
 
 
-def test_huge_finite_values_pass_and_inf_among_them_is_found(retriever):
-    """The finite check's fast path (one sum) overflows on values near float32's max: such
-    input is still accepted, and an inf hidden among them is still reported exactly."""
-    v = np.full((8, C.video_dim), 3e38, np.float32)
-    retriever.raw_outputs([v], [_q()])  # accepted (the model's answer on it is not the point)
+def test_huge_finite_values_are_rejected_and_inf_among_them_is_found(retriever):
+    """Features near float32's max overflow the input LayerNorm (every output NaN): they are
+    an InputError naming the argument and the first offending value, and an inf among them
+    is still reported as such; values at the bound still run and give finite outputs."""
+    v = np.full((8, C.video_dim), 1e15, np.float32)
+    out = retriever.raw_outputs([v], [_q()])[0]
+    assert all(np.isfinite(x).all() for x in out.values())
+    v[3, 2] = -3e38
+    with pytest.raises(InputError, match=r"videos\[0\]: expected values within \+-1e\+15 .*found 1 "
+                                         r"beyond it, the first -3e\+38 at index \(3, 2\)"):
+        retriever.raw_outputs([v], [_q()])
     v[5, 7] = np.inf
     with pytest.raises(InputError, match=r"videos\[0\]: expected finite values, found 1 NaN/inf "
                                          r"\(first at index \(5, 7\)\)"):
