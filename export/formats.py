@@ -35,7 +35,8 @@ class Format:
     requires: str  # optional dependency, for the error message and --help
     summary: str
     source: str | None = None  # the format this one is made from; its artifact is passed as ``src``
-    precheck: Callable[[], object] | None = None  # raises BackendUnavailableError before any work
+    # (**options) -> raises InputError / BackendUnavailableError before any export work
+    precheck: Callable[..., object] | None = None
 
 
 def _onnx(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None, opset: int | None = None,
@@ -74,13 +75,16 @@ def _onnx_fp16(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, ve
 def _tensorrt(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, verify: bool = True,
               log=print, precision: str = "fp16", max_batch: int = 32, **_: Any) -> Path:
     from tdfast.export.tensorrt import TrtRunner, build_tensorrt_engine, sidecar_path
-    from tdfast.export.verify import FP32_ATOL, verify_runner
+    from tdfast.export.verify import FP32_ATOL, Shape, default_shapes, verify_runner
 
     out = build_tensorrt_engine(src, out_dir / FORMATS["tensorrt"].artifact, precision=precision,
                                 max_batch=max_batch, log=log)
     if verify:
         atol = FP32_ATOL if precision == "fp32" else FP16_ATOL
-        rows = verify_runner(TrtRunner(out), model, atol=atol, what=f"TensorRT engine {out}")
+        # The engine's profile ends at max_batch: a verify batch beyond it can't run.
+        shapes = [Shape(min(s.batch, max_batch), s.video_len, s.query_len, s.padded)
+                  for s in default_shapes(model.config)]
+        rows = verify_runner(TrtRunner(out), model, shapes, atol=atol, what=f"TensorRT engine {out}")
         side = sidecar_path(out)
         meta = {**json.loads(side.read_text()), "verification": verification_record(rows)}
         atomic_write_bytes(side, json.dumps(meta, indent=1).encode())
@@ -99,10 +103,17 @@ def _triton(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None
                                    exporter=exporter)
 
 
-def _tensorrt_installed() -> None:
-    from tdfast.export.tensorrt import _trt
+def _tensorrt_precheck(precision: str = "fp16", max_batch: int = 32, **_: Any) -> None:
+    from tdfast.export.tensorrt import _trt, check_build_options
 
+    check_build_options(precision, max_batch)
     _trt()
+
+
+def _triton_precheck(max_batch: int = 32, **_: Any) -> None:
+    from tdfast.export.triton_server import check_max_batch_size
+
+    check_max_batch_size(max_batch, "max_batch")
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
@@ -111,8 +122,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            source="onnx"),
     Format("onnx-fp16", "model.fp16.onnx", _onnx_fp16, "onnxruntime", "fp16 ONNX for GPU", source="onnx"),
     Format("tensorrt", "model.engine", _tensorrt, "tensorrt + CUDA GPU", "TensorRT 10 engine",
-           source="onnx", precheck=_tensorrt_installed),  # fail before minutes of ONNX export
-    Format("triton-server", "tdfast_tddetr", _triton, "onnx", "Triton Inference Server repository"),
+           source="onnx", precheck=_tensorrt_precheck),  # fail before minutes of ONNX export
+    Format("triton-server", "tdfast_tddetr", _triton, "onnx", "Triton Inference Server repository",
+           precheck=_triton_precheck),
 )}
 
 
@@ -131,7 +143,7 @@ def export(model_or_ckpt: nn.Module | str | Path, fmt: str, out_dir: str | Path,
     """
     f = _format(fmt)
     if f.precheck:
-        f.precheck()
+        f.precheck(**options)
     model, ckpt = load_model(model_or_ckpt)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +187,7 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Pa
         raise InputError("format: 'triton-server' is a repository, not a cacheable file; "
                          "use tdfast.export.write_triton_repository")
     if f.precheck:
-        f.precheck()
+        f.precheck(**options)
     ckpt = Path(ckpt_dir)
     load_config(ckpt)  # InputError naming the dir if it is not a checkpoint
     artifact = ckpt / f.artifact

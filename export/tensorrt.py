@@ -59,6 +59,27 @@ def profile_shapes(config, max_batch: int = 32, opt_batch: int | None = None
     }
 
 
+def check_build_options(precision: str = "fp16", max_batch: int = 32) -> None:
+    """InputError for a precision or max batch the builder can't use (checked before any
+    export work, so a bad flag never costs an ONNX export first)."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise InputError(f"max_batch: expected an integer >= 1, got {max_batch!r}")
+
+
+def check_in_profile(name: str, shape: tuple[int, ...], profile: dict | None) -> None:
+    """InputError unless ``shape`` of input ``name`` lies inside the engine's optimization
+    profile (``profile``: the sidecar's name -> [min, opt, max] shapes; None: not recorded)."""
+    if not profile or name not in profile:
+        return
+    lo, _, hi = (tuple(s) for s in profile[name])
+    if len(shape) != len(hi) or any(not a <= n <= b for a, n, b in zip(lo, shape, hi)):
+        raise InputError(f"{name}: expected a shape between {lo} and {hi} (the engine's optimization "
+                         f"profile), got {tuple(shape)}; rebuild the engine with a larger max_batch "
+                         f"or split the batch")
+
+
 def build_tensorrt_engine(onnx_path: str | Path, out_path: str | Path, precision: str = "fp16",
                           max_batch: int = 32, opt_batch: int | None = None,
                           workspace_gib: float = 4.0, timing_cache: str | Path | None = None,
@@ -73,8 +94,7 @@ def build_tensorrt_engine(onnx_path: str | Path, out_path: str | Path, precision
     from tdfast.export.trt_check import check_tensorrt_compat
     from tdfast.model.config import TDDETRConfig
 
-    if precision not in PRECISIONS:
-        raise InputError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    check_build_options(precision, max_batch)
     problems = check_tensorrt_compat(onnx_path)
     if problems:
         raise InputError(f"{onnx_path}: not TensorRT-compatible:\n  " + "\n  ".join(problems))
@@ -143,6 +163,11 @@ class TrtRunner:
             raise RuntimeError(f"TensorRT could not deserialize {self.path} (built with another "
                                f"TensorRT version or GPU? sidecar says {meta.get('tensorrt_version')}, "
                                f"{meta.get('device')})")
+        io_names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
+        if io_names != {*INPUT_NAMES, *OUTPUT_NAMES}:
+            raise InputError(f"engine_path: {self.path} has I/O tensors {sorted(io_names)}, expected "
+                             f"{sorted({*INPUT_NAMES, *OUTPUT_NAMES})} (not a tdfast export?)")
+        self.profile = meta.get("profile")
         self.context = self.engine.create_execution_context()
         types = _torch_types(trt)
         self._dtypes = {n: types[self.engine.get_tensor_dtype(n)]
@@ -156,12 +181,16 @@ class TrtRunner:
             from tdfast.model.inputs import check_inputs
 
             check_inputs(*raw, self.config)
+        for name, x in zip(INPUT_NAMES, raw):  # outside the profile TensorRT would fail opaquely
+            check_in_profile(name, tuple(x.shape), self.profile)
         with torch.cuda.stream(self.stream):
             tensors = {}
             for name, x in zip(INPUT_NAMES, raw):
                 x = (x != 0) if self._dtypes[name] == torch.bool else x
                 tensors[name] = x.to("cuda", self._dtypes[name], non_blocking=True).contiguous()
-                self.context.set_input_shape(name, tuple(tensors[name].shape))
+                if not self.context.set_input_shape(name, tuple(tensors[name].shape)):
+                    raise InputError(f"{name}: TensorRT rejected shape {tuple(tensors[name].shape)} "
+                                     f"for {self.path}")
             for name in OUTPUT_NAMES:
                 shape = tuple(self.context.get_tensor_shape(name))
                 tensors[name] = torch.empty(shape, dtype=self._dtypes[name], device="cuda")

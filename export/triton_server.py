@@ -46,17 +46,26 @@ def triton_tensors(onnx_path: str | Path) -> dict[str, tuple[str, list[int]]]:
     return out
 
 
-def make_model_config(onnx_path: str | Path, model_name: str, max_batch_size: int,
-                      preferred_batch_sizes: Sequence[int], max_queue_delay_us: int,
-                      instance_count: int, kind: str):
-    """The ``ModelConfig`` message for ``onnx_path`` (see ``triton_config``)."""
-    if max_batch_size < 1:
-        raise InputError(f"max_batch_size: expected >= 1, got {max_batch_size}")
+def check_max_batch_size(max_batch_size: int, name: str = "max_batch_size") -> None:
+    """``name``: the argument as the caller knows it (``max_batch`` for ``tdfast export``)."""
+    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+        raise InputError(f"{name}: expected an integer >= 1, got {max_batch_size!r}")
+
+
+def _check_options(max_batch_size: int, preferred_batch_sizes: Sequence[int], kind: str) -> None:
+    check_max_batch_size(max_batch_size)
     bad = [b for b in preferred_batch_sizes if not 1 <= b <= max_batch_size]
     if bad:
         raise InputError(f"preferred_batch_sizes: expected values in 1..{max_batch_size}, got {bad}")
     if kind not in KINDS:
         raise InputError(f"kind: expected one of {sorted(KINDS)}, got {kind!r}")
+
+
+def make_model_config(onnx_path: str | Path, model_name: str, max_batch_size: int,
+                      preferred_batch_sizes: Sequence[int], max_queue_delay_us: int,
+                      instance_count: int, kind: str):
+    """The ``ModelConfig`` message for ``onnx_path`` (see ``triton_config``)."""
+    _check_options(max_batch_size, preferred_batch_sizes, kind)
     tensors = triton_tensors(onnx_path)
     cfg = model_config_class()(name=model_name, backend="onnxruntime", max_batch_size=max_batch_size,
                                default_model_filename=ONNX_NAME)
@@ -84,9 +93,11 @@ def write_triton_repository(ckpt_or_onnx: nn.Module | str | Path, out_dir: str |
     (exported with ``exporter`` at ``opset``, default 18, and verified with ``verify``).
     ``preferred_batch_sizes`` defaults to max_batch_size / 4, / 2 and itself.
     """
+    check_max_batch_size(max_batch_size)
     if preferred_batch_sizes is None:
         preferred_batch_sizes = sorted({max(1, max_batch_size // 4), max(1, max_batch_size // 2),
                                         max(1, max_batch_size)})
+    _check_options(max_batch_size, preferred_batch_sizes, kind)  # before the export: no half repository
     model_dir = Path(out_dir) / model_name
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)

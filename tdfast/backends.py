@@ -171,8 +171,13 @@ def _ort_factory(int8: bool) -> Callable[..., Runner]:
 def _tensorrt(model: nn.Module, device: torch.device, dtype: torch.dtype, ckpt: Path | None) -> Runner:
     """A TensorRT engine (fp32, fp16 or bf16, as ``dtype`` asks), cached in the checkpoint dir; its
     optimisation profile covers batches up to 32 (the Retriever's default chunk)."""
+    import importlib.util
+
+    from tdfast.export.tensorrt import INSTALL_HINT
+
     if device.type != "cuda":
-        raise BackendUnavailableError(f"tensorrt backend: needs a CUDA GPU, got device={device}")
+        missing = "" if importlib.util.find_spec("tensorrt") else f"; also: {INSTALL_HINT}"
+        raise BackendUnavailableError(f"tensorrt backend: needs a CUDA GPU, got device={device}{missing}")
     from tdfast.export import TrtRunner
 
     precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]

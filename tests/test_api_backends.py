@@ -152,5 +152,9 @@ def test_every_backend_is_in_the_one_table():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_tensorrt_needs_a_gpu(model):
-    with pytest.raises(BackendUnavailableError, match="tensorrt backend: needs a CUDA GPU"):
+    import importlib.util
+
+    with pytest.raises(BackendUnavailableError, match="^tensorrt backend: needs a CUDA GPU, got device=cpu") as e:
         Retriever(model, backend="tensorrt")
+    # Without TensorRT too, the one message names both (not a GPU first, the install later).
+    assert ("pip install tensorrt" in str(e.value)) == (importlib.util.find_spec("tensorrt") is None)

@@ -130,6 +130,28 @@ def test_sessions_do_not_spin_unless_asked(tiny):
     assert make_session(path, spin=True).get_session_options().get_session_config_entry(key) == "1"
 
 
+def test_session_helper_threads_opt_level_and_providers(tiny):
+    import onnxruntime as ort
+
+    _, path = tiny
+    sess = make_session(path, threads=1, opt_level="basic")
+    so = sess.get_session_options()
+    assert so.intra_op_num_threads == 1 and so.inter_op_num_threads == 1
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert sess.get_providers() == ["CPUExecutionProvider"]  # the default device
+    assert make_session(path).get_session_options().graph_optimization_level == \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    with pytest.raises(InputError, match=r"^opt_level: expected one of \('disable', 'basic', 'extended', 'all'\), got 'max'$"):
+        make_session(path, opt_level="max")
+    with pytest.raises(InputError, match=r"^threads: expected >= 1, got 0$"):
+        make_session(path, threads=0)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        from tdfast import BackendUnavailableError
+
+        with pytest.raises(BackendUnavailableError, match="pip install onnxruntime-gpu"):
+            make_session(path, device="cuda")
+
+
 def test_metadata_carries_config_version_and_names(tiny):
     model, path = tiny
     meta = read_metadata(path)

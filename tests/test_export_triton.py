@@ -76,3 +76,23 @@ def test_bad_repository_arguments(onnx_path, tmp_path):
                                 log=None)
     with pytest.raises(InputError, match=r"^kind: expected one of"):
         write_triton_repository(onnx_path, tmp_path, kind="tpu", log=None)
+
+
+def test_bad_arguments_fail_before_the_export(tmp_path, capsys):
+    """From a model (or checkpoint) the export takes seconds: a bad argument is refused first,
+    leaving no half-written repository (model.onnx without config.pbtxt)."""
+    from tdfast import TDDETR, TDDETRConfig
+    from tdfast.cli import main
+
+    model = TDDETR(TDDETRConfig.from_name("tiny"))
+    with pytest.raises(InputError, match=r"^max_batch_size: expected an integer >= 1, got 0$"):
+        write_triton_repository(model, tmp_path / "a", max_batch_size=0, log=None)
+    with pytest.raises(InputError, match=r"^kind: expected one of"):
+        write_triton_repository(model, tmp_path / "a", kind="tpu", log=None)
+    assert not (tmp_path / "a").exists()
+    ckpt = tmp_path / "ckpt"
+    model.save_pretrained(ckpt)
+    assert main(["export", str(ckpt), "--format", "triton-server", "--max-batch", "0",
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "max_batch: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
