@@ -80,7 +80,7 @@ def atomic_write_dir(directory: str | Path, write: Callable[[Path], None]) -> Pa
     return directory
 
 
-def _recover(directory: Path) -> None:
+def recover_swap(directory: Path) -> None:
     """Finish a swap that a crash interrupted between its two renames."""
     old = directory.with_name(directory.name + ".old")
     if not directory.exists() and old.is_dir():
@@ -107,7 +107,7 @@ def load_config(directory: str | Path):
     from tdfast.model.config import TDDETRConfig
 
     directory = Path(directory)
-    _recover(directory)
+    recover_swap(directory)
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise InputError(f"checkpoint {str(directory)!r}: expected a directory with {CONFIG_NAME} and "

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -10,7 +15,7 @@ from safetensors.torch import load_file
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.model.config import TDDETRConfig
 from tdfast.training import train
-from tdfast.training.run_dir import load_train_state
+from tdfast.training.run_dir import LAST, load_train_state
 
 
 class Crash(RuntimeError):
@@ -88,3 +93,70 @@ def test_resume_refuses_another_config(data, tmp_path):
     with pytest.raises(InputError, match=r"another config.*'lr': \(0\.001, 0\.0005\)"):
         train(other, data.train, None, data.video_dirs, data.text_dir, tmp_path / "r", epochs=2,
               progress=False, resume=tmp_path / "r")
+
+
+def cli_train(data, out, *extra) -> subprocess.Popen:
+    """``tdfast train`` in a child process with the settings of ``run`` (one thread)."""
+    cmd = [sys.executable, "-m", "tdfast", "train", "--train", str(data.train), "--val", str(data.val),
+           "--video-feats", *map(str, data.video_dirs), "--text-feats", str(data.text_dir), "--out", str(out),
+           "--epochs", "3", "--seed", "11", "--save-every-steps", str(SAVE_EVERY), "--cache-size", "256",
+           "--no-progress", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def finish(proc: subprocess.Popen) -> None:
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+
+
+def max_weight_diff(a, b) -> float:
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    return max((wa[k] - wb[k]).abs().max().item() for k in wa)
+
+
+def test_sigkill_and_cli_resume_matches_uninterrupted(data, tmp_path):
+    """A real kill -9 of ``tdfast train`` (no clean-up code runs, possibly mid-checkpoint), then
+    ``tdfast train --resume``: the same weights and step losses as a run never stopped."""
+    full = run(data, tmp_path / "full")
+    cut = tmp_path / "cut"
+    proc = cli_train(data, cut, "--preset", "tiny", "--set", "batch_size=8", "--set", "max_video_len=24")
+    state = cut / LAST / "train_state.pt"
+    deadline = time.monotonic() + 300
+    while not state.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)  # as soon as the first checkpoint exists
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    saved = load_train_state(cut / LAST)["progress"]["step"]
+    assert SAVE_EVERY <= saved < full.steps  # killed mid-run, after at least one checkpoint
+    finish(cli_train(data, cut, "--resume", str(cut)))
+    assert max_weight_diff(tmp_path / "full" / LAST, cut / LAST) <= 1e-6
+    assert max_weight_diff(tmp_path / "full", cut) <= 1e-6  # the kept best weights too
+    losses_a, _ = train_losses(tmp_path / "full")
+    losses_b, _ = train_losses(cut)
+    assert [s for s, _ in losses_b] == list(range(1, full.steps + 1))  # no step lost or doubled
+    assert losses_a == pytest.approx(losses_b, abs=1e-6)
+
+
+def test_resume_after_a_crash_between_the_renames_of_a_checkpoint_swap(data, tmp_path):
+    """``last/`` is swapped in by two renames; a crash between them leaves only ``last.old/``."""
+    full = run(data, tmp_path / "full")
+
+    def crash(step, _):
+        if step == SAVE_EVERY + 1:
+            raise Crash
+
+    cut = tmp_path / "cut"
+    with pytest.raises(Crash):
+        run(data, cut, on_step=crash)
+    os.replace(cut / LAST, cut / f"{LAST}.old")
+    resumed = run(data, cut, resume=cut)
+    assert resumed.steps == full.steps and not (cut / f"{LAST}.old").exists()
+    assert max_weight_diff(tmp_path / "full" / LAST, cut / LAST) <= 1e-6

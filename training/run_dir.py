@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from tdfast.checkpoint import (CONFIG_NAME, TRAIN_STATE_NAME, WEIGHTS_NAME, atomic_write_bytes,
-                               fsync_file, save_checkpoint)
+                               fsync_file, recover_swap, save_checkpoint)
 from tdfast.errors import InputError
 
 LAST = "last"
@@ -45,8 +45,13 @@ def check_fresh(out_dir: Path) -> None:
 
 
 def resume_dir(path: Path) -> Path:
-    """The checkpoint directory with ``train_state.pt`` for ``--resume PATH`` (a run dir or its last/)."""
+    """The checkpoint directory with ``train_state.pt`` for ``--resume PATH`` (a run dir or its last/).
+
+    A crash between the two renames of a ``last/`` swap leaves only ``last.old/``; it is put back.
+    """
     for candidate in (path, path / LAST):
+        if candidate.name == LAST:
+            recover_swap(candidate)
         if (candidate / TRAIN_STATE_NAME).is_file():
             return candidate
     raise InputError(f"--resume {str(path)!r}: expected a training run directory (with {LAST}/"
