@@ -8,6 +8,7 @@ import torch
 
 from tdfast.model.config import TDDETRConfig
 from tdfast.spans import cxw_to_xx
+from tdfast.training.prepare import negative_query_rows, prepare_batch
 from tdfast.training.vsdc import choose_partners, synthesize, video_similarity, vsdc
 
 
@@ -157,3 +158,29 @@ def test_single_row_batch_is_left_alone():
     batch = make_batch(1, 10, seed=8)
     out = vsdc(batch, config(), torch.Generator().manual_seed(0))
     assert out["video"] is batch["video"] and out["owner"].tolist() == [0]
+
+
+def test_negative_query_rows_by_hand():
+    meta = [{"vid": "a"}, {"vid": "a"}, {"vid": "b", "vsdc_context_vid": "c"}, {"vid": "c"}, {"vid": "d"}]
+    # row 0 skips row 1 (same video); row 2 skips row 3 (its context video); row 4 wraps to 0
+    assert negative_query_rows(meta).tolist() == [2, 2, 4, 4, 0]
+    assert negative_query_rows([{"vid": "a"}, {"vid": "a"}]).tolist() == [1, 0]  # nothing else: p + 1
+
+
+def test_negative_query_never_comes_from_a_video_in_the_row():
+    """After VSDC, QD-DETR's shift by one row often hands a row its own query (the symmetric
+    rows of one partner sit side by side); the chosen negatives never do."""
+    b = 32
+    batch = make_batch(b, 20, seed=9)
+    out = prepare_batch(batch, config(alpha=0.5), torch.Generator().manual_seed(5))
+    anchors = torch.cat([torch.arange(b), out["partner"]])
+    contexts = torch.cat([out["partner"], torch.arange(b)])
+    shifted = anchors.roll(-1)  # QD-DETR's choice: the query of row p + 1
+    bad = (shifted == anchors) | (shifted == contexts)
+    assert int((shifted == anchors).sum()) == 4 and int(bad.sum()) == 5  # on this batch, of 64 rows
+    source = negative_query_rows(out["meta"])
+    assert not (anchors[source] == anchors).any() and not (anchors[source] == contexts).any()
+    assert torch.equal(out["neg_query"], batch["query"][anchors[source]])
+    # only the bad rows look further (to p + 2 here); the rest keep QD-DETR's p + 1
+    step = (source - torch.arange(2 * b)) % (2 * b)
+    assert torch.equal(step, torch.where(bad, 2, 1))

@@ -36,7 +36,7 @@ def prepare_batch(batch: dict[str, Any], config: TDDETRConfig, generator: torch.
     Adds ``owner`` [P] (input row of each row's pair), ``sal_pos_idx``/``sal_neg_idx``/
     ``sal_pair_valid`` [P, 2 * num_saliency_pairs] and, with ``use_negative_pair`` and
     P > 1, ``neg_query`` [P, M, Dt] / ``neg_query_mask`` [P, M]: row p gets the query of
-    row (p + 1) mod P, QD-DETR's shift of the queries within the batch.
+    the next row on other videos (``negative_query_rows``; QD-DETR's shift by one row).
     """
     b = batch["video"].shape[0]
     if config.use_vsdc:
@@ -48,9 +48,31 @@ def prepare_batch(batch: dict[str, Any], config: TDDETRConfig, generator: torch.
     batch.update(sal_pos_idx=pos, sal_neg_idx=neg, sal_pair_valid=valid)
     p = batch["video"].shape[0]
     if config.use_negative_pair and p > 1:
-        shift = (torch.arange(p, device=batch["query"].device) + 1) % p
-        batch.update(neg_query=batch["query"][shift], neg_query_mask=batch["query_mask"][shift])
+        source = negative_query_rows(batch["meta"]).to(batch["query"].device)
+        batch.update(neg_query=batch["query"][source], neg_query_mask=batch["query_mask"][source])
     return batch
+
+
+def negative_query_rows(meta: list[dict[str, Any]]) -> Tensor:
+    """Row whose query is row p's negative: the first row after p (cyclically) whose video
+    has no clip in row p's video -> [P] int64.
+
+    QD-DETR takes row p + 1. After VSDC that is often row p's own query (rows [B, 2B) with the
+    same partner sit side by side), which would push the saliency of the query's own moment
+    down; so rows on row p's video and, after VSDC, on its context video are skipped. Falls back
+    to p + 1 when every row shares those videos.
+    """
+    vids = [m["vid"] for m in meta]
+    contexts = [m.get("vsdc_context_vid", m["vid"]) for m in meta]
+    code = {v: i for i, v in enumerate(dict.fromkeys(vids + contexts))}
+    anchor = torch.tensor([code[v] for v in vids])  # [P]
+    context = torch.tensor([code[v] for v in contexts])  # [P]
+    p = len(meta)
+    shifts = torch.arange(1, p)  # [P-1]
+    cand = (torch.arange(p)[:, None] + shifts[None]) % p  # [P, P-1]: rows p+1, p+2, ...
+    ok = (anchor[cand] != anchor[:, None]) & (anchor[cand] != context[:, None])  # [P, P-1]
+    first = torch.where(ok.any(1), ok.int().argmax(1), 0)  # [P] index of the first usable shift
+    return cand.gather(1, first[:, None]).squeeze(1)
 
 
 def select_rows(batch: dict[str, Any], rows: Tensor) -> dict[str, Any]:
