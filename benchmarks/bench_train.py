@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="wait (up to 10 min) for the 1-minute load average to drop below this first")
     ap.add_argument("--out", type=Path, help="record path (default benchmarks/results/train_<device>.json)")
     args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA GPU is visible to torch (use --device cpu)")
     out = args.out or Path(__file__).parent / "results" / f"train_{args.device}.json"
     presets = [p for p in args.presets.split(",") if p]
     precisions = ["fp32", "bf16"] if args.device == "cuda" else ["fp32"]
