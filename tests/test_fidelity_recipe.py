@@ -7,11 +7,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from tdfast.data.annotations import load_annotations
-from tdfast.data.features import read_npz_array
+from tdfast.data.features import FeatureStore, read_npz_array
 from tdfast.eval import eval_charades, eval_submission, load_jsonl
-from tdfast.fidelity.recipe import CHARADES_RECIPE, QVH_RECIPE, commands, run_recipe, write_standin
+from tdfast.fidelity import ablation
+from tdfast.fidelity.metrics import TABLE2_KEYS
+from tdfast.fidelity.recipe import (CHARADES_RECIPE, QVH_ABLATE_RECIPE, QVH_RECIPE, commands, run_recipe,
+                                    write_standin)
 from tdfast.model.config import TDDETRConfig
 
 from fidelity_support import one_thread  # noqa: F401  (autouse fixture)
@@ -24,6 +28,7 @@ def test_docs_show_exactly_the_blocks_that_run():
     text = DOC.read_text()
     assert f"```bash\n{QVH_RECIPE}```" in text
     assert f"```bash\n{CHARADES_RECIPE}```" in text
+    assert f"```bash\n{QVH_ABLATE_RECIPE}```" in text
 
 
 def test_commands_join_lines_and_substitute_variables():
@@ -55,6 +60,12 @@ def test_qvh_recipe_outputs(tmp_path):
     vid = load_annotations(data / "highlight_val_release.jsonl")[0].vid
     assert read_npz_array(feats / "slowfast_features" / f"{vid}.npz", "features").shape[1] == 2304
     assert read_npz_array(feats / "clip_features" / f"{vid}.npz", "features").shape[1] == 512
+    qid = load_annotations(data / "highlight_val_release.jsonl")[0].qid
+    assert read_npz_array(feats / "clip_text_features" / f"qid{qid}.npz", "last_hidden_state").shape[1] == 512
+    # the trained network takes 2816 + 2 temporal-endpoint = 2818 video and 512 text columns
+    weights = load_file(str(run / "model.safetensors"))
+    assert weights["video_proj.0.linear.weight"].shape == (256, 2818)
+    assert weights["text_proj.0.linear.weight"].shape == (256, 512)
     # trained with the paper's preset (the recipe only turns early stopping off)
     saved = TDDETRConfig.from_json((run / "config.json").read_text())
     assert saved == TDDETRConfig.from_name("qvhighlights", early_stop_patience=0, epochs=1)
@@ -93,3 +104,51 @@ def test_charades_recipe_outputs(tmp_path):
     report = json.loads((run / "spurious_test.json").read_text())
     assert report["normal"]["MR-full-R1@0.5"] == metrics["brief"]["MR-full-R1@0.5"]
     assert report["normal"]["HL-min-VeryGood-mAP"] is None
+
+
+def test_qvh_ablate_recipe_plans_every_paper_run_on_the_standin(tmp_path, monkeypatch):
+    """The doc's ``tdfast ablate`` block through the real CLI on the stand-in, each run's
+    training + analysis replaced by a stub (the block is 45 runs of 220 epochs): the runs
+    it plans, their configs and inputs, and the summary table's numbers."""
+    data = write_standin(tmp_path / "qvh", "qvhighlights", num_videos=2)
+    jobs = []
+    order = ["a", "b", "c", "d", "untrained", *(f"alpha={x:g}" for x in ablation.PAPER_ALPHAS),
+             *(f"beta={x:g}" for x in ablation.PAPER_BETAS)]
+
+    def stub(job):
+        jobs.append(job)
+        config = TDDETRConfig.from_dict(job.config)
+        store = FeatureStore(job.video_dirs, job.text_dir, config)
+        ann = load_annotations(job.train_ann)[0]
+        assert store.video(ann.vid).shape[1] == 2816 and store.query(ann.qid).shape[1] == 512
+        value = 10.0 * job.seed + order.index(job.row.name)  # seeds 0, 1, 2: mean row index + 10, std 10
+        metrics = dict.fromkeys(TABLE2_KEYS, value)
+        return {"row": job.row.name, "seed": job.seed, "overrides": job.row.overrides, "config": job.config,
+                "train": {"seconds": 1.0, "epochs": job.epochs, "steps": 0},
+                "analysis": {s: {"normal": metrics, "masked": {**metrics, "MR-full-R1@0.3": value / 2}}
+                             for s in job.eval_anns}}
+
+    monkeypatch.setattr(ablation, "run_one", stub)
+    env = {"QVH": str(data), "RUNS": str(tmp_path / "runs")}
+    run_recipe(QVH_ABLATE_RECIPE, env, log=lambda line: None)
+    # 17 rows; alpha=0.5 and beta=0.5 are row d (the preset's 0.5), so 15 distinct x 3 seeds
+    assert len(jobs) == 45 and sorted({j.seed for j in jobs}) == [0, 1, 2]
+    assert {j.row.name for j in jobs} == set(order) - {"alpha=0.5", "beta=0.5"}
+    preset = TDDETRConfig.from_name("qvhighlights", early_stop_patience=0).to_dict()
+    for j in jobs:
+        assert j.epochs == 220 and j.config == {**preset, **j.row.overrides}, j.row.name
+        assert j.train_ann == str(data / "data" / "highlight_train_release.jsonl")
+        assert j.eval_anns == {"val": str(data / "data" / "highlight_val_release.jsonl")}
+    assert [j for j in jobs if j.row.name == "alpha=0.1"][0].config["alpha"] == 0.1
+    assert [j for j in jobs if j.row.name == "beta=0.9"][0].config["beta"] == 0.9
+    assert not [j for j in jobs if j.row.name == "untrained"][0].row.train
+    record = json.loads((tmp_path / "runs" / "ablation_qvh" / "ablation.json").read_text())
+    table = {r["row"]: r for r in record["table"]}
+    assert [r["row"] for r in record["table"]] == order
+    assert table["alpha=0.5"]["same_as"] == "d" and table["beta=0.5"]["same_as"] == "d"
+    val = table["beta=1"]["metrics"]["val"]
+    assert val["normal"]["MR-full-mAP"] == {"mean": 26.0, "std": 10.0, "n": 3, "values": [16.0, 26.0, 36.0]}
+    assert val["masked"]["MR-full-R1@0.3"]["mean"] == 13.0
+    assert table["alpha=0.5"]["metrics"] == table["d"]["metrics"]  # reuses row d's runs
+    assert "| beta=1 (VSDC on, TDEM on) | 3 | 26.00 ± 10.00 |" in \
+        (tmp_path / "runs" / "ablation_qvh" / "ablation.md").read_text()

@@ -1,15 +1,16 @@
 """The paper-scale recipe of ``docs/recipe.md``, as text, and its run on a stand-in.
 
-``QVH_RECIPE`` and ``CHARADES_RECIPE`` are the shell blocks the docs show verbatim (a
-test keeps them equal). ``run_recipe`` executes such a block line by line in this
-process (``tdfast ...`` through ``tdfast.cli.main``, ``python -m zipfile ...`` through
-``zipfile.main``), after substituting ``$NAME`` variables. ``write_standin`` writes a
-small synthetic dataset with the real dims and file layout (SlowFast 2304 + CLIP 512
-video columns, 512-d CLIP text tokens, Moment-DETR file names), so::
+``QVH_RECIPE``, ``QVH_ABLATE_RECIPE`` and ``CHARADES_RECIPE`` are the shell blocks the
+docs show verbatim (a test keeps them equal). ``run_recipe`` executes such a block line
+by line in this process (``tdfast ...`` through ``tdfast.cli.main``, ``python -m zipfile
+...`` through ``zipfile.main``), after substituting ``$NAME`` variables. ``write_standin``
+writes a small synthetic dataset with the real dims and file layout (SlowFast 2304 + CLIP
+512 video columns, 512-d CLIP text tokens, Moment-DETR file names), so::
 
     python -m tdfast.fidelity.recipe DIR [--epochs 1]
 
-runs the whole recipe end to end on a stand-in under DIR.
+runs the train / evaluate / submit / analyze blocks end to end on a stand-in under DIR
+(the ablation block is 45 full trainings; its test stubs the training of each run).
 """
 from __future__ import annotations
 
@@ -53,6 +54,15 @@ tdfast eval --mode charades --submission $RUNS/charades_seed$SEED/test_preds.jso
 tdfast analyze spurious $RUNS/charades_seed$SEED --ann $CHARADES/data/charades_sta_test_tvr_format.jsonl \
     --video-feats $CHARADES/features/slowfast_features $CHARADES/features/clip_features \
     --text-feats $CHARADES/features/clip_text_features --out $RUNS/charades_seed$SEED/spurious_test.json
+"""
+
+# Every Table 4 row, the untrained control and the Table S1 / S2 sweeps, 3 seeds each: 45 runs
+# of 220 epochs, so the stand-in test runs it with each run's training replaced by a stub.
+QVH_ABLATE_RECIPE = r"""tdfast ablate --preset qvhighlights --set early_stop_patience=0 --epochs 220 --seeds 0,1,2 \
+    --alphas paper --betas paper \
+    --train $QVH/data/highlight_train_release.jsonl --val $QVH/data/highlight_val_release.jsonl \
+    --video-feats $QVH/features/slowfast_features $QVH/features/clip_features \
+    --text-feats $QVH/features/clip_text_features --out $RUNS/ablation_qvh
 """
 
 # Moment-DETR / QD-DETR release names: split -> annotation file, and the feature dirs.
