@@ -7,9 +7,6 @@ The two-process run goes through the real launcher and the ``tdfast train`` CLI.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 
 import pytest
@@ -19,6 +16,7 @@ from safetensors.torch import load_file
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.model.config import TDDETRConfig
 from tdfast.training import train
+from train_support import finish, start
 
 OVERRIDES = ["batch_size=8", "dropout=0", "input_dropout=0", "max_video_len=20"]
 
@@ -46,17 +44,7 @@ def torchrun_train(data, out, epochs: int, resume=None) -> str:
         cmd += ["--preset", "tiny", *(a for o in OVERRIDES for a in ("--set", o))]
     else:
         cmd += ["--resume", str(resume)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # own session: on a timeout the launcher *and* its workers are killed
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-    assert proc.returncode == 0, stderr[-3000:]
-    return stdout
+    return finish(start(cmd))
 
 
 def one_process_train(data, out, epochs: int):

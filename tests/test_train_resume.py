@@ -16,6 +16,7 @@ from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.model.config import TDDETRConfig
 from tdfast.training import train
 from tdfast.training.run_dir import LAST, load_train_state
+from train_support import finish, start
 
 
 class Crash(RuntimeError):
@@ -101,18 +102,7 @@ def cli_train(data, out, *extra) -> subprocess.Popen:
            "--video-feats", *map(str, data.video_dirs), "--text-feats", str(data.text_dir), "--out", str(out),
            "--epochs", "3", "--seed", "11", "--save-every-steps", str(SAVE_EVERY), "--cache-size", "256",
            "--no-progress", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-
-
-def finish(proc: subprocess.Popen) -> None:
-    try:
-        _, err = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
-    assert proc.returncode == 0, err[-3000:]
+    return start(cmd)
 
 
 def max_weight_diff(a, b) -> float:

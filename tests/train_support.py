@@ -1,0 +1,25 @@
+"""Child ``tdfast train`` processes for the training tests: one torch thread, own session so a
+timeout kills the launcher and all its workers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+
+def start(cmd: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for ``proc`` (killed with its process group after ``timeout`` s); assert it exited 0;
+    returns its stdout."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    return stdout
