@@ -1,6 +1,7 @@
 """``tdfast bench`` end to end on the tiny preset: a valid record, skip reasons, the plot, FLOPs."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from tdfast.bench.matrix import CPU_TRITON
 from tdfast.bench.record import read_record
 from tdfast.bench.roofline import flops_per_pair
 from tdfast.cli import main
+from tdfast.export.tensorrt import INSTALL_HINT as TRT_INSTALL_HINT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -38,7 +40,9 @@ def test_bench_writes_a_valid_record(bench_run):
         assert r["pct_of_peak"] == pytest.approx(100 * gflop / (r["p50_ms"] / 1e3)
                                                  / record["gemm_peak"]["float32"]["gflops"])
     skipped = {r["backend"]: r["skipped"] for r in record["rows"] if "skipped" in r}
-    assert skipped == {"tensorrt": "tensorrt backend: needs a CUDA GPU, got device=cpu", "triton": CPU_TRITON}
+    no_trt = "" if importlib.util.find_spec("tensorrt") else f"; also: {TRT_INSTALL_HINT}"
+    assert skipped == {"tensorrt": f"tensorrt backend: needs a CUDA GPU, got device=cpu{no_trt}",
+                       "triton": CPU_TRITON}
     # 40 clips > the tiny preset's max_video_len=32: the benchmarked model's limit was raised, and said so
     assert record["setup"]["model"] == "tiny preset, random init (seed 0); max_video_len raised to 40"
     assert record["machine"]["device_type"] == "cpu" and record["setup"]["video_lens"] == [8, 40]
