@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator
 
 from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
+from tdfast.textfile import decode_utf8
 
 WINDOW_SLACK = 1e-6  # seconds a window may lie outside [0, duration] before it is an error
 REQUIRED_KEYS = ("qid", "query", "vid", "duration")
@@ -156,12 +157,7 @@ def iter_lines(path: str | os.PathLike, what: str) -> Iterator[tuple[str, int, s
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what}: file {str(path)!r} not found")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        lineno = data.count(b"\n", 0, e.start) + 1
-        raise InputError(f"{path}:{lineno}: expected UTF-8 text, got byte 0x{data[e.start]:02x}") from None
+    text = decode_utf8(path.read_bytes(), path)
     # StringIO with newline=None splits lines exactly as a text-mode file does.
     for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
         if line.strip():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
+from tdfast.textfile import decode_utf8
 
 
 class JsonlRecords(list):
@@ -34,12 +35,7 @@ def load_jsonl(path: str | os.PathLike) -> list[dict]:
         data = Path(path).read_bytes()
     except OSError as e:
         raise InputError(f"{path}: cannot read the jsonl file ({e.strerror or e})") from e
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise InputError(f"{path}:{line}: expected UTF-8 text, got byte 0x{data[e.start]:02x} "
-                         f"(is this a jsonl file?)") from None
+    text = decode_utf8(data, path, hint="is this a jsonl file?")
     records: list[dict] = []
     lines: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):
