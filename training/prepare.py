@@ -54,8 +54,9 @@ def prepare_batch(batch: dict[str, Any], config: TDDETRConfig, generator: torch.
 
 
 def negative_query_rows(meta: list[dict[str, Any]]) -> Tensor:
-    """Row whose query is row p's negative: the first row after p (cyclically) whose video
-    has no clip in row p's video -> [P] int64.
+    """Row whose query is row p's negative -> [P] int64: the first row after p (cyclically)
+    whose query's video (its anchor) is neither row p's anchor nor its VSDC context video,
+    i.e. whose moment has no clip in row p's video.
 
     QD-DETR takes row p + 1. After VSDC that is often row p's own query (rows [B, 2B) with the
     same partner sit side by side), which would push the saliency of the query's own moment
