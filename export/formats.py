@@ -111,9 +111,9 @@ def _tensorrt_precheck(precision: str = "fp16", max_batch: int = 32, **_: Any) -
 
 
 def _triton_precheck(max_batch: int = 32, **_: Any) -> None:
-    from tdfast.export.triton_server import check_max_batch_size
+    from tdfast.export.wrapper import check_max_batch
 
-    check_max_batch_size(max_batch, "max_batch")
+    check_max_batch(max_batch)
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (

@@ -22,7 +22,7 @@ import torch
 
 from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError, InputError
-from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES
+from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, check_max_batch
 
 ENGINE_NAME = "model.engine"
 INSTALL_HINT = ("TensorRT is not installed: pip install tensorrt (NVIDIA's wheel, needs a CUDA GPU "
@@ -46,8 +46,7 @@ def sidecar_path(engine_path: str | Path) -> Path:
 def profile_shapes(config, max_batch: int = 32, opt_batch: int | None = None
                    ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """(min, opt, max) shape of every input for the optimization profile."""
-    if max_batch < 1:
-        raise InputError(f"max_batch: expected >= 1, got {max_batch}")
+    check_max_batch(max_batch)
     ob = opt_batch or max(1, max_batch // 4)
     lmax, mmax = config.max_video_len, config.max_query_len
     b, l, m = (1, ob, max_batch), (1, lmax, lmax), (1, min(mmax, 16), mmax)  # (min, opt, max)
@@ -64,8 +63,7 @@ def check_build_options(precision: str = "fp16", max_batch: int = 32) -> None:
     export work, so a bad flag never costs an ONNX export first)."""
     if precision not in PRECISIONS:
         raise InputError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-        raise InputError(f"max_batch: expected an integer >= 1, got {max_batch!r}")
+    check_max_batch(max_batch)
 
 
 def check_in_profile(name: str, shape: tuple[int, ...], profile: dict | None) -> None:

@@ -23,7 +23,7 @@ from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.export.onnx_export import ONNX_NAME, export_onnx
 from tdfast.export.triton_config import format_model_config, model_config_class
-from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES
+from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, check_max_batch
 
 _ONNX_TO_TRITON = {1: "TYPE_FP32", 9: "TYPE_BOOL", 10: "TYPE_FP16", 6: "TYPE_INT32", 7: "TYPE_INT64",
                    16: "TYPE_BF16"}  # onnx.TensorProto elem_type -> Triton DataType
@@ -46,14 +46,8 @@ def triton_tensors(onnx_path: str | Path) -> dict[str, tuple[str, list[int]]]:
     return out
 
 
-def check_max_batch_size(max_batch_size: int, name: str = "max_batch_size") -> None:
-    """``name``: the argument as the caller knows it (``max_batch`` for ``tdfast export``)."""
-    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
-        raise InputError(f"{name}: expected an integer >= 1, got {max_batch_size!r}")
-
-
 def _check_options(max_batch_size: int, preferred_batch_sizes: Sequence[int], kind: str) -> None:
-    check_max_batch_size(max_batch_size)
+    """The batching options, ``max_batch_size`` already checked (``check_max_batch``)."""
     bad = [b for b in preferred_batch_sizes if not 1 <= b <= max_batch_size]
     if bad:
         raise InputError(f"preferred_batch_sizes: expected values in 1..{max_batch_size}, got {bad}")
@@ -65,6 +59,7 @@ def make_model_config(onnx_path: str | Path, model_name: str, max_batch_size: in
                       preferred_batch_sizes: Sequence[int], max_queue_delay_us: int,
                       instance_count: int, kind: str):
     """The ``ModelConfig`` message for ``onnx_path`` (see ``triton_config``)."""
+    check_max_batch(max_batch_size, "max_batch_size")
     _check_options(max_batch_size, preferred_batch_sizes, kind)
     tensors = triton_tensors(onnx_path)
     cfg = model_config_class()(name=model_name, backend="onnxruntime", max_batch_size=max_batch_size,
@@ -93,7 +88,7 @@ def write_triton_repository(ckpt_or_onnx: nn.Module | str | Path, out_dir: str |
     (exported with ``exporter`` at ``opset``, default 18, and verified with ``verify``).
     ``preferred_batch_sizes`` defaults to max_batch_size / 4, / 2 and itself.
     """
-    check_max_batch_size(max_batch_size)
+    check_max_batch(max_batch_size, "max_batch_size")
     if preferred_batch_sizes is None:
         preferred_batch_sizes = sorted({max(1, max_batch_size // 4), max(1, max_batch_size // 2),
                                         max(1, max_batch_size)})

@@ -12,10 +12,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 
 INPUT_NAMES = ("video", "video_mask", "query", "query_mask")
 OUTPUT_NAMES = ("pred_spans", "pred_logits", "saliency_scores")
+
+
+
+def check_max_batch(value: int, name: str = "max_batch") -> None:
+    """InputError unless ``value`` (the largest batch an artifact is built or served for;
+    ``name``: the argument as the caller knows it) is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name}: expected an integer >= 1, got {value!r}")
+
 
 # Written into every artifact's metadata so a deployer needs no Python to read the contract.
 TENSOR_DOCS = {
