@@ -17,14 +17,16 @@ _LAZY = {  # public name -> module that defines it
     "Retriever": "tdfast.api",
     "TDDETR": "tdfast.model",
     "TDDETRConfig": "tdfast.model",
+    "convert_official": "tdfast.convert",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
     from tdfast.api import Retriever
+    from tdfast.convert import convert_official
     from tdfast.model import TDDETR, Prediction, TDDETRConfig
 
 __all__ = ["BackendUnavailableError", "InputError", "Prediction", "Retriever", "TDDETR",
-           "TDDETRConfig", "__version__"]
+           "TDDETRConfig", "__version__", "convert_official"]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "train",
     "predict",
     "eval",
+    "convert",
     "export",
     "bench",
     "analyze",

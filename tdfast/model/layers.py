@@ -1,4 +1,4 @@
-"""Small building blocks: input projection, MLP, sine positions, temporal endpoints."""
+"""Small building blocks: input projection, MLP, the feed-forward block, sine embeddings, TEF."""
 from __future__ import annotations
 
 import math
@@ -46,6 +46,26 @@ class MLP(nn.Module):
         return x
 
 
+class FeedForward(nn.Module):
+    """The transformer feed-forward block of every layer: Linear -> PReLU -> Dropout -> Linear.
+
+    The official code builds every T2V, encoder and decoder layer with ``activation='prelu'``:
+    a learnable PReLU (one slope per layer, initialised to 0.25). Residual and norm belong to
+    the layer, because the T2V layer wires them differently from the others.
+    """
+
+    def __init__(self, dim: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.activation = nn.PReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [..., D] -> [..., D]."""
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+
 def sine_positions(mask: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
     """DETR's normalized sine embedding over valid positions: mask [B, L] -> [B, L, dim].
 
@@ -61,6 +81,23 @@ def sine_positions(mask: Tensor, dim: int, temperature: float = 10000.0) -> Tens
     return torch.stack((x[:, :, 0::2].sin(), x[:, :, 1::2].cos()), dim=3).flatten(2)
 
 
+def anchor_sine_embedding(anchors: Tensor, dim: int, temperature: float = 10000.0) -> Tensor:
+    """DAB-DETR's sine embedding of (center, width) anchors in [0, 1]: [B, N, 2] -> [B, N, dim].
+
+    Each coordinate gets ``dim // 2`` interleaved sin/cos features of ``2*pi*coord``; center
+    first, then width. The official code hard-codes 128 frequencies per coordinate, so it only
+    runs at hidden_dim 256, where this is the same function.
+    """
+    n = dim // 2
+    i = torch.arange(n, dtype=torch.float32, device=anchors.device)
+    freq = temperature ** (2 * torch.div(i, 2, rounding_mode="floor") / n)  # [n]
+    parts = []
+    for c in range(2):  # center, width
+        x = anchors[:, :, c, None].float() * (2 * math.pi) / freq  # [B, N, n]
+        parts.append(torch.stack((x[:, :, 0::2].sin(), x[:, :, 1::2].cos()), dim=3).flatten(2))
+    return torch.cat(parts, dim=-1).to(anchors.dtype)  # [B, N, dim]
+
+
 def temporal_endpoints(mask: Tensor) -> Tensor:
     """Moment-DETR's TEF: clip i of a video with n real clips -> (i/n, (i+1)/n); 0 on padding.
 
@@ -73,5 +110,7 @@ def temporal_endpoints(mask: Tensor) -> Tensor:
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-3) -> Tensor:
-    x = x.clamp(eps, 1 - eps)
-    return torch.log(x / (1 - x))
+    """log(x / (1 - x)) with numerator and denominator each clamped at ``eps`` (official form:
+    for x < eps this is log(eps / (1 - x)), not log(eps / (1 - eps)))."""
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))

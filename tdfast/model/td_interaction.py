@@ -1,149 +1,178 @@
-"""The TD interaction (paper Sec. 3.2, Eq. 2-6): the part a fused kernel replaces.
+"""The T2V / TD layer of the official TD-DETR code (paper Sec. 3.2): the part a fused kernel replaces.
 
-Per layer, with x = video tokens + positions [B, L, D] and text [B, M, D]:
+Per layer, with V the video tokens [B, L, D] (no positions), x = V + pos, text [B, M, D]
+and one learned start token st [D] shared by all layers:
 
-    T   = [x_1 - st, x_2 - x_1, ..., x_L - x_{L-1}]        temporal-difference tokens
-    K   = p_k(text),  V = p_v(text)                         shared by both attentions
-    A_v = Attn(p_d(x), K, V)                                video   -> text
-    A_t = Attn(p_t(T), K, V)                                dynamics -> text
-    out = beta * o_v(A_v) + (1 - beta) * o_t(A_t)           Eq. 6 with output projections
+    A_v = MHA(Q = x, K = V = text)                        video    -> text
+    T   = [x_1 - st, x_2 - x_1, ..., x_L - x_{L-1}]       temporal differences (Eq. 3)
+    F   = flow_proj(T)                                    (LayerNorm, Dropout, Linear, ReLU) x 2
+    A_t = MHA'(Q = F, K = V = text)                       dynamics -> text, its own q/k/v/out
+    s   = beta * V + (1 - beta) * A_t + A_v               official residual merge
+    out = norm2(s + FFN(norm1(s)))                        the FFN residual bypasses norm1
 
-With ``use_tdem`` off the layer is QD-DETR's plain cross-attention
-(``out = o_v(A_v)``) and has no dynamics parameters at all.
+The paper's Eq. 6 merges ``beta * A_v + (1 - beta) * A_t`` after a plain residual; the
+official code (which produced the published numbers) merges as above, so tdfast does too.
+With ``use_tdem`` off the layer is QD-DETR's T2V layer, ``s = V + A_v``, and has no
+dynamics parameters at all.
 
-``td_cross_attention_reference`` is the same math written as plainly as
-possible (explicit concatenation, explicit softmax); it is the oracle for the
-module and for every kernel.
+``td_interaction_reference`` is the same math written as plainly as possible in float64
+(explicit projections, explicit softmax); it is the oracle for the module and for every
+kernel.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
 
-from tdfast.model.attention import attention, mask_to_bias, merge_heads, split_heads
+from tdfast.model.attention import MultiHeadAttention
+from tdfast.model.layers import FeedForward, LinearLayer
 
 
 def temporal_differences(x: Tensor, start: Tensor) -> Tensor:
     """Eq. 3: x [B, L, D], start token [D] -> [x_1 - st, x_2 - x_1, ...] [B, L, D]."""
     # Shift by concatenating first and slicing after: slicing x[:, :-1] before the cat makes
     # torch.export guard on L - 1 != 1 and pin L to the traced length.
-    prev = torch.cat((start.expand(x.shape[0], 1, -1), x), dim=1)[:, : x.shape[1]]  # [B, L, D]
+    prev = torch.cat((start.to(x.dtype).expand(x.shape[0], 1, -1), x), dim=1)[:, : x.shape[1]]
     return x - prev
 
 
 class TDCrossAttention(nn.Module):
-    """Video->text and dynamics->text cross-attention sharing one text K/V, merged by beta."""
+    """Both cross-attentions of one T2V / TD layer and the residual merge (everything but the FFN)."""
 
-    def __init__(self, dim: int, num_heads: int, use_tdem: bool, beta: float) -> None:
+    def __init__(self, dim: int, num_heads: int, dropout: float, use_tdem: bool, beta: float) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.use_tdem = use_tdem
         self.beta = float(beta)
-        self.q_video = nn.Linear(dim, dim)  # p_d
-        self.k_text = nn.Linear(dim, dim)  # p_k
-        self.v_text = nn.Linear(dim, dim)  # p_v
-        self.out_video = nn.Linear(dim, dim)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout)  # video -> text
+        self.dropout = nn.Dropout(dropout)
         if use_tdem:
-            self.start_token = nn.Parameter(torch.randn(dim) * 0.02)  # st, Eq. 2
-            self.q_dyn = nn.Linear(dim, dim)  # p_t
-            self.out_dyn = nn.Linear(dim, dim)
+            self.flow_proj = nn.Sequential(LinearLayer(dim, dim, dropout, relu=True),
+                                           LinearLayer(dim, dim, dropout, relu=True))
+            self.attn_dyn = MultiHeadAttention(dim, num_heads, dropout)  # dynamics -> text
 
-    def forward(self, x: Tensor, text: Tensor, text_bias: Tensor) -> Tensor:
-        """x [B, L, D] (video + positions), text [B, M, D], text_bias [B, 1, 1, M] -> [B, L, D]."""
-        h = self.num_heads
-        k = split_heads(self.k_text(text), h)  # [B, H, M, Dh]
-        v = split_heads(self.v_text(text), h)
-        q_v = self.q_video(x)  # [B, L, D]
+    def forward(self, video: Tensor, pos: Tensor, start: Tensor | None, text: Tensor,
+                text_bias: Tensor) -> Tensor:
+        """video, pos [B, L, D]; start [D] (None without TDEM); text [B, M, D];
+        text_bias [B, 1, 1, M] -> s [B, L, D]."""
+        x = video + pos
+        a_v = self.dropout(self.attn(x, text, text, text_bias))
         if not self.use_tdem:
-            return self.out_video(merge_heads(attention(split_heads(q_v, h), k, v, text_bias)))
-        q_t = self.q_dyn(temporal_differences(x, self.start_token))  # [B, L, D]
-        # Both query sets against one K/V: one attention call over 2L query rows.
-        q = split_heads(torch.cat((q_v, q_t), dim=1), h)  # [B, H, 2L, Dh]
-        a = merge_heads(attention(q, k, v, text_bias))  # [B, 2L, D]
-        n = x.shape[1]
-        # Slices, not split(L)/chunk: those guard on 2L // L and pin L to the traced length in export.
-        a_v, a_t = a[:, :n], a[:, n:]  # [B, L, D] each
-        return self.beta * self.out_video(a_v) + (1.0 - self.beta) * self.out_dyn(a_t)
+            return video + a_v
+        flow = self.flow_proj(temporal_differences(x, start))  # [B, L, D]
+        a_t = self.attn_dyn(flow, text, text, text_bias)
+        return self.beta * video + (1.0 - self.beta) * a_t + a_v
 
-    def weights(self) -> "TDWeights":
-        """This layer's parameters as a flat record (for the reference and the kernels)."""
-        g = lambda m: (m.weight, m.bias)  # noqa: E731
-        dyn = (*g(self.q_dyn), self.start_token, *g(self.out_dyn)) if self.use_tdem else (None,) * 5
-        return TDWeights(*g(self.q_video), *g(self.k_text), *g(self.v_text), *g(self.out_video), *dyn)
+    def weights(self, start: Tensor | None) -> "TDWeights":
+        """This layer's parameters (and the model's shared start token) as a flat record."""
+        def mha(m: MultiHeadAttention) -> tuple[Tensor, ...]:
+            return tuple(t for lin in (m.q_proj, m.k_proj, m.v_proj, m.out_proj)
+                         for t in (lin.weight, lin.bias))
+
+        if not self.use_tdem:
+            return TDWeights(*mha(self.attn))
+        flow = tuple(t for unit in self.flow_proj
+                     for t in (unit.norm.weight, unit.norm.bias, unit.linear.weight, unit.linear.bias))
+        return TDWeights(*mha(self.attn), *mha(self.attn_dyn), *flow, start)
 
 
 @dataclass
 class TDWeights:
-    """nn.Linear layout: weight [out, in], bias [out]. Dynamics fields are None without TDEM."""
+    """nn.Linear layout: weight [out, in], bias [out]. ``*_t`` / flow / start are None without TDEM.
+
+    ``v`` = video -> text attention, ``t`` = dynamics -> text attention; ``f1`` / ``f2`` the two
+    flow-projection units (LayerNorm ``ln*``, Linear ``w*``/``b*``).
+    """
 
     wq_v: Tensor
     bq_v: Tensor
-    wk: Tensor
-    bk: Tensor
-    wv: Tensor
-    bv: Tensor
+    wk_v: Tensor
+    bk_v: Tensor
+    wv_v: Tensor
+    bv_v: Tensor
     wo_v: Tensor
     bo_v: Tensor
     wq_t: Tensor | None = None
     bq_t: Tensor | None = None
-    start: Tensor | None = None
+    wk_t: Tensor | None = None
+    bk_t: Tensor | None = None
+    wv_t: Tensor | None = None
+    bv_t: Tensor | None = None
     wo_t: Tensor | None = None
     bo_t: Tensor | None = None
+    ln1_w: Tensor | None = None
+    ln1_b: Tensor | None = None
+    w_f1: Tensor | None = None
+    b_f1: Tensor | None = None
+    ln2_w: Tensor | None = None
+    ln2_b: Tensor | None = None
+    w_f2: Tensor | None = None
+    b_f2: Tensor | None = None
+    start: Tensor | None = None
+
+    def to(self, dtype: torch.dtype) -> "TDWeights":
+        return TDWeights(*(None if (t := getattr(self, f.name)) is None else t.detach().to(dtype)
+                           for f in fields(self)))
 
 
-def td_cross_attention_reference(x: Tensor, text: Tensor, text_mask: Tensor, w: TDWeights,
-                                 num_heads: int, beta: float) -> Tensor:
-    """Plain-PyTorch oracle of ``TDCrossAttention.forward``.
+def td_interaction_reference(video: Tensor, pos: Tensor, text: Tensor, text_mask: Tensor,
+                             w: TDWeights, num_heads: int, beta: float) -> Tensor:
+    """Plain-PyTorch float64 oracle of ``TDCrossAttention.forward`` (eval mode).
 
-    x [B, L, D], text [B, M, D], text_mask [B, M] bool (True = real) -> [B, L, D].
-    Computes in float64 internally for a tight oracle, returns x's dtype.
+    video, pos [B, L, D], text [B, M, D], text_mask [B, M] bool (True = real) -> s [B, L, D]
+    in video's dtype.
     """
-    out_dtype = x.dtype
-    x, text = x.double(), text.double()
-    w = TDWeights(*(None if t is None else t.double() for t in vars(w).values()))
-    b, n, d = x.shape
+    out_dtype = video.dtype
+    video, pos, text = video.double(), pos.double(), text.double()
+    w = w.to(torch.float64)
+    b, n, d = video.shape
     dh = d // num_heads
 
     def heads(t: Tensor) -> Tensor:  # [B, S, D] -> [B, H, S, Dh]
         return t.reshape(b, t.shape[1], num_heads, dh).permute(0, 2, 1, 3)
 
-    def attend(q: Tensor) -> Tensor:  # [B, L, D] -> [B, L, D]
-        k, v = heads(text @ w.wk.T + w.bk), heads(text @ w.wv.T + w.bv)
-        scores = heads(q) @ k.transpose(-1, -2) / dh**0.5  # [B, H, L, M]
-        scores = scores + (~text_mask.bool())[:, None, None, :].double() * -1e4
+    def attend(q_in: Tensor, wq, bq, wk, bk, wv, bv, wo, bo) -> Tensor:  # [B, L, D] -> [B, L, D]
+        q, k, v = heads(q_in @ wq.T + bq), heads(text @ wk.T + bk), heads(text @ wv.T + bv)
+        scores = q @ k.transpose(-1, -2) / dh**0.5  # [B, H, L, M]
+        scores = scores.masked_fill(~text_mask.bool()[:, None, None, :], float("-inf"))
         p = torch.softmax(scores, dim=-1)
-        return (p @ v).permute(0, 2, 1, 3).reshape(b, n, d)
+        return (p @ v).permute(0, 2, 1, 3).reshape(b, n, d) @ wo.T + bo
 
-    out_v = attend(x @ w.wq_v.T + w.bq_v) @ w.wo_v.T + w.bo_v
+    def unit(t: Tensor, g, beta_ln, wl, bl) -> Tensor:  # LayerNorm -> Linear -> ReLU
+        t = torch.nn.functional.layer_norm(t, (d,), g, beta_ln)
+        return torch.relu(t @ wl.T + bl)
+
+    x = video + pos
+    a_v = attend(x, w.wq_v, w.bq_v, w.wk_v, w.bk_v, w.wv_v, w.bv_v, w.wo_v, w.bo_v)
     if w.wq_t is None:
-        return out_v.to(out_dtype)
-    start = w.start.expand(b, 1, d)
-    t = x - torch.cat((start, x[:, :-1]), dim=1)  # Eq. 3
-    out_t = attend(t @ w.wq_t.T + w.bq_t) @ w.wo_t.T + w.bo_t
-    return (beta * out_v + (1 - beta) * out_t).to(out_dtype)
+        return (video + a_v).to(out_dtype)
+    t = x - torch.cat((w.start.expand(b, 1, d), x[:, :-1]), dim=1)  # Eq. 3
+    flow = unit(unit(t, w.ln1_w, w.ln1_b, w.w_f1, w.b_f1), w.ln2_w, w.ln2_b, w.w_f2, w.b_f2)
+    a_t = attend(flow, w.wq_t, w.bq_t, w.wk_t, w.bk_t, w.wv_t, w.bv_t, w.wo_t, w.bo_t)
+    return (beta * video + (1 - beta) * a_t + a_v).to(out_dtype)
 
 
 class TDInteractionLayer(nn.Module):
-    """One TD layer: TD cross-attention, then residual + FFN (post-norm, as QD-DETR's T2V layer)."""
+    """One T2V / TD layer: ``TDCrossAttention``, then ``norm2(s + FFN(norm1(s)))`` (official)."""
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float,
                  use_tdem: bool, beta: float) -> None:
         super().__init__()
-        self.cross = TDCrossAttention(dim, num_heads, use_tdem, beta)
+        self.cross = TDCrossAttention(dim, num_heads, dropout, use_tdem, beta)
+        self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(ffn_dim, dim))
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
 
-    def forward(self, video: Tensor, pos: Tensor, text: Tensor, text_bias: Tensor) -> Tensor:
-        """video [B, L, D], pos [B, L, D], text [B, M, D], text_bias [B, 1, 1, M] -> [B, L, D]."""
-        h = self.norm1(video + self.dropout1(self.cross(video + pos, text, text_bias)))
-        return self.norm2(h + self.dropout2(self.ffn(h)))
+    def forward(self, video: Tensor, pos: Tensor, start: Tensor | None, text: Tensor,
+                text_bias: Tensor) -> Tensor:
+        """video, pos [B, L, D], start [D] or None, text [B, M, D], text_bias [B, 1, 1, M]
+        -> [B, L, D]."""
+        s = self.cross(video, pos, start, text, text_bias)
+        return self.norm2(s + self.dropout(self.ffn(self.norm1(s))))
 
 
-__all__ = ["TDCrossAttention", "TDInteractionLayer", "TDWeights", "mask_to_bias",
-           "td_cross_attention_reference", "temporal_differences"]
+__all__ = ["TDCrossAttention", "TDInteractionLayer", "TDWeights", "td_interaction_reference",
+           "temporal_differences"]

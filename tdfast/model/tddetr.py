@@ -1,4 +1,4 @@
-"""TD-DETR on the QD-DETR base: the network (paper Sec. 3.2-3.3, supp. Sec. 6)."""
+"""TD-DETR on the QD-DETR base: the official code's network (paper Sec. 3.2-3.3, supp. Sec. 6)."""
 from __future__ import annotations
 
 import math
@@ -11,11 +11,11 @@ from tdfast.model.attention import mask_to_bias
 from tdfast.model.config import TDDETRConfig
 from tdfast.model.layers import MLP, input_projection, inverse_sigmoid, sine_positions, temporal_endpoints
 from tdfast.model.td_interaction import TDInteractionLayer
-from tdfast.model.transformer import DecoderLayer, EncoderLayer
+from tdfast.model.transformer import Decoder, EncoderLayer
 
 
 class TDDETR(nn.Module):
-    """Video moment retrieval + highlight detection.
+    """Video moment retrieval + highlight detection: the official TD-DETR network (QD-DETR base).
 
     ``forward(video, video_mask, query, query_mask)``:
       video [B, L, video_dim] float (features as in the files, without TEF),
@@ -27,7 +27,9 @@ class TDDETR(nn.Module):
       and, in training mode with ``aux_loss``, ``aux_outputs``: one dict of spans/logits per
       earlier decoder layer.
     Inputs are not validated here (that would sync a GPU); ``tdfast.model.inputs.check_inputs``
-    does it at the API and export boundaries.
+    does it at the API and export boundaries. Masks are applied per sample, so a sample's
+    outputs never depend on its batch mates (the official code's T2V mask tiling leaks padding
+    across a batch; tdfast equals the official code run one sample at a time).
     """
 
     def __init__(self, config: TDDETRConfig) -> None:
@@ -37,39 +39,37 @@ class TDDETR(nn.Module):
         d = c.hidden_dim
         self.video_proj = input_projection(c.model_video_dim, d, c.num_input_proj, c.input_dropout)
         self.text_proj = input_projection(c.text_dim, d, c.num_input_proj, c.input_dropout)
+        # TDEM start token st (Eq. 2): one for all TD layers, as in the official code.
+        self.start_token = nn.Parameter(torch.randn(d)) if c.use_tdem else None
         self.td_layers = nn.ModuleList(
             TDInteractionLayer(d, c.num_heads, c.ffn_dim, c.dropout, c.use_tdem, c.beta)
             for _ in range(c.num_td_layers))
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(d, c.num_heads, c.ffn_dim, c.dropout) for _ in range(c.num_encoder_layers))
-        self.decoder_layers = nn.ModuleList(
-            DecoderLayer(d, c.num_heads, c.ffn_dim, c.dropout) for _ in range(c.num_decoder_layers))
-        self.decoder_norm = nn.LayerNorm(d)
+        self.decoder = Decoder(d, c.num_heads, c.ffn_dim, c.dropout, c.num_decoder_layers)
         # Saliency token (QD-DETR's global representation) and its position.
-        self.saliency_token = nn.Parameter(torch.randn(d) * 0.02)
-        self.saliency_pos = nn.Parameter(torch.randn(d) * 0.02)
+        self.saliency_token = nn.Parameter(torch.randn(d))
+        self.saliency_pos = nn.Parameter(torch.randn(d))
         self.saliency_proj_clip = nn.Linear(d, d)
         self.saliency_proj_token = nn.Linear(d, d)
-        # Moment queries: content position embeddings + learnable reference spans.
-        self.query_pos = nn.Parameter(torch.randn(c.num_queries, d) * 0.02)
-        self.reference_spans = nn.Parameter(_initial_reference_spans(c.num_queries))
+        # Moment queries: learnable (center, width) anchors before the sigmoid.
+        self.anchors = nn.Parameter(torch.randn(c.num_queries, 2))
         self.span_head = MLP(d, d, 2, num_layers=3)
         self.class_head = nn.Linear(d, 2)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
-        # Xavier init of every weight matrix (paper Sec. 4.1); the last span layer starts at 0
-        # so initial predictions are the reference spans.
-        for name, p in self.named_parameters():
-            if p.dim() > 1 and name not in ("query_pos", "reference_spans"):
-                nn.init.xavier_uniform_(p)
-        nn.init.zeros_(self.span_head.layers[-1].weight)
-        nn.init.zeros_(self.span_head.layers[-1].bias)
+        # As the official code: Xavier for every weight matrix inside the transformer (TD
+        # layers, encoder, decoder); the projections and heads keep PyTorch's defaults.
+        for part in (self.td_layers, self.encoder_layers, self.decoder):
+            for p in part.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
 
     # ------------------------------------------------------------------ encode
     def encode(self, video: Tensor, video_mask: Tensor, query: Tensor, query_mask: Tensor
                ) -> tuple[Tensor, Tensor, Tensor]:
-        """Projections, TD interaction and encoder.
+        """Projections, TD layers and encoder.
 
         Returns memory [B, 1+L, D] (saliency token first), positions [B, 1+L, D] and the
         additive key bias [B, 1, 1, 1+L].
@@ -82,7 +82,7 @@ class TDDETR(nn.Module):
         pos = sine_positions(video_mask, v.shape[-1]).to(v.dtype)  # [B, L, D]
         text_bias = mask_to_bias(query_mask, v.dtype)  # [B, 1, 1, M]
         for layer in self.td_layers:
-            v = layer(v, pos, t, text_bias)
+            v = layer(v, pos, self.start_token, t, text_bias)
         b = v.shape[0]
         x = torch.cat((self.saliency_token.to(v.dtype).expand(b, 1, -1), v), dim=1)  # [B, 1+L, D]
         pos = torch.cat((self.saliency_pos.to(v.dtype).expand(b, 1, -1), pos), dim=1)
@@ -101,20 +101,11 @@ class TDDETR(nn.Module):
     # ------------------------------------------------------------------ decode
     def decode(self, memory: Tensor, pos: Tensor, bias: Tensor) -> list[dict[str, Tensor]]:
         """Moment queries over the video memory (saliency token excluded); one dict per layer."""
-        mem, mem_pos, mem_bias = memory[:, 1:], pos[:, 1:], bias[..., 1:]
-        b = memory.shape[0]
-        query_pos = self.query_pos.to(memory.dtype).expand(b, -1, -1)  # [B, N, D]
-        tgt = torch.zeros_like(query_pos)
-        reference = inverse_sigmoid(self.reference_spans).to(memory.dtype)  # [N, 2]
-        outputs = []
-        for layer in self.decoder_layers:
-            tgt = layer(tgt, query_pos, mem, mem_pos, mem_bias)
-            hs = self.decoder_norm(tgt)
-            outputs.append({
-                "pred_spans": torch.sigmoid(self.span_head(hs) + reference),  # [B, N, 2] cxw
-                "pred_logits": self.class_head(hs),  # [B, N, 2]
-            })
-        return outputs
+        hidden, anchors = self.decoder(self.anchors, memory[:, 1:], pos[:, 1:], bias[..., 1:])
+        return [{
+            "pred_spans": (self.span_head(h) + inverse_sigmoid(a)).sigmoid(),  # [B, N, 2] cxw
+            "pred_logits": self.class_head(h),  # [B, N, 2]
+        } for h, a in zip(hidden, anchors)]
 
     def forward(self, video: Tensor, video_mask: Tensor, query: Tensor, query_mask: Tensor
                 ) -> dict[str, Tensor]:
@@ -139,9 +130,3 @@ class TDDETR(nn.Module):
 
         return load_checkpoint(directory, device)
 
-
-def _initial_reference_spans(n: int) -> Tensor:
-    """n spans spread over the video: centers on a grid, widths cycling short -> long. [n, 2]."""
-    centers = (torch.arange(n, dtype=torch.float32) + 0.5) / n
-    widths = torch.tensor([0.1, 0.25, 0.5], dtype=torch.float32).repeat(n)[:n]
-    return torch.stack((centers, widths), dim=-1)
