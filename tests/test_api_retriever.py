@@ -21,7 +21,7 @@ def make_model(seed: int = 0) -> TDDETR:
     # Non-zero last span layer: spans then depend on the input (a fresh model's don't);
     # a wider class head separates the scores, so rankings are not decided by round-off.
     torch.nn.init.normal_(model.span_head.layers[-1].weight, std=0.5)
-    torch.nn.init.normal_(model.class_head.weight, std=1.0)
+    torch.nn.init.normal_(model.class_head.weight, std=0.2)
     return model
 
 
@@ -82,7 +82,8 @@ def test_mixed_numpy_torch_and_strided_inputs(model):
 
 
 def test_predict_equals_postprocess_of_the_model(model):
-    videos, queries = pairs(2)
+    # No 1-clip video here: all its moment queries tie on score, and ties rank by round-off.
+    videos, queries = pairs(2, video_lens=VIDEO_LENS[:-1] + (4,))
     durations = [float(v.shape[0]) * 3.0 for v in videos]  # not L * clip_len: 3 s per clip
     preds = Retriever(model, batch_size=4).predict(videos, queries, top_k=3, durations=durations)
     for v, q, d, p in zip(videos, queries, durations, preds):

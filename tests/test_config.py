@@ -3,15 +3,22 @@ import pytest
 from tdfast import InputError, TDDETRConfig
 
 
-def test_presets_follow_the_paper():
+def test_presets_follow_the_official_scripts():
+    # td_detr/scripts/train.sh (QVHighlights): --enc_layers 4 --dec_layers 4 --lr_drop 80,
+    # config.py defaults alpha = beta = 0.7, L1 1 / gIoU 10; QD-DETR's opt.json: 2/2/2, L1 10 /
+    # gIoU 1, lr_drop 400; the Charades script: 3/3/3, lr 2e-4, lw_saliency 4, 1-s clips.
     q = TDDETRConfig.from_name("qvhighlights")
     assert (q.video_dim, q.model_video_dim, q.text_dim, q.hidden_dim, q.num_heads) == (2816, 2818, 512, 256, 8)
-    assert (q.num_td_layers, q.num_encoder_layers, q.num_decoder_layers, q.num_queries) == (2, 2, 2, 10)
-    assert (q.max_video_len, q.max_query_len, q.clip_len, q.lr, q.alpha, q.beta) == (75, 32, 2.0, 1e-4, 0.5, 0.5)
-    assert (q.dropout, q.input_dropout) == (0.1, 0.5)
+    assert (q.num_td_layers, q.num_encoder_layers, q.num_decoder_layers, q.num_queries) == (4, 4, 4, 10)
+    assert (q.max_video_len, q.max_query_len, q.clip_len, q.lr, q.alpha, q.beta) == (75, 32, 2.0, 1e-4, 0.7, 0.7)
+    assert (q.dropout, q.input_dropout, q.lr_drop, q.w_span_l1, q.w_span_giou) == (0.1, 0.5, 80, 1.0, 10.0)
+    assert q.use_tdem and q.use_vsdc
+    d = TDDETRConfig.from_name("qd-detr")
+    assert (d.num_td_layers, d.num_encoder_layers, d.num_decoder_layers, d.lr_drop) == (2, 2, 2, 400)
+    assert (d.use_tdem, d.use_vsdc, d.w_span_l1, d.w_span_giou) == (False, False, 10.0, 1.0)
     c = TDDETRConfig.from_name("charades")
     assert (c.num_td_layers, c.num_encoder_layers, c.num_decoder_layers) == (3, 3, 3)
-    assert (c.lr, c.clip_len, c.lr_drop, c.num_queries, c.hidden_dim) == (2e-4, 1.0, 30, 10, 256)
+    assert (c.lr, c.clip_len, c.num_queries, c.hidden_dim, c.w_negative) == (2e-4, 1.0, 10, 256, 4.0)
     t = TDDETRConfig.from_name("tiny")
     assert (t.video_dim, t.text_dim, t.hidden_dim) == (64, 32, 32)
 

@@ -25,23 +25,23 @@ SWITCHES = ("use_vsdc", "use_tdem", "alpha", "beta")
 
 def test_plan_rows_paper_rows_and_sweeps():
     base = TDDETRConfig.from_name("tiny")
-    rows = plan_rows(["a", "b", "c", "d", "untrained"], [0.1, 0.5], [1.0], base=base)
-    assert [r.name for r in rows] == ["a", "b", "c", "d", "untrained", "alpha=0.1", "alpha=0.5", "beta=1"]
+    rows = plan_rows(["a", "b", "c", "d", "untrained"], [0.1, 0.7], [1.0], base=base)
+    assert [r.name for r in rows] == ["a", "b", "c", "d", "untrained", "alpha=0.1", "alpha=0.7", "beta=1"]
     got = {r.name: {k: ablation.resolve(base, r).to_dict()[k] for k in SWITCHES} for r in rows}
     assert got == {
-        "a": {"use_vsdc": False, "use_tdem": False, "alpha": 0.5, "beta": 0.5},
-        "b": {"use_vsdc": True, "use_tdem": False, "alpha": 0.5, "beta": 0.5},
-        "c": {"use_vsdc": False, "use_tdem": True, "alpha": 0.5, "beta": 0.5},
-        "d": {"use_vsdc": True, "use_tdem": True, "alpha": 0.5, "beta": 0.5},
-        "untrained": {"use_vsdc": False, "use_tdem": False, "alpha": 0.5, "beta": 0.5},
-        "alpha=0.1": {"use_vsdc": True, "use_tdem": True, "alpha": 0.1, "beta": 0.5},
-        "alpha=0.5": {"use_vsdc": True, "use_tdem": True, "alpha": 0.5, "beta": 0.5},
-        "beta=1": {"use_vsdc": True, "use_tdem": True, "alpha": 0.5, "beta": 1.0},
+        "a": {"use_vsdc": False, "use_tdem": False, "alpha": 0.7, "beta": 0.7},
+        "b": {"use_vsdc": True, "use_tdem": False, "alpha": 0.7, "beta": 0.7},
+        "c": {"use_vsdc": False, "use_tdem": True, "alpha": 0.7, "beta": 0.7},
+        "d": {"use_vsdc": True, "use_tdem": True, "alpha": 0.7, "beta": 0.7},
+        "untrained": {"use_vsdc": False, "use_tdem": False, "alpha": 0.7, "beta": 0.7},
+        "alpha=0.1": {"use_vsdc": True, "use_tdem": True, "alpha": 0.1, "beta": 0.7},
+        "alpha=0.7": {"use_vsdc": True, "use_tdem": True, "alpha": 0.7, "beta": 0.7},
+        "beta=1": {"use_vsdc": True, "use_tdem": True, "alpha": 0.7, "beta": 1.0},
     }
     same = {r.name: r.same_as for r in rows}
-    # alpha=0.5 is row d's config; the untrained control differs from row a (it doesn't train)
+    # alpha=0.7 is row d's config (the official default); the untrained control differs from row a (it doesn't train)
     assert same == {"a": None, "b": None, "c": None, "d": None, "untrained": None, "alpha=0.1": None,
-                    "alpha=0.5": "d", "beta=1": None}
+                    "alpha=0.7": "d", "beta=1": None}
     assert [r.train for r in rows].count(False) == 1
     assert PAPER_ALPHAS == (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 
@@ -98,22 +98,22 @@ def test_runner_trains_every_row_with_its_config_and_resumes(tiny_data, monkeypa
     out = root / "out"
     args = ["ablate", "--train", str(ds.train), "--val", str(ds.val), "--test", str(ds.test),
             "--video-feats", str(ds.video_dirs[0]), "--text-feats", str(ds.text_dir), "--out", str(out),
-            "--preset", "tiny", "--set", "batch_size=4", "--epochs", "1", "--alphas", "0.5",
+            "--preset", "tiny", "--set", "batch_size=4", "--epochs", "1", "--alphas", "0.7",
             "--betas", "1.0", "--no-progress"]
     assert cli_main(args) == 0
     record = json.loads((out / "ablation.json").read_text())
-    names = ["a", "b", "c", "d", "untrained", "alpha=0.5", "beta=1"]
+    names = ["a", "b", "c", "d", "untrained", "alpha=0.7", "beta=1"]
     assert [r["row"] for r in record["table"]] == names
-    expected = {"a": (False, False, 0.5, 0.5), "b": (True, False, 0.5, 0.5), "c": (False, True, 0.5, 0.5),
-                "d": (True, True, 0.5, 0.5), "untrained": (False, False, 0.5, 0.5),
-                "beta=1": (True, True, 0.5, 1.0)}
+    expected = {"a": (False, False, 0.7, 0.7), "b": (True, False, 0.7, 0.7), "c": (False, True, 0.7, 0.7),
+                "d": (True, True, 0.7, 0.7), "untrained": (False, False, 0.7, 0.7),
+                "beta=1": (True, True, 0.7, 1.0)}
     for name, switches in expected.items():
         config = json.loads((out / "runs" / name / "seed0" / "config.json").read_text())
         assert tuple(config[k] for k in SWITCHES) == switches, name
         assert config["batch_size"] == 4
-    assert not (out / "runs" / "alpha=0.5").exists()  # row d's run is reused
+    assert not (out / "runs" / "alpha=0.7").exists()  # row d's run is reused
     by_row = {r["row"]: r for r in record["results"]}
-    assert by_row["alpha=0.5"]["analysis"] == by_row["d"]["analysis"] and by_row["alpha=0.5"]["same_as"] == "d"
+    assert by_row["alpha=0.7"]["analysis"] == by_row["d"]["analysis"] and by_row["alpha=0.7"]["same_as"] == "d"
     assert by_row["untrained"]["train"]["steps"] == 0 and by_row["a"]["train"]["steps"] == 1
     assert set(by_row["a"]["analysis"]) == {"val", "test"}
     assert record["machine"]["cores"] >= 1 and "cpu_model" in record["machine"]

@@ -131,9 +131,9 @@ def test_qvh_ablate_recipe_plans_every_paper_run_on_the_standin(tmp_path, monkey
     monkeypatch.setattr(ablation, "run_one", stub)
     env = {"QVH": str(data), "RUNS": str(tmp_path / "runs")}
     run_recipe(QVH_ABLATE_RECIPE, env, log=lambda line: None)
-    # 17 rows; alpha=0.5 and beta=0.5 are row d (the preset's 0.5), so 15 distinct x 3 seeds
+    # 17 rows; alpha=0.7 and beta=0.7 are row d (the preset's official 0.7), so 15 distinct x 3 seeds
     assert len(jobs) == 45 and sorted({j.seed for j in jobs}) == [0, 1, 2]
-    assert {j.row.name for j in jobs} == set(order) - {"alpha=0.5", "beta=0.5"}
+    assert {j.row.name for j in jobs} == set(order) - {"alpha=0.7", "beta=0.7"}
     preset = TDDETRConfig.from_name("qvhighlights", early_stop_patience=0).to_dict()
     for j in jobs:
         assert j.epochs == 220 and j.config == {**preset, **j.row.overrides}, j.row.name
@@ -145,10 +145,10 @@ def test_qvh_ablate_recipe_plans_every_paper_run_on_the_standin(tmp_path, monkey
     record = json.loads((tmp_path / "runs" / "ablation_qvh" / "ablation.json").read_text())
     table = {r["row"]: r for r in record["table"]}
     assert [r["row"] for r in record["table"]] == order
-    assert table["alpha=0.5"]["same_as"] == "d" and table["beta=0.5"]["same_as"] == "d"
+    assert table["alpha=0.7"]["same_as"] == "d" and table["beta=0.7"]["same_as"] == "d"
     val = table["beta=1"]["metrics"]["val"]
     assert val["normal"]["MR-full-mAP"] == {"mean": 26.0, "std": 10.0, "n": 3, "values": [16.0, 26.0, 36.0]}
     assert val["masked"]["MR-full-R1@0.3"]["mean"] == 13.0
-    assert table["alpha=0.5"]["metrics"] == table["d"]["metrics"]  # reuses row d's runs
+    assert table["alpha=0.7"]["metrics"] == table["d"]["metrics"]  # reuses row d's runs
     assert "| beta=1 (VSDC on, TDEM on) | 3 | 26.00 ± 10.00 |" in \
         (tmp_path / "runs" / "ablation_qvh" / "ablation.md").read_text()

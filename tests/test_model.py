@@ -5,7 +5,7 @@ import torch
 from tdfast import TDDETR, TDDETRConfig
 from tdfast.model.attention import MASK_BIAS, mask_to_bias
 from tdfast.model.layers import temporal_endpoints
-from tdfast.model.td_interaction import TDCrossAttention, td_cross_attention_reference, temporal_differences
+from tdfast.model.td_interaction import TDCrossAttention, td_interaction_reference, temporal_differences
 
 from conftest import random_batch
 
@@ -33,7 +33,6 @@ def test_output_shapes_and_ranges():
 def test_padding_does_not_change_valid_outputs(use_tdem):
     c = tiny(use_tdem=use_tdem)
     model = TDDETR(c).eval()
-    torch.nn.init.normal_(model.span_head.layers[-1].weight, std=0.5)  # make spans input-dependent
     video, vmask, query, qmask = random_batch(c, 1, 12, 5, ragged=False)
     base = model(video, vmask, query, qmask)
     pv = torch.cat((video, torch.randn(1, 9, c.video_dim) * 100), 1)  # garbage in the padding
@@ -64,34 +63,64 @@ def test_temporal_endpoint_features_hand_case():
     assert TDDETR(tiny(use_tef=False)).video_proj[0].linear.in_features == tiny().video_dim
 
 
-@pytest.mark.parametrize("use_tdem, beta", [(True, 0.5), (True, 0.0), (True, 1.0), (False, 0.5)])
+@pytest.mark.parametrize("use_tdem, beta", [(True, 0.7), (True, 0.0), (True, 1.0), (False, 0.7)])
 def test_td_cross_attention_equals_reference(use_tdem, beta):
     torch.manual_seed(1)
-    layer = TDCrossAttention(32, 4, use_tdem, beta)
-    x, text = torch.randn(3, 11, 32), torch.randn(3, 6, 32)
+    layer = TDCrossAttention(32, 4, 0.1, use_tdem, beta).eval()
+    for p in layer.parameters():  # LayerNorm affine and biases away from their 1 / 0 init
+        torch.nn.init.normal_(p, std=0.3)
+    start = torch.randn(32) if use_tdem else None
+    video, pos, text = torch.randn(3, 11, 32), torch.randn(3, 11, 32), torch.randn(3, 6, 32)
     mask = torch.ones(3, 6, dtype=torch.bool)
     mask[1, 2:] = False
     mask[2, 5:] = False
-    got = layer(x, text, mask_to_bias(mask, x.dtype))
-    want = td_cross_attention_reference(x, text, mask, layer.weights(), 4, beta)
+    got = layer(video, pos, start, text, mask_to_bias(mask, video.dtype))
+    want = td_interaction_reference(video, pos, text, mask, layer.weights(start), 4, beta)
     assert (got - want).abs().max() < 1e-5
+    # The residual merge: beta * V + (1 - beta) * A_t + A_v, so V's weight is exactly beta.
+    if use_tdem:
+        shifted = layer(video + 1.0, pos - 1.0, start, text, mask_to_bias(mask, video.dtype))
+        assert (shifted - got - beta).abs().max() < 1e-5
 
 
-def test_beta_one_makes_dynamics_branch_irrelevant():
+def test_beta_one_keeps_the_dynamics_branch_out_of_the_output_only_through_its_weight():
+    # beta = 1: s = V + 0 * A_t + A_v. The dynamics parameters get zero gradient, the
+    # video branch does not.
     c = tiny(beta=1.0)
     model = TDDETR(c).train()
     out = model(*random_batch(c, 2, 10, 4))
     (out["pred_spans"].sum() + out["saliency_scores"].sum() + out["pred_logits"].sum()).backward()
     cross = model.td_layers[0].cross
-    for p in (cross.q_dyn.weight, cross.q_dyn.bias, cross.start_token, cross.out_dyn.weight):
+    for p in (cross.attn_dyn.q_proj.weight, cross.attn_dyn.k_proj.weight, cross.flow_proj[0].linear.weight,
+              model.start_token):
         assert p.grad is not None and float(p.grad.abs().max()) == 0.0
-    assert float(cross.q_video.weight.grad.abs().max()) > 0.0
+    assert float(cross.attn.q_proj.weight.grad.abs().max()) > 0.0
 
 
 def test_without_tdem_the_layer_has_no_dynamics_parameters():
     names = {n for n, _ in TDDETR(tiny(use_tdem=False)).named_parameters()}
-    assert not any(("q_dyn" in n or "start_token" in n or "out_dyn" in n) for n in names)
-    assert any("q_dyn" in n for n, _ in TDDETR(tiny()).named_parameters())
+    assert not any(("attn_dyn" in n or "start_token" in n or "flow_proj" in n) for n in names)
+    tdem = {n for n, _ in TDDETR(tiny()).named_parameters()}
+    assert {"start_token", "td_layers.0.cross.attn_dyn.k_proj.weight",
+            "td_layers.0.cross.flow_proj.1.linear.weight"} <= tdem
+
+
+def test_decoder_first_layer_alone_has_the_query_position_projection():
+    model = TDDETR(tiny(num_decoder_layers=3))
+    assert [layer.ca_q_pos is not None for layer in model.decoder.layers] == [True, False, False]
+
+
+def test_each_layer_predicts_from_the_anchor_it_was_given():
+    # Layer 0's spans are sigmoid(span_head(h0) + logit(sigmoid(anchors))): with the span
+    # head zeroed they are the anchors themselves; later layers use refined anchors.
+    c = tiny(num_decoder_layers=3)
+    model = TDDETR(c).train()
+    torch.nn.init.zeros_(model.span_head.layers[-1].weight)
+    torch.nn.init.zeros_(model.span_head.layers[-1].bias)
+    out = model(*random_batch(c, 2, 10, 4))
+    first = out["aux_outputs"][0]["pred_spans"]
+    assert (first - model.anchors.sigmoid().expand_as(first)).abs().max() < 1e-6
+    assert (out["pred_spans"] - first).abs().max() > 1e-3  # refined by bbox_embed
 
 
 def test_mask_bias_is_finite():
