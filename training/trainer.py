@@ -109,7 +109,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-            self.net = DistributedDataParallel(self.net, device_ids=ids)
+            # With one decoder layer the anchor refinement (decoder.bbox_embed) feeds no
+            # output: DDP must be told some parameters get no gradient.
+            self.net = DistributedDataParallel(self.net, device_ids=ids,
+                                               find_unused_parameters=config.num_decoder_layers == 1)
         self.criterion = Criterion(config)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         # 10x drop every lr_drop epochs (the paper's Charades recipe); lr_drop <= 0: never
