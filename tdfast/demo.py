@@ -1,4 +1,4 @@
-"""``tdfast demo``: the whole life of a model on an embedded synthetic dataset, in about a minute on 2 CPU cores.
+"""``tdfast demo``: the whole life of a model on an embedded synthetic dataset, in one to two and a half minutes on 2 CPU cores.
 
 Steps (each prints what it did): make a synthetic dataset in the QVHighlights formats
 (``tdfast.data.synthetic``), train the tiny preset on it and score the model before and

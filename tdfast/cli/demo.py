@@ -13,7 +13,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="make a synthetic dataset, train, export, retrieve, time (about a minute on 2 CPU cores)",
+        "demo", help="make a synthetic dataset, train, export, retrieve, time (1-2.5 minutes on 2 CPU cores)",
         description="The main job end to end on an embedded synthetic dataset: train the tiny preset, "
                     "show val metrics before/after, export to ONNX (verified), retrieve a batch of "
                     "test queries on each backend, score val predictions, print a latency table.")
