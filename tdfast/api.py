@@ -29,10 +29,11 @@ from torch import Tensor, nn
 from tdfast.api_inputs import (as_feature_list, check_counts, check_durations, check_flag,
                                check_iou, check_top_k)
 from tdfast.backends import OUTPUT_KEYS, make_runner
-from tdfast.batching import Chunk, length_buckets, pad_items, plan_chunks
+from tdfast.batching import Chunk, bucket_of, length_buckets, pad_items, plan_chunks
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.model.config import TDDETRConfig
 from tdfast.model.postprocess import Prediction, postprocess, select_moments
+from tdfast.model.tddetr import TDDETR
 from tdfast.windows import merge_windows, plan_windows
 
 VIDEO_BUCKET_STEP = 16  # clips; buckets 16, 32, 48, 64, 75 for the QVHighlights preset
@@ -182,6 +183,30 @@ class Retriever:
                 results.append(merge_windows(win, parts, per_clip[i], durations[i], top_k, nms_iou))
         return results
 
+    def predict_queries(self, video: Any, queries: Any, top_k: int = 5, nms_iou: float | None = None,
+                        duration: float | None = None) -> list[Prediction]:
+        """Many queries against one video (encode once, retrieve many).
+
+        video [L, video_dim] (L <= max_video_len); queries as in ``predict``. The answers are
+        ``predict([video] * len(queries), queries, ...)``'s; with a PyTorch backend (eager,
+        triton) the video's TEF, input projection and positions run once for all queries
+        (everything after them depends on the query). Other backends run the pairs as given.
+        """
+        v = self._one_video(video)
+        q = self._queries("queries", queries)
+        return self._predict_shared(v, q, "video", top_k, nms_iou,
+                                    None if duration is None else [duration] * len(q))
+
+    def predict_videos(self, videos: Any, query: Any, top_k: int = 5, nms_iou: float | None = None,
+                       durations: Sequence[float] | None = None) -> list[Prediction]:
+        """One query against many videos (the corpus case): ``predict(videos, [query] * n)``'s
+        answers, with the query's input projection run once on a PyTorch backend."""
+        q = self._queries("query", [query])[0]
+        v = as_feature_list("videos", videos, self.config.video_dim)
+        for i, t in enumerate(v):
+            self._check_length(f"videos[{i}]", t)
+        return self._predict_shared(q, v, "query", top_k, nms_iou, durations)
+
     def raw_outputs(self, videos: Any, queries: Any) -> list[dict[str, np.ndarray]]:
         """The model's raw outputs per pair, unpadded, float32 numpy: ``pred_spans`` [Q, 2]
         (normalized cxw), ``pred_logits`` [Q, 2], ``saliency_scores`` [L_i]. No windows."""
@@ -213,14 +238,73 @@ class Retriever:
     # ------------------------------------------------------------------ internals
     def _inputs(self, videos: Any, queries: Any) -> tuple[list[Tensor], list[Tensor]]:
         v = as_feature_list("videos", videos, self.config.video_dim)
-        q = as_feature_list("queries", queries, self.config.text_dim)
+        q = self._queries("queries", queries)
         check_counts(v, q)
+        return v, q
+
+    def _queries(self, name: str, queries: Any) -> list[Tensor]:
+        q = as_feature_list(name, queries, self.config.text_dim)
         for i, t in enumerate(q):
             if t.shape[0] > self.config.max_query_len:
-                raise InputError(f"queries[{i}]: expected at most max_query_len="
+                raise InputError(f"{name}[{i}]: expected at most max_query_len="
                                  f"{self.config.max_query_len} tokens, got {t.shape[0]} (truncate it, "
                                  f"e.g. with Retriever.prepare_query)")
-        return v, q
+        return q
+
+    def _one_video(self, video: Any) -> Tensor:
+        if not isinstance(video, (np.ndarray, Tensor)) or np.ndim(video) != 2:
+            raise InputError(f"video: expected one 2-D (length, {self.config.video_dim}) array or tensor, "
+                             f"got {type(video).__name__} of shape {tuple(np.shape(video))}")
+        v = as_feature_list("video", [video], self.config.video_dim)[0]
+        self._check_length("video", v)
+        return v
+
+    def _check_length(self, name: str, video: Tensor) -> None:
+        if video.shape[0] > self.config.max_video_len:
+            raise InputError(f"{name}: expected at most max_video_len={self.config.max_video_len} clips, "
+                             f"got {video.shape[0]} (predict(..., sliding_window=True) handles long videos)")
+
+    def _predict_shared(self, shared: Tensor, others: list[Tensor], kind: str, top_k: int,
+                        nms_iou: float | None, durations: Sequence[float] | None) -> list[Prediction]:
+        """``kind`` "video": ``shared`` is the video [L, Dv], ``others`` the queries; "query": the
+        reverse. The shared item is projected once when the backend runs a TDDETR module."""
+        pairs = [(shared, o) if kind == "video" else (o, shared) for o in others]
+        videos, queries = [p[0] for p in pairs], [p[1] for p in pairs]
+        model = getattr(self.runner, "fn", None)
+        if not isinstance(model, TDDETR):  # compiled graphs and exported engines take raw inputs
+            return self.predict(videos, queries, top_k, nms_iou, durations)
+        top_k, nms_iou = check_top_k(top_k), check_iou("nms_iou", nms_iou)
+        lengths = [t.shape[0] for t in videos]
+        secs = check_durations(durations, lengths, self.config.clip_len)
+        dtype, dev = self.runner.input_dtype, self.device
+        buckets = self.query_buckets if kind == "video" else self.video_buckets
+        order = sorted(range(len(others)), key=lambda i: others[i].shape[0])
+        results: list[Prediction] = [None] * len(others)  # type: ignore[list-item]
+        with self._lock, torch.inference_mode():
+            x, x_mask = (t.to(dev) for t in pad_items([shared], shared.shape[0], 1, dtype, dev, pin=False))
+            if kind == "video":
+                proj = model.project_video(x, x_mask)  # ([1, L, D], [1, L, D])
+            else:
+                proj = (model.project_query(x),)  # ([1, M, D],)
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start: start + self.batch_size]
+                n = len(rows)
+                length = bucket_of(max(others[i].shape[0] for i in rows), buckets)
+                y, y_mask = pad_items([others[i] for i in rows], length, n, dtype, dev, pin=False)
+                same = [p.expand(n, -1, -1) for p in proj]
+                if kind == "video":
+                    out = model.forward_projected(*same, x_mask.expand(n, -1), model.project_query(y), y_mask)
+                    mask = x_mask.expand(n, -1)
+                else:
+                    out = model.forward_projected(*model.project_video(y, y_mask), y_mask, *same,
+                                                  x_mask.expand(n, -1))
+                    mask = y_mask
+                out = {k: out[k].float().cpu() for k in OUTPUT_KEYS}
+                preds = postprocess(out["pred_spans"], out["pred_logits"], out["saliency_scores"],
+                                    mask.cpu(), torch.tensor([secs[i] for i in rows]), top_k, nms_iou)
+                for i, p in zip(rows, preds):
+                    results[i] = p
+        return results
 
     def _jobs(self, videos: list[Tensor], queries: list[Tensor], sliding_window: bool,
               window_stride: int | None

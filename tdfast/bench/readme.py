@@ -97,7 +97,8 @@ def _generic(name: str, record: dict[str, Any]) -> list[str]:
 
 RENDERERS = {"predict": _predict, "kernels": _kernels}
 TITLES = {"predict": "End-to-end predict latency", "kernels": "Fused TD cross-attention kernel",
-          "train": "Training throughput", "export": "Export"}
+          "train": "Training throughput", "export": "Export",
+          "shared": "Encode once, retrieve many (Retriever.predict_queries / predict_videos)"}
 
 
 def render_table(records: Sequence[tuple[str, dict[str, Any]]], plots: Sequence[str] = ()) -> str:

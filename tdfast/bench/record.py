@@ -23,7 +23,7 @@ from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 
 SCHEMA_VERSION = 1
-KINDS = ("predict", "kernels", "export", "train")
+KINDS = ("predict", "kernels", "export", "train", "shared")
 MACHINE_KEYS = ("device", "device_type", "cpu_model", "cores", "versions", "git", "date", "loadavg")
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms")
 

@@ -67,6 +67,21 @@ class TDDETR(nn.Module):
                     nn.init.xavier_uniform_(p)
 
     # ------------------------------------------------------------------ encode
+    def project_video(self, video: Tensor, video_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The query-independent part: TEF, input projection, sine positions.
+
+        video [B, L, video_dim], video_mask [B, L] -> tokens V [B, L, D], positions [B, L, D].
+        """
+        video_mask = video_mask.bool()
+        if self.config.use_tef:
+            video = torch.cat((video, temporal_endpoints(video_mask).to(video.dtype)), dim=-1)
+        v = self.video_proj(video)  # [B, L, D]
+        return v, sine_positions(video_mask, v.shape[-1]).to(v.dtype)
+
+    def project_query(self, query: Tensor) -> Tensor:
+        """The video-independent part: query [B, M, text_dim] -> text tokens [B, M, D]."""
+        return self.text_proj(query)
+
     def encode(self, video: Tensor, video_mask: Tensor, query: Tensor, query_mask: Tensor
                ) -> tuple[Tensor, Tensor, Tensor]:
         """Projections, TD layers and encoder.
@@ -74,12 +89,14 @@ class TDDETR(nn.Module):
         Returns memory [B, 1+L, D] (saliency token first), positions [B, 1+L, D] and the
         additive key bias [B, 1, 1, 1+L].
         """
+        v, pos = self.project_video(video, video_mask)
+        return self.encode_projected(v, pos, video_mask, self.project_query(query), query_mask)
+
+    def encode_projected(self, v: Tensor, pos: Tensor, video_mask: Tensor, t: Tensor,
+                         query_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``encode`` from projected inputs: v, pos [B, L, D] (``project_video``), video_mask
+        [B, L], t [B, M, D] (``project_query``), query_mask [B, M]."""
         video_mask, query_mask = video_mask.bool(), query_mask.bool()
-        if self.config.use_tef:
-            video = torch.cat((video, temporal_endpoints(video_mask).to(video.dtype)), dim=-1)
-        v = self.video_proj(video)  # [B, L, D]
-        t = self.text_proj(query)  # [B, M, D]
-        pos = sine_positions(video_mask, v.shape[-1]).to(v.dtype)  # [B, L, D]
         text_bias = mask_to_bias(query_mask, v.dtype)  # [B, 1, 1, M]
         for layer in self.td_layers:
             v = layer(v, pos, self.start_token, t, text_bias)
@@ -109,7 +126,14 @@ class TDDETR(nn.Module):
 
     def forward(self, video: Tensor, video_mask: Tensor, query: Tensor, query_mask: Tensor
                 ) -> dict[str, Tensor]:
-        memory, pos, bias = self.encode(video, video_mask, query, query_mask)
+        v, pos = self.project_video(video, video_mask)
+        return self.forward_projected(v, pos, video_mask, self.project_query(query), query_mask)
+
+    def forward_projected(self, v: Tensor, pos: Tensor, video_mask: Tensor, t: Tensor,
+                          query_mask: Tensor) -> dict[str, Tensor]:
+        """``forward`` from projected inputs (see ``encode_projected``): lets one video's
+        projection serve many queries, or one query's many videos."""
+        memory, pos, bias = self.encode_projected(v, pos, video_mask, t, query_mask)
         layers = self.decode(memory, pos, bias)
         out: dict = {**layers[-1], "saliency_scores": self.saliency(memory)}
         if self.training and self.config.aux_loss:
