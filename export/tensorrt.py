@@ -24,7 +24,6 @@ from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, check_max_batch
 
-ENGINE_NAME = "model.engine"
 INSTALL_HINT = ("TensorRT is not installed: pip install tensorrt (NVIDIA's wheel, needs a CUDA GPU "
                 "and driver; see https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/"
                 "installing.html), or pip install 'tdfast[tensorrt]'")

@@ -123,9 +123,8 @@ class ArrayRunner:
     input_dtype = torch.float32
     max_batch: int | None = None
 
-    def __init__(self, name: str, run: Callable[..., dict[str, np.ndarray]], device: torch.device,
-                 static_shapes: bool) -> None:
-        self.name, self.run, self.device, self.static_shapes = name, run, device, static_shapes
+    def __init__(self, name: str, run: Callable[..., dict[str, np.ndarray]], static_shapes: bool) -> None:
+        self.name, self.run, self.static_shapes = name, run, static_shapes
 
     def __call__(self, video: Tensor, video_mask: Tensor, query: Tensor,
                  query_mask: Tensor) -> dict[str, Tensor]:
@@ -163,7 +162,7 @@ def _ort_factory(int8: bool) -> Callable[..., Runner]:
         threads = torch.get_num_threads() if device.type == "cpu" else None
         # Inputs are already validated by the Retriever; skip OrtRunner's second check.
         runner = OrtRunner(path, device=device.type, threads=threads, check=False)
-        return ArrayRunner(name, runner, device, static_shapes=False)
+        return ArrayRunner(name, runner, static_shapes=False)
 
     return make
 
@@ -182,7 +181,7 @@ def _tensorrt(model: nn.Module, device: torch.device, dtype: torch.dtype, ckpt: 
 
     precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
     engine = _artifact(model, ckpt, "tensorrt", precision=precision, max_batch=TRT_MAX_BATCH)
-    runner = ArrayRunner("tensorrt", TrtRunner(engine, check=False), device, static_shapes=True)
+    runner = ArrayRunner("tensorrt", TrtRunner(engine, check=False), static_shapes=True)
     runner.max_batch = TRT_MAX_BATCH  # the engine's profile ends there
     return runner
 

@@ -1,4 +1,4 @@
-"""Every backend that can run on this machine gives the eager answer (DESIGN.md tolerances:
+"""Every backend that can run on this machine gives the eager answer (the fp32 tolerance:
 fp32 max abs 1e-4 on spans/logits/saliency, same top-1 moment) on a ragged batch; the
 others refuse with BackendUnavailableError naming what is missing."""
 import kernels_support  # noqa: F401  (TRITON_INTERPRET=1 without CUDA, before the kernel import)

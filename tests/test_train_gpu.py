@@ -20,7 +20,7 @@ from tdfast.training import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-# relative tolerance of the first step's loss against CPU fp32 (DESIGN.md, "Tolerances")
+# relative tolerance of the first step's loss against CPU fp32 (the bf16/fp16 tolerance of the backends)
 FIRST_STEP_RTOL = {"fp32": 1e-4, "bf16": 1e-2, "fp16": 1e-2}
 
 

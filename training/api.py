@@ -31,7 +31,7 @@ def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.
           on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train TD-DETR and leave the best weights loadable by ``TDDETR.from_pretrained(out_dir)``.
 
-    Annotations in the QVHighlights jsonl format, features as in DESIGN.md. ``epochs``
+    Annotations in the QVHighlights jsonl format, features as in docs/data.md. ``epochs``
     overrides ``config.epochs``. ``val_ann`` None: no validation, the last epoch is kept.
     ``eval_before``: score the untrained model first (``TrainResult.initial_metrics``).
     ``resume``: a run directory (or its ``last/``) to continue exactly; ``out_dir`` may be

@@ -30,10 +30,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from tdfast.data.collate import BATCH_LISTS, BATCH_TENSORS
 from tdfast.errors import InputError
 
-GATHER_TENSORS = ("video", "video_mask", "query", "query_mask", "saliency", "gt_clip_mask")
-GATHER_OBJECTS = ("spans", "meta")
+GATHER_TENSORS, GATHER_OBJECTS = BATCH_TENSORS, BATCH_LISTS  # the collated batch is what is gathered
 
 
 @dataclass(frozen=True)

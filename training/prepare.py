@@ -11,14 +11,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tdfast.data.collate import BATCH_LISTS, BATCH_TENSORS
 from tdfast.model.config import TDDETRConfig
 from tdfast.training.saliency_pairs import sample_saliency_pairs
 from tdfast.training.vsdc import vsdc
 
 # Keys with one entry per row of a prepared batch (tensors: first dim; lists: items).
-ROW_TENSORS = ("video", "video_mask", "query", "query_mask", "saliency", "gt_clip_mask", "owner",
-               "sal_pos_idx", "sal_neg_idx", "sal_pair_valid", "neg_query", "neg_query_mask")
-ROW_LISTS = ("spans", "meta")
+ROW_TENSORS = (*BATCH_TENSORS, "owner", "sal_pos_idx", "sal_neg_idx", "sal_pair_valid", "neg_query",
+               "neg_query_mask")  # the collated batch's, then what prepare adds
+ROW_LISTS = BATCH_LISTS
 
 
 def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:

@@ -31,13 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tdfast", description="TD-DETR moment retrieval, fast.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"tdfast.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"tdfast.cli.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"tdfast.cli.{name}").register(sub)
     return parser
 
 

@@ -9,7 +9,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tdfast.errors import InputError
 
-LABEL_KEYS = ("spans", "saliency", "gt_clip_mask")
+# The batch's per-row tensors and per-row lists (the trainer's prepare and gather follow these).
+BATCH_TENSORS = ("video", "video_mask", "query", "query_mask", "saliency", "gt_clip_mask")
+BATCH_LISTS = ("spans", "meta")
 
 
 def _pad(rows: Sequence[torch.Tensor], fill: float | bool = 0) -> torch.Tensor:
