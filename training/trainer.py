@@ -1,6 +1,7 @@
 """The training loop: AdamW, grad clip, LR drop, autocast, validation, best / last checkpoints, resume."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -147,8 +148,14 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        values = all_reduce_sum(torch.stack([v.detach().float() for v in terms.values()]), ctx)
-        return dict(zip(terms, values.tolist()))
+        values = dict(zip(terms, all_reduce_sum(torch.stack([v.detach().float() for v in terms.values()]),
+                                                ctx).tolist()))
+        if not math.isfinite(values["loss"]):  # the same on every process: the sum is all-reduced
+            raise InputError(f"step {self.progress.step + 1}: the training loss is {values['loss']} (not "
+                             f"finite): the run diverged; lower lr (now {c.lr:g}) or grad_clip "
+                             f"(now {c.grad_clip:g}) with --set; "
+                             f"{run_dir.last_checkpoint_note(self.out_dir)}")
+        return values
 
     # ------------------------------------------------------------------ loop
     def fit(self, epochs: int, resume: Path | None = None, eval_before: bool = True,
