@@ -150,6 +150,7 @@ print(ensure_export(sys.argv[1], "onnx", exporter="torchscript"))
 """
 
 
+@pytest.mark.slow  # three processes importing torch and exporting: ~20-40 s on 2 cores
 def test_concurrent_first_exports_of_one_checkpoint_all_succeed(tmp_path):
     """Three processes opening one fresh checkpoint staged on one fixed name
     (model.unverified.onnx): each removed the others' file and two died."""
