@@ -139,6 +139,8 @@ class Trainer:
         with self.autocast():
             out = self.net(mine["video"], mine["video_mask"], mine["query"], mine["query_mask"],
                            mine.get("neg_query"), mine.get("neg_query_mask"))
+        if not all(bool(torch.isfinite(out[k]).all()) for k in ("pred_spans", "pred_logits")):
+            self.diverged("the model's outputs are NaN/inf (the last update broke the weights)")
         terms = self.criterion(out, mine, norm)
         self.optimizer.zero_grad(set_to_none=True)
         # losses are (local sum) / (global count); DDP averages gradients over processes
@@ -151,11 +153,15 @@ class Trainer:
         values = dict(zip(terms, all_reduce_sum(torch.stack([v.detach().float() for v in terms.values()]),
                                                 ctx).tolist()))
         if not math.isfinite(values["loss"]):  # the same on every process: the sum is all-reduced
-            raise InputError(f"step {self.progress.step + 1}: the training loss is {values['loss']} (not "
-                             f"finite): the run diverged; lower lr (now {c.lr:g}) or grad_clip "
-                             f"(now {c.grad_clip:g}) with --set; "
-                             f"{run_dir.last_checkpoint_note(self.out_dir)}")
+            self.diverged(f"the training loss is {values['loss']} (not finite)")
         return values
+
+    def diverged(self, what: str) -> None:
+        """Stop a diverged run with one message (InputError: the cause is the config)."""
+        c = self.config
+        raise InputError(f"step {self.progress.step + 1}: {what}: the run diverged; lower lr (now {c.lr:g}) "
+                         f"or grad_clip (now {c.grad_clip:g}) with --set; "
+                         f"{run_dir.last_checkpoint_note(self.out_dir)}")
 
     # ------------------------------------------------------------------ loop
     def fit(self, epochs: int, resume: Path | None = None, eval_before: bool = True,

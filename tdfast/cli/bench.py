@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--train-epochs: expected an integer >= 0, got {args.train_epochs}")
     dtypes = _names("--dtype", args.dtype, ["fp32", "float32", "bf16", "bfloat16", "fp16", "float16"])
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from tdfast.api import parse_device
+
+    parse_device(device)  # --device cuda without CUDA: one-line error before any work
     spec = BenchSpec(backends=_names("--backends", args.backends, sorted(KNOWN)),
                      batch_sizes=_ints("--batch", args.batch), video_lens=_ints("--video-len", args.video_len),
                      query_len=args.query_len, dtypes=dtypes, preset=args.preset,
