@@ -112,10 +112,12 @@ def _tensorrt_precheck(precision: str = "fp16", max_batch: int = 32, **_: Any) -
     _trt()
 
 
-def _triton_precheck(max_batch: int = 32, **_: Any) -> None:
+def _triton_precheck(max_batch: int = 32, model_name: str = "tdfast_tddetr", **_: Any) -> None:
+    from tdfast.export.triton_server import check_model_name
     from tdfast.export.wrapper import check_max_batch
 
     check_max_batch(max_batch)
+    check_model_name(model_name)
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
