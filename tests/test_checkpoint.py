@@ -134,3 +134,23 @@ def test_missing_or_mismatched_checkpoint_errors(tmp_path):
     (tmp_path / "ckpt" / CONFIG_NAME).write_text(json.dumps(cfg))
     with pytest.raises(InputError, match=r"config\.json.*does not fit the tensors of .*model\.safetensors"):
         TDDETR.from_pretrained(tmp_path / "ckpt")
+
+
+def test_a_killed_writers_staging_dir_is_removed_a_live_ones_kept(tmp_path):
+    """A kill mid-save left ``.last.tmp-*`` directories behind for good; now their names hold the
+    writer's pid and the next save removes those whose writer is gone."""
+    target = tmp_path / "last"
+    atomic_write_dir(target, lambda d: (d / "a.txt").write_text("1"))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead_dir = tmp_path / f".last.tdfast-tmp-{dead_pid()}-0a1b2c3d"
+        live_dir = tmp_path / f".last.tdfast-tmp-{live.pid}-0a1b2c3d"
+        for d in (dead_dir, live_dir):
+            d.mkdir()
+            (d / "model.safetensors").write_bytes(b"half")
+        atomic_write_dir(target, lambda d: (d / "a.txt").write_text("2"))
+        assert not dead_dir.exists() and (live_dir / "model.safetensors").read_bytes() == b"half"
+        assert (target / "a.txt").read_text() == "2"
+    finally:
+        live.kill()
+        live.wait()

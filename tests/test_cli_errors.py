@@ -87,3 +87,26 @@ def test_ctrl_c_during_training_says_where_the_last_checkpoint_is(data, tmp_path
     lines = err.strip().splitlines()
     assert lines == [f"tdfast train: interrupted; the last checkpoint is {out / 'last'} (continue with "
                      f"--resume {out})"]
+
+
+def test_out_of_the_wrong_kind_fails_before_any_work(tmp_path, capsys):
+    """``--out`` that is a directory where a file is written (or a file where a directory is)
+    failed only after the model was loaded / exported / the data read."""
+    a_dir, a_file = tmp_path / "d", tmp_path / "f"
+    a_dir.mkdir()
+    a_file.write_text("mine")
+    missing = str(tmp_path / "no-such-ckpt")  # would fail later: the --out check must come first
+    cases = [
+        (["predict", missing, "--ann", "a.jsonl", "--video-feats", "v", "--text-feats", "t", "--out", str(a_dir)],
+         "predict", "--out", a_dir, "is a directory"),
+        (["eval", "--submission", missing, "--gt", missing, "--out", str(a_dir)], "eval", "--out", a_dir,
+         "is a directory"),
+        (["export", missing, "--out", str(a_file)], "export", "--out", a_file, "is a file"),
+        (["demo", "--out", str(a_file)], "demo", "--out", a_file, "is a file"),
+        (["bench", "--out", str(a_dir), "--backends", "eager"], "bench", "--out", a_dir, "is a directory"),
+    ]
+    for argv, command, flag, path, what in cases:
+        assert main(argv) == 2, argv
+        err = one_line_error(capsys, command)
+        assert f"{flag} {str(path)!r}" in err and what in err, err
+    assert a_file.read_text() == "mine" and list(a_dir.iterdir()) == []

@@ -92,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag}: expected a positive integer, got {value}")
     if args.train_epochs < 0:
         raise InputError(f"--train-epochs: expected an integer >= 0, got {args.train_epochs}")
+    from tdfast.cli.paths import check_out_file
+
+    check_out_file("--out", args.out)
+    check_out_file("--plot", args.plot)
     dtypes = _names("--dtype", args.dtype, ["fp32", "float32", "bf16", "bfloat16", "fp16", "float16"])
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     from tdfast.api import parse_device

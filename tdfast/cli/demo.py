@@ -36,8 +36,10 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tdfast.cli.paths import check_out_dir
     from tdfast.demo import DemoOptions, run_demo
 
+    check_out_dir("--out", args.out)
     given = dict(out_dir=Path(args.out), seed=args.seed, progress=not args.no_progress,
                  backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()))
     if args.quick:

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from tdfast.api import Retriever
     from tdfast.predict_jsonl import predict_jsonl
 
+    from tdfast.cli.paths import check_out_file
+
+    check_out_file("--out", args.out)  # before the model loads (an export can take minutes)
     start = time.perf_counter()
     retriever = Retriever.from_pretrained(args.checkpoint, backend=args.backend, device=args.device,
                                           dtype=args.dtype, batch_size=args.batch_size)
