@@ -59,7 +59,7 @@ def test_a_diverging_run_stops_with_a_clear_message(data, tmp_path, capsys):
 def test_export_opset_out_of_range(tmp_path, capsys):
     TDDETR(TDDETRConfig.from_name("tiny")).save_pretrained(tmp_path / "ckpt")
     assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "o"), "--opset", "99"]) == 2
-    assert "opset: expected 17" in one_line_error(capsys, "export")
+    assert "opset: expected 17 (LayerNormalization) to 22" in one_line_error(capsys, "export")
     assert not (tmp_path / "o" / "model.onnx").exists()
 
 
