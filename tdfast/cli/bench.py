@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from tdfast.errors import InputError
+from tdfast.threads import add_threads_argument, default_threads
 
 BACKENDS = "eager,compile,triton,onnxruntime,tensorrt"
 
@@ -59,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gemm-sizes", default="1024,2048,4096",
                    help="square matmul sizes for the GEMM peak (default 1024,2048,4096)")
     p.add_argument("--train-lr", type=float, help="learning rate of that training (default: the preset's)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    add_threads_argument(p)
     p.add_argument("--max-load", type=float, help="wait before timing until the 1-min load average is "
                    "below this (shared machines)")
     p.add_argument("--wait-s", type=float, default=600.0, help="longest wait for --max-load (default 600)")
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                      query_len=args.query_len, dtypes=dtypes, preset=args.preset,
                      device=device, ckpt=Path(args.ckpt) if args.ckpt else None, repeats=args.repeats,
                      budget_s=args.budget_s, warmup=args.warmup, int8=args.int8,
-                     train_epochs=args.train_epochs, train_lr=args.train_lr, threads=args.threads, max_load=args.max_load,
+                     train_epochs=args.train_epochs, train_lr=args.train_lr, threads=args.threads or default_threads(), max_load=args.max_load,
                      wait_s=args.wait_s, gemm_sizes=tuple(_ints("--gemm-sizes", args.gemm_sizes)))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     record = run_bench(spec, log)

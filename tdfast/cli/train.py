@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from tdfast.threads import add_threads_argument, apply_threads
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -33,6 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--cache-size", type=int, default=0, help="feature arrays cached in memory per process")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
@@ -46,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from tdfast.training import train
     from tdfast.training.run_dir import check_out
 
+    apply_threads(args.threads)
     ckpt = check_out(Path(args.out), Path(args.resume) if args.resume else None)  # before any work
     if ckpt is not None:
         if args.overrides:
