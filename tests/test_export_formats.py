@@ -140,12 +140,23 @@ def test_cli_verification_failure_is_exit_code_1(tmp_path, capsys, monkeypatch):
 
 
 RACE_CHILD = """
-import sys, time
+import os, sys, time
 from pathlib import Path
-go = Path(sys.argv[2])
-while not go.exists():
-    time.sleep(0.01)
+import tdfast.export.verify as verify
 from tdfast.export import ensure_export
+
+barrier = Path(sys.argv[2])
+real = verify.verify_onnx
+
+def verify_when_all_staged(*args, **kwargs):
+    # every process has written its staged graph before any verifies: the overlap of a real race
+    (barrier / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(barrier.iterdir())) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return real(*args, **kwargs)
+
+verify.verify_onnx = verify_when_all_staged
 print(ensure_export(sys.argv[1], "onnx", exporter="torchscript"))
 """
 
@@ -160,11 +171,11 @@ def test_concurrent_first_exports_of_one_checkpoint_all_succeed(tmp_path):
 
     ckpt = tmp_path / "ckpt"
     _ckpt(ckpt, seed=0)
-    go = tmp_path / "go"
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", RACE_CHILD, str(ckpt), str(go)], stdout=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", RACE_CHILD, str(ckpt), str(barrier)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
-    go.touch()
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in results]
     assert {out.strip() for out, _ in results} == {str(ckpt / "model.onnx")}
