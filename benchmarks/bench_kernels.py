@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
 from pathlib import Path
 
@@ -249,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", action="store_true", help="also time the whole TDDETR, eager vs fused")
     p.add_argument("--out", type=Path, help="write the JSON record here")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"bench_kernels.py: error: --device cuda: no CUDA GPU is visible to torch {torch.__version__}; "
+              f"use --device cpu", file=sys.stderr)
+        return 2
     dtype = DTYPES[args.dtype or ("bf16" if args.device == "cuda" else "fp32")]
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -13,6 +13,7 @@ triton-server  tdfast_tddetr/          Triton model repository: config.pbtxt + 1
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from torch import nn
 
+from tdfast.atomic import staged_name
 from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.export.onnx_export import (ONNX_NAME, add_metadata, export_onnx, file_sha256, load_model,
@@ -110,10 +112,12 @@ def _tensorrt_precheck(precision: str = "fp16", max_batch: int = 32, **_: Any) -
     _trt()
 
 
-def _triton_precheck(max_batch: int = 32, **_: Any) -> None:
+def _triton_precheck(max_batch: int = 32, model_name: str = "tdfast_tddetr", **_: Any) -> None:
+    from tdfast.export.triton_server import check_model_name
     from tdfast.export.wrapper import check_max_batch
 
     check_max_batch(max_batch)
+    check_model_name(model_name)
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
@@ -171,7 +175,8 @@ def _is_fresh(artifact: Path, weights_sha: str, options: dict[str, Any]) -> bool
 
 
 def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Path:
-    """The export of checkpoint ``ckpt_dir`` in ``fmt``, cached inside ``ckpt_dir``.
+    """The export of checkpoint ``ckpt_dir`` in ``fmt``, cached inside ``ckpt_dir`` (or, when
+    that directory is read-only, in ``user_cache_dir()/<weights sha256[:16]>``).
 
     Made on first use (verified, written atomically, so a crash never leaves a half-written
     file) and re-made when ``model.safetensors`` changed since (the export's metadata holds
@@ -190,14 +195,39 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Pa
         f.precheck(**options)
     ckpt = Path(ckpt_dir)
     load_config(ckpt)  # InputError naming the dir if it is not a checkpoint
-    artifact = ckpt / f.artifact
     weights = ckpt / WEIGHTS_NAME
     if not weights.is_file():
         raise InputError(f"checkpoint {str(ckpt)!r}: {WEIGHTS_NAME} is missing")
-    if _is_fresh(artifact, file_sha256(weights), options):
+    sha = file_sha256(weights)
+    if _is_fresh(ckpt / f.artifact, sha, options):
+        return ckpt / f.artifact
+    out_dir = ckpt if is_writable_dir(ckpt) else user_cache_dir() / sha[:16]
+    artifact = out_dir / f.artifact
+    if out_dir != ckpt and _is_fresh(artifact, sha, options):
         return artifact
     options.setdefault("log", None)
     # A derived format reuses the cached fp32 export when it is fresh (no second trace).
     src = ensure_export(ckpt, f.source, **options) if f.source else None
     model, _ = load_model(ckpt)
-    return f.build(model, ckpt, ckpt, src, **options)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return f.build(model, ckpt, out_dir, src, **options)
+
+
+def is_writable_dir(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` (tried, not guessed from mode bits:
+    read-only mounts, ACLs)."""
+    probe = staged_name(directory / ".probe")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+    return True
+
+
+def user_cache_dir() -> Path:
+    """Where exports of read-only checkpoints go: ``$XDG_CACHE_HOME/tdfast`` (default
+    ``~/.cache/tdfast``), one subdirectory per weights hash."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tdfast"

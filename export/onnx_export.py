@@ -24,10 +24,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tdfast.atomic import clean_stale, staged_name
 from tdfast.checkpoint import WEIGHTS_NAME, atomic_write_bytes, load_checkpoint
 from tdfast.errors import InputError
 from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, TENSOR_DOCS, ExportWrapper, random_inputs
 
+MAX_OPSET = 22  # 23 exports (Attention op) but ONNX Runtime 1.32 rejects its masks: verification fails
 DEFAULT_OPSET = 18  # >= 17 (LayerNormalization); <= 20 keeps TensorRT 10.0's parser happy
 EXPORTERS = ("dynamo", "torchscript")
 ONNX_NAME = "model.onnx"
@@ -173,8 +175,9 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
     from tdfast.export.verify import ExportVerificationError, format_table, verification_record, verify_onnx
     from tdfast.model.inputs import check_inputs
 
-    if opset < 17:
-        raise InputError(f"opset: expected >= 17 (LayerNormalization), got {opset}")
+    if not 17 <= opset <= MAX_OPSET:
+        raise InputError(f"opset: expected {17} (LayerNormalization) to {MAX_OPSET} (the newest the "
+                         f"exporter writes), got {opset}")
     if exporter not in EXPORTERS:
         raise InputError(f"exporter: expected one of {EXPORTERS}, got {exporter!r}")
     model, ckpt = load_model(model_or_ckpt)
@@ -203,18 +206,29 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
         clock.say(f"export: graph traced ({len(proto.graph.node)} nodes, dynamic B/L/M, onnx.checker ok)")
         # Verify a staged copy and only then write ``out``: a cached export is never
         # half-written nor unverified. A file that fails is kept as *.unverified.onnx.
-        staged = out.with_name(out.stem + ".unverified.onnx")
+        # The staged name is this process's own (pid + random, tdfast.atomic): concurrent
+        # exports of one checkpoint never touch each other's files, and a killed one's
+        # leftovers are removed by the next export (clean_stale).
+        clean_stale(out)
+        staged = staged_name(out)
         atomic_write_bytes(staged, proto.SerializeToString())
-        if verify:
-            clock.say("export: verifying in ONNX Runtime against eager PyTorch on unseen shapes")
-            rows = verify_onnx(staged, model)
-            clock.say(format_table(rows))
-            # The artifact carries how it was checked (read back by the CLI summary).
-            proto.metadata_props.add(key="verification", value=verification_record(rows))
-            atomic_write_bytes(out, proto.SerializeToString())
-            staged.unlink()
-        else:
-            os.replace(staged, out)
+        try:
+            if verify:
+                clock.say("export: verifying in ONNX Runtime against eager PyTorch on unseen shapes")
+                rows = verify_onnx(staged, model)
+                clock.say(format_table(rows))
+                # The artifact carries how it was checked (read back by the CLI summary).
+                proto.metadata_props.add(key="verification", value=verification_record(rows))
+                atomic_write_bytes(out, proto.SerializeToString())
+                staged.unlink()
+            else:
+                os.replace(staged, out)
+        except ExportVerificationError:
+            os.replace(staged, out.with_name(out.stem + ".unverified.onnx"))
+            raise
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
         clock.say(f"export: wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {opset})")
     finally:
         model.train(was_training)

@@ -14,6 +14,7 @@ free of effect) get every request batched.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,6 +45,17 @@ def triton_tensors(onnx_path: str | Path) -> dict[str, tuple[str, list[int]]]:
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
         out[vi.name] = (_ONNX_TO_TRITON[t.elem_type], dims[1:])
     return out
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def check_model_name(model_name: str) -> None:
+    """A Triton model name is one directory under the repository: no separators, not ``..``,
+    so ``--model-name ../../x`` can't write outside ``--out``."""
+    if not isinstance(model_name, str) or not MODEL_NAME.fullmatch(model_name) or set(model_name) <= {"."}:
+        raise InputError(f"model_name: expected a directory name of letters, digits, '_', '.' and '-' "
+                         f"(not starting with '.' or '-'), got {model_name!r}")
 
 
 def _check_options(max_batch_size: int, preferred_batch_sizes: Sequence[int], kind: str) -> None:
@@ -89,6 +101,7 @@ def write_triton_repository(ckpt_or_onnx: nn.Module | str | Path, out_dir: str |
     ``preferred_batch_sizes`` defaults to max_batch_size / 4, / 2 and itself.
     """
     check_max_batch(max_batch_size, "max_batch_size")
+    check_model_name(model_name)
     if preferred_batch_sizes is None:
         preferred_batch_sizes = sorted({max(1, max_batch_size // 4), max(1, max_batch_size // 2),
                                         max(1, max_batch_size)})

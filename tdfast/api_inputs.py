@@ -12,6 +12,7 @@ the argument and the item index.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import Any, Sequence
 
@@ -22,6 +23,7 @@ from torch import Tensor
 from tdfast.errors import InputError
 from tdfast.model.inputs import check_features
 
+MAX_DURATION_S = 1e7  # ~116 days; float32 spans still resolve seconds there
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -42,6 +44,8 @@ def _to_tensor(name: str, x: Any) -> Tensor:
                              f"features, e.g. np.asarray(x, dtype=np.float32))")
         if not x.dtype.isnative:
             x = x.astype(x.dtype.newbyteorder("="))
+        if any(st < 0 for st in x.strides):  # e.g. x[::-1]: torch has no negative strides
+            x = np.ascontiguousarray(x)
         with warnings.catch_warnings():  # read-only arrays (e.g. np.load mmap) are never written to
             warnings.simplefilter("ignore", UserWarning)
             t = torch.from_numpy(x)
@@ -100,7 +104,8 @@ def check_iou(name: str, value: Any) -> float | None:
 
 
 def check_durations(durations: Any, lengths: Sequence[int], clip_len: float) -> list[float]:
-    """Seconds per video; default ``L_i * clip_len``. Must be positive and finite."""
+    """Seconds per video; default ``L_i * clip_len``. Python or numpy numbers in
+    (0, MAX_DURATION_S]: far larger ones overflow the float32 spans to inf."""
     if durations is None:
         return [n * clip_len for n in lengths]
     if isinstance(durations, (np.ndarray, Tensor)):
@@ -111,8 +116,9 @@ def check_durations(durations: Any, lengths: Sequence[int], clip_len: float) -> 
                          f"({len(lengths)}), got {seen}")
     out = []
     for i, d in enumerate(durations):
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or d <= 0:
-            raise InputError(f"durations[{i}]: expected seconds > 0, got {d!r}")
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Real) or not math.isfinite(d) \
+                or not 0 < d <= MAX_DURATION_S:
+            raise InputError(f"durations[{i}]: expected seconds in (0, {MAX_DURATION_S:g}], got {d!r}")
         out.append(float(d))
     return out
 

@@ -42,6 +42,7 @@ class DemoOptions:
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     repeats: int = 20
     progress: bool = True
+    threads: int = 1  # PyTorch / ONNX Runtime CPU threads (see run_demo)
 
     @classmethod
     def quick(cls, **overrides: Any) -> "DemoOptions":
@@ -49,7 +50,7 @@ class DemoOptions:
                       "repeats": 3, **overrides})
 
     def validate(self) -> None:
-        for name in ("epochs", "num_train", "num_val", "repeats"):
+        for name in ("epochs", "num_train", "num_val", "repeats", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise InputError(f"--{name.replace('_', '-')}: expected a positive integer, got {value!r}")
@@ -136,14 +137,15 @@ def compare_backends(ckpt: Path, backends: tuple[str, ...], videos: list, querie
 def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoResult:
     """Run every step; see the module docstring. Returns (and writes) the summary.
 
-    PyTorch runs on one thread throughout: the tiny model's ops are too small to split,
-    and on a busy 2-core machine two spinning threads made training and eager latency
-    10-100x slower (measured). The thread count is restored afterwards.
+    PyTorch runs on ``options.threads`` threads (default 1): the tiny model's ops are too
+    small to split, and on a busy 2-core machine two spinning threads made training and
+    eager latency 10-100x slower (measured). The thread count is restored afterwards.
     """
     import torch
 
+    options.validate()  # --threads 0 must be an InputError, not torch's RuntimeError
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(options.threads)
     try:
         return _run_steps(options, log)
     finally:

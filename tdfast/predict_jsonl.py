@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tdfast.api import Retriever
+from tdfast.atomic import atomic_write_file
 from tdfast.errors import InputError
 
 UNTRUNCATED = 2**62  # max_video_len for the loader when long videos go through windows
@@ -43,10 +44,12 @@ def predict_jsonl(retriever: Retriever, ann_path: str | os.PathLike,
     annotations = load_annotations(ann_path)
     store = FeatureStore(video_dirs, text_dir, config, cache_size=64)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    if out_path.is_dir():
+        raise InputError(f"out_path {str(out_path)!r}: expected a file to write, but it is a directory")
     windowed = 0
-    try:
+
+    def write(tmp: Path) -> None:
+        nonlocal windowed
         with tmp.open("w", encoding="utf-8") as f:
             for s in range(0, len(annotations), block):
                 anns = annotations[s: s + block]
@@ -57,10 +60,6 @@ def predict_jsonl(retriever: Retriever, ann_path: str | os.PathLike,
                                           sliding_window=sliding_window)
                 for a, p in zip(anns, preds):
                     f.write(json.dumps(p.to_submission(a.qid, a.query, a.vid)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write_file(out_path, write)  # staged under this process's own name, umask permissions
     return {"queries": len(annotations), "windowed": windowed, "out": str(out_path)}

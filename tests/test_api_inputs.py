@@ -84,7 +84,7 @@ PREDICT_CASES = [
     ("durations count", dict(videos=[_v()], queries=[_q()], durations=[10.0, 20.0]),
      "durations: expected None or one duration in seconds per video (1), got 2"),
     ("durations value", dict(videos=[_v()], queries=[_q()], durations=[-3.0]),
-     "durations[0]: expected seconds > 0, got -3.0"),
+     "durations[0]: expected seconds in (0, 1e+07], got -3.0"),
     ("sliding flag", dict(videos=[_v()], queries=[_q()], sliding_window="yes"),
      "sliding_window: expected True or False, got 'yes'"),
     ("window stride", dict(videos=[_v(40)], queries=[_q()], sliding_window=True, window_stride=0),
@@ -98,7 +98,7 @@ PREDICT_CASES = [
     ("nms_iou zero", dict(videos=[_v()], queries=[_q()], nms_iou=0.0),
      "nms_iou: expected None or an IoU threshold in (0, 1], got 0.0"),
     ("durations nan", dict(videos=[_v()], queries=[_q()], durations=[float("nan")]),
-     "durations[0]: expected seconds > 0, got nan"),
+     "durations[0]: expected seconds in (0, 1e+07], got nan"),
     ("list item", dict(videos=[[[0.0] * C.video_dim] * 8], queries=[_q()]),
      "videos[0]: expected a numpy array or torch tensor of features, got list"),
 ]
@@ -181,3 +181,49 @@ def test_float_dtypes_are_cast_and_agree(retriever):
     as16 = retriever.raw_outputs([v.astype(np.float16)], [torch.from_numpy(q).bfloat16()])[0]
     for k in base:
         assert np.abs(as16[k] - base[k]).max() < 0.1, k
+
+
+def test_durations_beyond_float32_spans_are_input_errors_numpy_scalars_are_fine():
+    """durations=[1e308] gave inf spans; np.float32 durations were refused."""
+    import numpy as np
+
+    from tdfast import InputError, Retriever, TDDETR, TDDETRConfig
+
+    c = TDDETRConfig.from_name("tiny")
+    r = Retriever(TDDETR(c).eval())
+    v, q = [np.ones((10, c.video_dim), np.float32)], [np.ones((4, c.text_dim), np.float32)]
+    for bad in (1e308, 1e20):
+        with pytest.raises(InputError, match=r"durations\[0\]: expected seconds in \(0, 1e\+07\]"):
+            r.predict(v, q, durations=[bad])
+    (a,) = r.predict(v, q, durations=[np.float32(30.0)])
+    (b,) = r.predict(v, q, durations=[30.0])
+    np.testing.assert_array_equal(a.spans, b.spans)
+    assert np.isfinite(a.spans).all() and a.spans.max() <= 30.0
+
+
+def test_negative_stride_arrays_are_accepted_as_their_copies():
+    import numpy as np
+
+    from tdfast import Retriever, TDDETR, TDDETRConfig
+
+    c = TDDETRConfig.from_name("tiny")
+    r = Retriever(TDDETR(c).eval())
+    rng = np.random.default_rng(0)
+    v, q = rng.normal(size=(10, c.video_dim)).astype(np.float32), rng.normal(size=(4, c.text_dim)).astype(np.float32)
+    (a,) = r.predict([v[::-1]], [q[::-1]])
+    (b,) = r.predict([v[::-1].copy()], [q[::-1].copy()])
+    np.testing.assert_array_equal(a.spans, b.spans)
+    np.testing.assert_array_equal(a.saliency, b.saliency)
+
+
+def test_prepare_query_and_video_of_the_wrong_rank_are_input_errors():
+    import numpy as np
+
+    from tdfast import InputError, Retriever, TDDETR, TDDETRConfig
+
+    c = TDDETRConfig.from_name("tiny")
+    r = Retriever(TDDETR(c).eval())
+    with pytest.raises(InputError, match=r"queries: expected a 2-D \(tokens, text_dim=32\) array, got shape \(32,\)"):
+        r.prepare_query(np.ones(c.text_dim, np.float32))
+    with pytest.raises(InputError, match=r"videos\[0\]: expected a 2-D .* got shape \(64,\)"):
+        r.prepare_video(np.ones(c.video_dim, np.float32))

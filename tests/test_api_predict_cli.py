@@ -85,3 +85,42 @@ def test_bad_backend_is_exit_code_2(data, tmp_path, capsys):
     assert cli(ds, root, tmp_path / "x.jsonl", "--backend", "tflite") == 2
     assert "backend: expected one of" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_threads_flag_sets_the_thread_count_and_rejects_zero(data, tmp_path, capsys, monkeypatch):
+    from tdfast.threads import default_threads, physical_cores
+
+    ds, model, root = data
+    before = torch.get_num_threads()
+    try:
+        assert cli(ds, root, tmp_path / "a.jsonl", "--threads", "1") == 0
+        assert torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert cli(ds, root, tmp_path / "b.jsonl") == 0
+        assert torch.get_num_threads() == physical_cores() == default_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert default_threads() == 1
+        for a, b in zip(read_jsonl(tmp_path / "a.jsonl"), read_jsonl(tmp_path / "b.jsonl"), strict=True):
+            assert a["qid"] == b["qid"]  # the same answers (up to the summation order of the threads)
+            np.testing.assert_allclose(a["pred_relevant_windows"], b["pred_relevant_windows"], atol=2e-4)
+        capsys.readouterr()
+        assert cli(ds, root, tmp_path / "c.jsonl", "--threads", "0") == 2
+        err = capsys.readouterr().err.strip()
+        assert err == "tdfast predict: error: --threads: expected a positive integer, got 0"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_physical_cores_counts_cores_not_hyperthreads(monkeypatch, tmp_path):
+    from tdfast import threads
+
+    # 2 cores x 2 hyper-threads, all four CPUs usable
+    blocks = [f"processor\t: {p}\nphysical id\t: 0\ncore id\t\t: {p % 2}\n" for p in range(4)]
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("\n".join(blocks))
+    real_path = threads.Path
+    monkeypatch.setattr(threads, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda _: {0, 1, 2, 3})
+    assert threads.physical_cores() == 2
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda _: {0})
+    assert threads.physical_cores() == 1

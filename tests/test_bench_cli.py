@@ -91,3 +91,44 @@ class _OneMatmul(nn.Module):
 
 def test_flops_per_pair_counts_the_matmuls():
     assert flops_per_pair(_OneMatmul(), 10, 4) == 2 * 10 * 6 * 5 + 2 * 4 * 3 * 7
+
+
+def test_bench_prints_its_table_once_and_a_progress_line_per_cell(bench_run_output):
+    """The table was printed per video length on stderr and again whole on stdout."""
+    out, err = bench_run_output
+    header = "first call s"  # a column of the table
+    assert out.count(header) == 1 and err.count(header) == 0
+    cells = [line for line in err.splitlines() if line.startswith("  B=")]
+    assert [line.split(":")[0].strip() for line in cells] == ["B=1 L=8", "B=3 L=8", "B=1 L=40", "B=3 L=40"]
+    assert all("eager p50" in line and "(n=2)" in line for line in cells)
+
+
+@pytest.fixture(scope="module")
+def bench_run_output(tmp_path_factory):
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("bench2")
+    proc = subprocess.run([sys.executable, "-m", "tdfast", "bench", "--preset", "tiny", "--device", "cpu",
+                           "--backends", "eager", "--batch", "1,3", "--video-len", "8,40", "--query-len", "4",
+                           "--repeats", "2", "--warmup", "1", "--gemm-sizes", "64", "--threads", "1",
+                           "--out", str(out / "r.json")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout, proc.stderr
+
+
+def test_budget_is_a_limit_on_each_cells_timed_rounds():
+    """--budget-s only sized the round count from a FLOP estimate; a backend slower than the
+    estimate ran all its rounds whatever the budget."""
+    import time
+
+    from tdfast.bench.timing import interleaved_rounds
+
+    calls = {"slow": lambda: time.sleep(0.05), "fast": lambda: None}
+    start = time.perf_counter()
+    seconds, _ = interleaved_rounds(calls, 200, lambda: None, budget_s=0.3)
+    took = time.perf_counter() - start
+    assert 5 <= len(seconds["slow"]) <= 8 and len(seconds["fast"]) == len(seconds["slow"])
+    assert took < 0.3 + 0.1
+    seconds, _ = interleaved_rounds(calls, 3, lambda: None, budget_s=0.0)
+    assert len(seconds["slow"]) == 1  # at least one round, so every cell has a number

@@ -131,3 +131,15 @@ def test_cli_charades_mode_and_errors(tmp_path, capsys):
     assert capsys.readouterr().out == dumps(eval_charades(preds(qids=[0, 1]), GTS[:2])) + "\n"
     assert main(["eval", "--submission", str(tmp_path / "missing.jsonl"), "--gt", str(gt_path)]) == 2
     assert "missing.jsonl: cannot read the jsonl file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("duration", [1e15, 1e300])
+def test_absurd_gt_duration_is_an_error_naming_file_and_line(tmp_path, capsys, duration):
+    """A GT duration of 1e15 s made the highlight eval allocate a 10.7 PiB clip table."""
+    bad = [dict(g) for g in GTS]
+    bad[1]["duration"] = duration
+    sub_path, gt_path = write_jsonl(tmp_path / "p.jsonl", preds()), write_jsonl(tmp_path / "g.jsonl", bad)
+    assert main(["eval", "--submission", str(sub_path), "--gt", str(gt_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tdfast eval: error: {gt_path}:2: duration {duration!r} s") and "\n" not in err
+    assert "at most 10000 clips" in err

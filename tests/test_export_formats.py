@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 
 import numpy as np
 import pytest
@@ -136,3 +137,97 @@ def test_cli_verification_failure_is_exit_code_1(tmp_path, capsys, monkeypatch):
                    f"(table)\nNo artifact was replaced; the failing graph is kept as *.unverified.onnx "
                    f"in {out}\n")
     assert sorted(p.name for p in out.iterdir()) == ["model.unverified.onnx"]
+
+
+RACE_CHILD = """
+import os, sys, time
+from pathlib import Path
+import tdfast.export.verify as verify
+from tdfast.export import ensure_export
+
+barrier = Path(sys.argv[2])
+real = verify.verify_onnx
+
+def verify_when_all_staged(*args, **kwargs):
+    # every process has written its staged graph before any verifies: the overlap of a real race
+    (barrier / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(barrier.iterdir())) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return real(*args, **kwargs)
+
+verify.verify_onnx = verify_when_all_staged
+print(ensure_export(sys.argv[1], "onnx", exporter="torchscript"))
+"""
+
+
+@pytest.mark.slow  # three processes importing torch and exporting: ~20-40 s on 2 cores
+def test_concurrent_first_exports_of_one_checkpoint_all_succeed(tmp_path):
+    """Three processes opening one fresh checkpoint staged on one fixed name
+    (model.unverified.onnx): each removed the others' file and two died."""
+    import os
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "ckpt"
+    _ckpt(ckpt, seed=0)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", RACE_CHILD, str(ckpt), str(barrier)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in results]
+    assert {out.strip() for out, _ in results} == {str(ckpt / "model.onnx")}
+    assert read_metadata(ckpt / "model.onnx")["weights_sha256"] == file_sha256(ckpt / "model.safetensors")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.onnx", "model.safetensors"]
+
+
+def test_read_only_checkpoint_exports_to_the_user_cache(tmp_path, monkeypatch):
+    """A read-only checkpoint directory failed after the whole export (10 s); now the export goes
+    to $XDG_CACHE_HOME/tdfast/<weights sha256[:16]>/ and the checkpoint is not touched."""
+    import stat
+
+    import tdfast.export.formats as formats
+
+    ckpt = tmp_path / "ckpt"
+    model = _ckpt(ckpt, seed=0)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ckpt.chmod(0o555)
+    try:
+        if os.geteuid() == 0:  # root writes anyway: let the writability probe see what a user would
+            monkeypatch.setattr(formats, "is_writable_dir", lambda d: d != ckpt)
+        path = ensure_export(ckpt, "onnx", exporter="torchscript")
+    finally:
+        ckpt.chmod(stat.S_IRWXU)
+    sha = file_sha256(ckpt / "model.safetensors")
+    assert path == tmp_path / "cache" / "tdfast" / sha[:16] / "model.onnx"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors"]
+    x = random_inputs(model.config, 2, 9, 4, seed=3)
+    np.testing.assert_allclose(OrtRunner(path)(*x)["pred_spans"], eager_outputs(model, x)["pred_spans"],
+                               atol=1e-4, rtol=0)
+    stamp = path.stat().st_mtime_ns
+    if os.geteuid() == 0:
+        monkeypatch.setattr(formats, "is_writable_dir", lambda d: d != ckpt)
+    assert ensure_export(ckpt, "onnx", exporter="torchscript") == path and path.stat().st_mtime_ns == stamp
+
+
+def test_a_killed_exports_staged_file_is_removed_a_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "ckpt"
+    _ckpt(ckpt, seed=0)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead_file = ckpt / f".model.onnx.tdfast-tmp-{proc.pid}-0a1b2c3d"
+        live_file = ckpt / f".model.onnx.tdfast-tmp-{live.pid}-0a1b2c3d"
+        dead_file.write_bytes(b"half an export")
+        live_file.write_bytes(b"being written")
+        ensure_export(ckpt, "onnx", exporter="torchscript")
+        assert not dead_file.exists() and live_file.read_bytes() == b"being written"
+    finally:
+        live.kill()
+        live.wait()

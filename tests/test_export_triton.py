@@ -96,3 +96,20 @@ def test_bad_arguments_fail_before_the_export(tmp_path, capsys):
                  "--out", str(tmp_path / "b")]) == 2
     assert "max_batch: expected an integer >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", ""])
+def test_model_name_cannot_escape_the_repository(onnx_path, tmp_path, capsys, name):
+    """``--model-name ../../x`` wrote the model two directories above ``--out``."""
+    from tdfast import TDDETR, TDDETRConfig
+    from tdfast.cli import main
+
+    out = tmp_path / "a" / "b" / "repo"
+    with pytest.raises(InputError, match=r"^model_name: expected a directory name"):
+        write_triton_repository(onnx_path, out, model_name=name, log=None)
+    ckpt = tmp_path / "ckpt"
+    TDDETR(TDDETRConfig.from_name("tiny")).save_pretrained(ckpt)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["export", str(ckpt), "--format", "triton-server", "--model-name", name, "--out", str(out)]) == 2
+    assert f"model_name: expected a directory name of letters, digits" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written anywhere

@@ -51,6 +51,14 @@ def train_losses(run_dir):
     return [(r["step"], r["loss"]) for r in lines if r["kind"] == "train"], lines
 
 
+def assert_same_losses(a, b, tol=1e-6):
+    """The same steps in the same order, and each step's loss within ``tol``: element by element
+    (``pytest.approx`` refuses lists of pairs since pytest 9)."""
+    assert [s for s, _ in a] == [s for s, _ in b]
+    worst = max(abs(la - lb) for (_, la), (_, lb) in zip(a, b))
+    assert worst <= tol, f"largest step-loss difference {worst:.3g} > {tol}"
+
+
 def test_crash_and_resume_matches_uninterrupted(data, tmp_path):
     full = run(data, tmp_path / "full")
     steps_per_epoch = full.steps // 3
@@ -78,7 +86,7 @@ def test_crash_and_resume_matches_uninterrupted(data, tmp_path):
     losses_a, log_a = train_losses(tmp_path / "full")
     losses_b, log_b = train_losses(tmp_path / "cut")
     assert [s for s, _ in losses_b] == list(range(1, full.steps + 1))  # no step lost or doubled
-    assert losses_a == pytest.approx(losses_b, abs=1e-6)
+    assert_same_losses(losses_a, losses_b)
     assert [r for r in log_a if r["kind"] != "train"] == [r for r in log_b if r["kind"] != "train"]
     state = torch.load(tmp_path / "cut" / "last" / "train_state.pt", weights_only=True)
     assert state["optimizer"]["state"][0]["step"].item() == full.steps
@@ -132,11 +140,12 @@ def test_sigkill_and_cli_resume_matches_uninterrupted(data, tmp_path):
     losses_a, _ = train_losses(tmp_path / "full")
     losses_b, _ = train_losses(cut)
     assert [s for s, _ in losses_b] == list(range(1, full.steps + 1))  # no step lost or doubled
-    assert losses_a == pytest.approx(losses_b, abs=1e-6)
+    assert_same_losses(losses_a, losses_b)
 
 
-def test_resume_after_a_crash_between_the_renames_of_a_checkpoint_swap(data, tmp_path):
-    """``last/`` is swapped in by two renames; a crash between them leaves only ``last.old/``."""
+def test_resume_after_a_kill_mid_swap_and_mid_log_append(data, tmp_path):
+    """``last/`` is swapped in by two renames; a kill between them leaves only
+    ``.last.tdfast-old-<pid>/`` (and maybe a half-written last log line): resuming repairs both."""
     full = run(data, tmp_path / "full")
 
     def crash(step, _):
@@ -146,7 +155,69 @@ def test_resume_after_a_crash_between_the_renames_of_a_checkpoint_swap(data, tmp
     cut = tmp_path / "cut"
     with pytest.raises(Crash):
         run(data, cut, on_step=crash)
-    os.replace(cut / LAST, cut / f"{LAST}.old")
-    resumed = run(data, cut, resume=cut)
-    assert resumed.steps == full.steps and not (cut / f"{LAST}.old").exists()
+    dead = dead_pid()
+    os.replace(cut / LAST, cut / f".{LAST}.tdfast-old-{dead}")
+    with (cut / "log.jsonl").open("a") as f:
+        f.write('{"kind": "train", "epoch": 1, "st')  # a kill during the append
+    with pytest.warns(UserWarning, match=r"log\.jsonl:\d+: dropped a half-written last line"):
+        resumed = run(data, cut, resume=cut)
+    assert resumed.steps == full.steps and sorted(p.name for p in cut.iterdir() if p.name.startswith(".")) == []
     assert max_weight_diff(tmp_path / "full" / LAST, cut / LAST) <= 1e-6
+    assert_same_losses(train_losses(tmp_path / "full")[0], train_losses(cut)[0])
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def fake_run(path, log="{}\n"):
+    """A run directory as far as --resume / --out checks look: last/train_state.pt and a log."""
+    (path / LAST).mkdir(parents=True)
+    (path / LAST / "train_state.pt").write_bytes(b"x")
+    (path / "log.jsonl").write_text(log)
+    return path
+
+
+def test_resume_into_another_finished_run_is_refused(data, tmp_path, capsys):
+    """``--resume A --out B`` with B a finished run replaced B's last/ and appended A's log to B's."""
+    from tdfast.cli import main
+    from tdfast.errors import InputError
+
+    a, b = fake_run(tmp_path / "A"), fake_run(tmp_path / "B", log='{"kind": "epoch"}\n')
+    config = TDDETRConfig.from_name("tiny", batch_size=8, max_video_len=24)
+    with pytest.raises(InputError, match=r"--out '.*B'.*--resume '.*A'"):
+        train(config, data.train, None, data.video_dirs, data.text_dir, b, epochs=1, progress=False, resume=a)
+    code = main(["train", "--train", str(data.train), "--video-feats", *map(str, data.video_dirs),
+                 "--text-feats", str(data.text_dir), "--out", str(b), "--resume", str(a), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("tdfast train: error: ") and "\n" not in err
+    assert str(a) in err and str(b) in err
+    assert (b / "log.jsonl").read_text() == '{"kind": "epoch"}\n' and (b / LAST / "train_state.pt").read_bytes() == b"x"
+
+
+def test_out_that_is_a_file_fails_before_any_work(data, tmp_path):
+    from tdfast.errors import InputError
+
+    (tmp_path / "f").write_text("mine")
+    config = TDDETRConfig.from_name("tiny", batch_size=8, max_video_len=24)
+    with pytest.raises(InputError, match=r"--out '.*f'.*a file"):
+        train(config, data.train, None, data.video_dirs, data.text_dir, tmp_path / "f", epochs=1, progress=False)
+    assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_truncated_or_malicious_train_state_is_an_input_error(tmp_path):
+    from tdfast.errors import InputError
+
+    ckpt = tmp_path / "last"
+    ckpt.mkdir()
+    torch.save({"progress": {"step": 3}, "w": torch.zeros(1000)}, ckpt / "train_state.pt")
+    good = (ckpt / "train_state.pt").read_bytes()
+    (ckpt / "train_state.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(InputError, match=r"train_state\.pt: unreadable train state, probably truncated"):
+        load_train_state(ckpt)
+    torch.save({"progress": os.system}, ckpt / "train_state.pt")  # unpickling would import os.system
+    with pytest.raises(InputError, match=r"train_state\.pt: refused as unsafe") as e:
+        load_train_state(ckpt)
+    assert "weights_only=False" not in str(e.value)

@@ -50,11 +50,8 @@ def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.
         config = TDDETRConfig.from_dict({**config.to_dict(), "epochs": int(epochs)})
     if save_every_steps < 0:
         raise InputError(f"--save-every-steps: expected an integer >= 0, got {save_every_steps!r}")
-    ckpt = None
-    if resume is not None:
-        ckpt = run_dir.resume_dir(Path(resume))
-    else:
-        run_dir.check_fresh(out)
+    ckpt = run_dir.check_out(out, None if resume is None else Path(resume))
+    src_run = None if ckpt is None else ckpt.parent if ckpt.name == run_dir.LAST else ckpt
     train_set = MomentDataset(train_ann, video_dirs, text_dir, config, cache_size=cache_size)
     if not train_set.has_labels:
         raise InputError(f"--train {str(train_ann)!r}: expected relevant_windows on every line")
@@ -68,8 +65,8 @@ def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.
         val_gt = load_jsonl(val_ann)
     ctx = init_distributed(device)
     try:
-        if ckpt is not None and ctx.is_main and ckpt.parent.resolve() != out.resolve():
-            run_dir.copy_run_files(ckpt.parent if ckpt.name == run_dir.LAST else ckpt, out)
+        if src_run is not None and ctx.is_main and src_run.resolve() != out.resolve():
+            run_dir.copy_run_files(src_run, out)
         trainer = Trainer(config, train_set, val_set, val_gt, out, seed=seed, ctx=ctx, precision=precision,
                           save_every_steps=save_every_steps, progress=progress, num_workers=num_workers)
         return trainer.fit(config.epochs, resume=ckpt, eval_before=eval_before, on_step=on_step)

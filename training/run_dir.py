@@ -10,23 +10,25 @@ Layout of ``--out RUN``::
 
 ``RUN`` is created at the first checkpoint, so a run that fails before (bad
 input) leaves nothing. ``last/`` is swapped in atomically
-(``tdfast.checkpoint.atomic_write_dir``); the best files are replaced one by
+(``tdfast.atomic.atomic_write_dir``); the best files are replaced one by
 one with atomic renames. The log is flushed just before each checkpoint, which
-records its length; resuming drops lines written after it.
+records its length; resuming drops lines written after it (and a last line
+half-written by a kill, with a warning).
 """
 from __future__ import annotations
 
 import json
-import os
+import pickle
 import shutil
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tdfast.atomic import clean_stale
 from tdfast.checkpoint import (CONFIG_NAME, TRAIN_STATE_NAME, WEIGHTS_NAME, atomic_write_bytes,
-                               fsync_file, recover_swap, save_checkpoint)
+                               fsync_file, save_checkpoint_dir, write_checkpoint_files)
 from tdfast.errors import InputError
 
 LAST = "last"
@@ -47,15 +49,24 @@ def check_fresh(out_dir: Path) -> None:
 def resume_dir(path: Path) -> Path:
     """The checkpoint directory with ``train_state.pt`` for ``--resume PATH`` (a run dir or its last/).
 
-    A crash between the two renames of a ``last/`` swap leaves only ``last.old/``; it is put back.
+    Resuming is the run's writer: a kill between the two renames of a ``last/`` swap leaves only
+    ``.last.tdfast-old-<pid>/``, which is put back, and staged copies of killed writers are removed
+    (``tdfast.atomic.clean_stale``).
     """
     for candidate in (path, path / LAST):
         if candidate.name == LAST:
-            recover_swap(candidate)
+            clean_stale(candidate)
         if (candidate / TRAIN_STATE_NAME).is_file():
             return candidate
     raise InputError(f"--resume {str(path)!r}: expected a training run directory (with {LAST}/"
                      f"{TRAIN_STATE_NAME}) or a checkpoint directory with {TRAIN_STATE_NAME}; found neither")
+
+
+def last_checkpoint_note(out_dir: Path) -> str:
+    """Where a stopped run can be continued from, in words for a one-line message."""
+    if (out_dir / LAST / TRAIN_STATE_NAME).is_file():
+        return f"the last checkpoint is {out_dir / LAST} (continue with --resume {out_dir})"
+    return f"no checkpoint was written yet in {out_dir}"
 
 
 def save_last(out_dir: Path, model: torch.nn.Module, train_state: dict[str, Any]) -> Path:
@@ -63,31 +74,63 @@ def save_last(out_dir: Path, model: torch.nn.Module, train_state: dict[str, Any]
     def extra(tmp: Path) -> None:
         torch.save(train_state, tmp / TRAIN_STATE_NAME)
 
-    return save_checkpoint(out_dir / LAST, model, extra=extra)
+    return save_checkpoint_dir(out_dir / LAST, model, extra=extra)
 
 
 def load_train_state(ckpt: Path) -> dict[str, Any]:
-    """``train_state.pt`` of a checkpoint dir, loaded with ``weights_only=True`` (no pickle)."""
-    return torch.load(ckpt / TRAIN_STATE_NAME, map_location="cpu", weights_only=True)
+    """``train_state.pt`` of a checkpoint dir, loaded with ``weights_only=True`` (no arbitrary
+    pickle); InputError naming the file if it is truncated or holds objects that aren't data."""
+    path = ckpt / TRAIN_STATE_NAME
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported" in str(e):
+            raise InputError(f"{path}: refused as unsafe: it holds Python objects other than tensors and "
+                             f"plain data, which tdfast never writes; resume only from a run you trust "
+                             f"that tdfast wrote") from None
+        raise InputError(f"{path}: unreadable train state ({e}); resume from another checkpoint") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise InputError(f"{path}: unreadable train state, probably truncated ({type(e).__name__}: "
+                         f"{str(e)[:200]}); resume from another checkpoint") from None
 
 
 def save_best(out_dir: Path, model: torch.nn.Module, metrics: dict | None,
               predictions: list[dict] | None) -> None:
     """Replace the best weights (and their metrics / predictions) in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".best-", dir=out_dir))
-    try:
-        save_checkpoint(tmp / "ckpt", model)
-        # weights before config: config.json never changes during a run, so a crash between
-        # the renames leaves a loadable pair except on the very first save
-        for name in (WEIGHTS_NAME, CONFIG_NAME):
-            os.replace(tmp / "ckpt" / name, out_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # weights before config: config.json never changes during a run, so a crash between
+    # the renames leaves a loadable pair except on the very first save
+    write_checkpoint_files(out_dir, model)
     if metrics is not None:
         atomic_write_bytes(out_dir / BEST_METRICS, json.dumps(metrics, indent=2).encode())
     if predictions is not None:
         atomic_write_bytes(out_dir / BEST_PREDS, "".join(json.dumps(r) + "\n" for r in predictions).encode())
+
+
+def check_resume_target(src_run: Path, out_dir: Path) -> None:
+    """Resuming run ``src_run`` into another ``out_dir`` needs a new one: a finished run there
+    would get its last/ replaced and another run's log appended to its own."""
+    taken = [n for n in (LAST, LOG_NAME, WEIGHTS_NAME) if (out_dir / n).exists()]
+    if taken:
+        raise InputError(f"--out {str(out_dir)!r}: resuming --resume {str(src_run)!r} into another "
+                         f"directory needs a new or empty --out, but it holds a training run "
+                         f"({', '.join(taken)}); pass --out {src_run} to continue in place")
+
+
+def check_out(out_dir: Path, resume: Path | None) -> Path | None:
+    """All checks of ``--out`` (and ``--resume``) before any work -> the checkpoint to resume
+    from (None for a new run): --out is not a file; a new run needs a fresh --out; resuming
+    into another directory needs a fresh one too (``check_resume_target``)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {str(out_dir)!r}: expected a run directory, but it is a file")
+    if resume is None:
+        check_fresh(out_dir)
+        return None
+    ckpt = resume_dir(resume)
+    src_run = ckpt.parent if ckpt.name == LAST else ckpt
+    if src_run.resolve() != out_dir.resolve():
+        check_resume_target(src_run, out_dir)
+    return ckpt
 
 
 def copy_run_files(src_run: Path, out_dir: Path) -> None:
@@ -134,5 +177,19 @@ class JsonlLog:
 
 
 def read_log(path: Path) -> list[dict]:
-    """All records of a log.jsonl."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """All records of a log.jsonl. A last line cut short by a kill during the append is dropped
+    with a warning (the checkpoint's record count says what is kept anyway); a bad line
+    elsewhere is an InputError naming the file and line."""
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if any(rest.strip() for rest in lines[i + 1:]):
+                raise InputError(f"{path}:{i + 1}: malformed log record") from None
+            warnings.warn(f"{path}:{i + 1}: dropped a half-written last line (the run was killed while "
+                          f"appending to its log)", stacklevel=2)
+    return records

@@ -1,6 +1,7 @@
 """The training loop: AdamW, grad clip, LR drop, autocast, validation, best / last checkpoints, resume."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -141,6 +142,8 @@ class Trainer:
         with self.autocast():
             out = self.net(mine["video"], mine["video_mask"], mine["query"], mine["query_mask"],
                            mine.get("neg_query"), mine.get("neg_query_mask"))
+        if not all(bool(torch.isfinite(out[k]).all()) for k in ("pred_spans", "pred_logits")):
+            self.diverged("the model's outputs are NaN/inf (the last update broke the weights)")
         terms = self.criterion(out, mine, norm)
         self.optimizer.zero_grad(set_to_none=True)
         # losses are (local sum) / (global count); DDP averages gradients over processes
@@ -150,8 +153,18 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        values = all_reduce_sum(torch.stack([v.detach().float() for v in terms.values()]), ctx)
-        return dict(zip(terms, values.tolist()))
+        values = dict(zip(terms, all_reduce_sum(torch.stack([v.detach().float() for v in terms.values()]),
+                                                ctx).tolist()))
+        if not math.isfinite(values["loss"]):  # the same on every process: the sum is all-reduced
+            self.diverged(f"the training loss is {values['loss']} (not finite)")
+        return values
+
+    def diverged(self, what: str) -> None:
+        """Stop a diverged run with one message (InputError: the cause is the config)."""
+        c = self.config
+        raise InputError(f"step {self.progress.step + 1}: {what}: the run diverged; lower lr (now {c.lr:g}) "
+                         f"or grad_clip (now {c.grad_clip:g}) with --set; "
+                         f"{run_dir.last_checkpoint_note(self.out_dir)}")
 
     # ------------------------------------------------------------------ loop
     def fit(self, epochs: int, resume: Path | None = None, eval_before: bool = True,

@@ -9,7 +9,7 @@ timed calls are interleaved across backends round by round.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tdfast.bench.timing import (PeakMemory, TimedRunner, interleaved_rounds, summarize_ms,
@@ -33,14 +33,17 @@ def _take(items: Sequence[Any], n: int) -> list[Any]:
 
 def latency_table(retriever_by_backend: Mapping[str, Any], videos: Sequence[Any],
                   queries: Sequence[Any], batch_sizes: Sequence[int], repeats: int | Mapping[int, int],
-                  warmup: int = 3, top_k: int = 5) -> list[dict[str, Any]]:
+                  warmup: int = 3, top_k: int = 5, budget_s: float | None = None,
+                  progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Time ``predict`` for every backend at every batch size.
 
     ``retriever_by_backend``: name -> ``tdfast.Retriever`` (all on one device).
     ``videos`` / ``queries``: pairs (``videos[i]`` [L_i, video_dim], ``queries[i]``
     [M_i, text_dim]); batch B uses the first B pairs (cycled if there are fewer).
     ``repeats``: timed rounds per batch size (an int, or {B: rounds}); ``warmup``: calls
-    per backend and batch size before timing (>= 1).
+    per backend and batch size before timing (>= 1). ``budget_s``: a limit on each batch
+    size's timed rounds (all backends together; fewer rounds than ``repeats`` when reached).
+    ``progress``: called with one line per batch size as it finishes.
 
     Returns one dict per (backend, B): ``backend``, ``dtype``, ``device``, ``batch``,
     ``video_len`` / ``query_len`` (longest pair), ``n`` (timed calls), ``p50_ms``,
@@ -77,7 +80,7 @@ def latency_table(retriever_by_backend: Mapping[str, Any], videos: Sequence[Any]
 
             calls = {name: (lambda n=name, r=r: call(n, r)) for name, r in retriever_by_backend.items()}
             rounds = repeats[b] if isinstance(repeats, Mapping) else repeats
-            seconds, peak = interleaved_rounds(calls, rounds, sync, memory)
+            seconds, peak = interleaved_rounds(calls, rounds, sync, memory, budget_s)
             for name, r in retriever_by_backend.items():
                 s = summarize_ms(seconds[name])
                 m = summarize_ms(model_s[name])
@@ -88,6 +91,10 @@ def latency_table(retriever_by_backend: Mapping[str, Any], videos: Sequence[Any]
                     "model_p99_ms": m["p99_ms"], "pairs_per_s": b / (s["p50_ms"] / 1e3),
                     "peak_mem_mb": peak[name], "mem_kind": memory.kind,
                     "first_call_s": warm[name][0], "warmup_s": warm[name][1]})
+            if progress is not None:
+                done = rows[-len(retriever_by_backend):]
+                progress(f"  B={b} L={done[0]['video_len']}: " + ", ".join(
+                    f"{r['backend']} p50 {r['p50_ms']:.3g} ms (n={r['n']})" for r in done))
     finally:
         for name, r in retriever_by_backend.items():
             r.runner = originals[name]

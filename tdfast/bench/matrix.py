@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from tdfast.bench.goals import INT8, add_roofline, evaluate_goals
-from tdfast.bench.latency import format_table, latency_table
+from tdfast.bench.latency import latency_table
 from tdfast.bench.machine import load_average, machine_info, wait_for_quiet
 from tdfast.bench.record import make_record
 from tdfast.bench.roofline import flops_per_pair, gemm_peak
@@ -206,12 +206,14 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[str, 
                     loads.append(wait_for_quiet(spec.max_load, spec.wait_s, log))
                 videos, queries = make_pairs(model.config, max(spec.batch_sizes), n, spec.query_len, seed=n)
                 reps = cell_repeats(spec, len(built), flops[n], peaks[dt]["start"]["gflops"])
-                log(f"timing {dt} L={n}: rounds per batch {reps}")
-                cell = latency_table(built, videos, queries, spec.batch_sizes, reps, warmup=spec.warmup)
+                limit = spec.budget_s if spec.repeats is None else None  # --repeats is exact
+                log(f"timing {dt} L={n}: rounds per batch {reps}"
+                    + (f", at most {limit:g} s each" if limit is not None else ""))
+                cell = latency_table(built, videos, queries, spec.batch_sizes, reps, warmup=spec.warmup,
+                                     budget_s=limit, progress=log)
                 for r in cell:  # what the neighbours were doing while this length was timed
                     r["loadavg_1m_after"] = load_average()[0]
                 rows += cell
-                log(format_table(cell))
             ref = next((built[n] for n in ("onnxruntime", "eager") if n in built), None)
             if INT8 in built and ref is not None:
                 from tdfast.bench.int8 import int8_agreement, val_pairs

@@ -87,16 +87,22 @@ class PeakMemory:
 
 
 def interleaved_rounds(calls: Mapping[str, Callable[[], object]], rounds: int,
-                       sync: Callable[[], None], memory: PeakMemory | None = None
+                       sync: Callable[[], None], memory: PeakMemory | None = None,
+                       budget_s: float | None = None
                        ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Call each of ``calls`` once per round for ``rounds`` rounds (warm-up is the
-    caller's job). Returns per name the seconds of each call (host clock, ``sync()``
-    before reading it) and the peak memory (MiB) over its calls ({} without ``memory``)."""
+    caller's job), or fewer: no round starts once ``budget_s`` seconds have passed (at
+    least one round runs). Returns per name the seconds of each call (host clock,
+    ``sync()`` before reading it) and the peak memory (MiB) over its calls ({} without
+    ``memory``)."""
     if rounds < 1:
         raise ValueError(f"rounds: expected >= 1, got {rounds}")
     seconds: dict[str, list[float]] = {name: [] for name in calls}
     peak: dict[str, float] = {}
-    for _ in range(rounds):
+    began = time.perf_counter()
+    for k in range(rounds):
+        if k and budget_s is not None and time.perf_counter() - began >= budget_s:
+            break
         for name, fn in calls.items():
             if memory is not None:
                 memory.reset()

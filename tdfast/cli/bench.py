@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from tdfast.errors import InputError
+from tdfast.threads import add_threads_argument, default_threads
 
 BACKENDS = "eager,compile,triton,onnxruntime,tensorrt"
 
@@ -59,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gemm-sizes", default="1024,2048,4096",
                    help="square matmul sizes for the GEMM peak (default 1024,2048,4096)")
     p.add_argument("--train-lr", type=float, help="learning rate of that training (default: the preset's)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    add_threads_argument(p)
     p.add_argument("--max-load", type=float, help="wait before timing until the 1-min load average is "
                    "below this (shared machines)")
     p.add_argument("--wait-s", type=float, default=600.0, help="longest wait for --max-load (default 600)")
@@ -92,14 +93,21 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag}: expected a positive integer, got {value}")
     if args.train_epochs < 0:
         raise InputError(f"--train-epochs: expected an integer >= 0, got {args.train_epochs}")
+    from tdfast.cli.paths import check_out_file
+
+    check_out_file("--out", args.out)
+    check_out_file("--plot", args.plot)
     dtypes = _names("--dtype", args.dtype, ["fp32", "float32", "bf16", "bfloat16", "fp16", "float16"])
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from tdfast.api import parse_device
+
+    parse_device(device)  # --device cuda without CUDA: one-line error before any work
     spec = BenchSpec(backends=_names("--backends", args.backends, sorted(KNOWN)),
                      batch_sizes=_ints("--batch", args.batch), video_lens=_ints("--video-len", args.video_len),
                      query_len=args.query_len, dtypes=dtypes, preset=args.preset,
                      device=device, ckpt=Path(args.ckpt) if args.ckpt else None, repeats=args.repeats,
                      budget_s=args.budget_s, warmup=args.warmup, int8=args.int8,
-                     train_epochs=args.train_epochs, train_lr=args.train_lr, threads=args.threads, max_load=args.max_load,
+                     train_epochs=args.train_epochs, train_lr=args.train_lr, threads=args.threads or default_threads(), max_load=args.max_load,
                      wait_s=args.wait_s, gemm_sizes=tuple(_ints("--gemm-sizes", args.gemm_sizes)))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     record = run_bench(spec, log)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from tdfast.threads import add_threads_argument
+
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
@@ -30,15 +32,21 @@ def register(subparsers) -> None:
     p.add_argument("--quick", action="store_true",
                    help="tiny everything (a smoke run in ~30 s; the model barely trains)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads_argument(p, help="CPU threads for PyTorch and ONNX Runtime (default 1, unlike the other "
+                         "commands: the tiny model's ops are too small to split, and extra threads made "
+                         "training 10-100x slower on a busy 2-core machine; docs/benchmarks.md)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tdfast.cli.paths import check_out_dir
     from tdfast.demo import DemoOptions, run_demo
 
+    check_out_dir("--out", args.out)
     given = dict(out_dir=Path(args.out), seed=args.seed, progress=not args.no_progress,
+                 threads=1 if args.threads is None else args.threads,
                  backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()))
     if args.quick:
         options = DemoOptions.quick(**given)

@@ -27,6 +27,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from tdfast.eval import dumps, eval_charades, eval_submission, load_jsonl, save_json
 
+    from tdfast.cli.paths import check_out_file
+
+    check_out_file("--out", args.out)
     submission = load_jsonl(args.submission)
     ground_truth = load_jsonl(args.gt)
     match_number = not args.allow_partial

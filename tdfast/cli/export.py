@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from tdfast.export.summary import export_summary
     from tdfast.export.verify import ExportVerificationError
 
+    from tdfast.cli.paths import check_out_dir
+
+    check_out_dir("--out", args.out)
     start = time.time()
     try:
         artifact = export(args.ckpt, args.format, args.out, opset=args.opset, exporter=args.exporter,

@@ -6,6 +6,8 @@ import json
 import sys
 import time
 
+from tdfast.threads import add_threads_argument, apply_threads
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -32,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--sliding-window", action="store_true",
                    help="process videos longer than max_video_len clips in overlapping windows "
                    "(default: truncate them to max_video_len, as training does)")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
@@ -39,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from tdfast.api import Retriever
     from tdfast.predict_jsonl import predict_jsonl
 
+    from tdfast.cli.paths import check_out_file
+
+    check_out_file("--out", args.out)  # before the model loads (an export can take minutes)
+    apply_threads(args.threads)
     start = time.perf_counter()
     retriever = Retriever.from_pretrained(args.checkpoint, backend=args.backend, device=args.device,
                                           dtype=args.dtype, batch_size=args.batch_size)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+
+from tdfast.threads import add_threads_argument, apply_threads
 
 
 def register(subparsers) -> None:
@@ -32,6 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--cache-size", type=int, default=0, help="feature arrays cached in memory per process")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
@@ -43,21 +47,29 @@ def run(args: argparse.Namespace) -> int:
     from tdfast.errors import InputError
     from tdfast.model.config import TDDETRConfig
     from tdfast.training import train
-    from tdfast.training.run_dir import resume_dir
+    from tdfast.training.run_dir import check_out
 
-    if args.resume:
+    apply_threads(args.threads)
+    ckpt = check_out(Path(args.out), Path(args.resume) if args.resume else None)  # before any work
+    if ckpt is not None:
         if args.overrides:
             raise InputError("--set: not allowed with --resume (the run continues with its checkpoint's "
                              f"config); got {args.overrides}")
-        config = load_config(resume_dir(Path(args.resume)))
+        config = load_config(ckpt)
     elif args.preset is None:
         raise InputError("--preset: expected one of tiny, qvhighlights, charades (or --resume), got none")
     else:
         config = TDDETRConfig.from_name(args.preset).override(args.overrides)
-    result = train(config, args.train, args.val, args.video_feats, args.text_feats, args.out,
-                   epochs=args.epochs, seed=args.seed, progress=not args.no_progress, resume=args.resume,
-                   device=args.device, precision=args.precision, save_every_steps=args.save_every_steps,
-                   num_workers=args.num_workers, cache_size=args.cache_size)
+    try:
+        result = train(config, args.train, args.val, args.video_feats, args.text_feats, args.out,
+                       epochs=args.epochs, seed=args.seed, progress=not args.no_progress, resume=args.resume,
+                       device=args.device, precision=args.precision, save_every_steps=args.save_every_steps,
+                       num_workers=args.num_workers, cache_size=args.cache_size)
+    except KeyboardInterrupt:
+        from tdfast.training.run_dir import last_checkpoint_note
+
+        print(f"tdfast train: interrupted; {last_checkpoint_note(Path(args.out))}", file=sys.stderr)
+        return 130
     summary = {"out": str(result.out_dir), "best_epoch": result.best_epoch, "epochs": result.epochs,
                "steps": result.steps, "stopped_early": result.stopped_early,
                "initial": result.initial_metrics, "best": result.best_metrics}

@@ -149,6 +149,9 @@ def prepare_video(parts: Sequence[np.ndarray], config: TDDETRConfig, where: str 
     L2-normalised per row on its own if ``normalize_video``, cut to the shortest L_k and
     concatenated along D in the given order. ``where`` names the source in errors."""
     parts = [np.asarray(p, dtype=np.float32)[: config.max_video_len] for p in parts]
+    for k, p in enumerate(parts):
+        if p.ndim != 2:
+            raise InputError(f"{where}[{k}]: expected a 2-D (clips, features) array, got shape {p.shape}")
     dim = sum(p.shape[1] for p in parts)
     if dim != config.video_dim:
         dims = " + ".join(str(p.shape[1]) for p in parts)
@@ -163,6 +166,9 @@ def prepare_query(arr: np.ndarray, config: TDDETRConfig, where: str = "query") -
     """[M, D] -> [min(M, max_query_len), text_dim] float32, L2-normalised per token if
     ``normalize_text``. ``where`` names the source in errors."""
     arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim != 2:
+        raise InputError(f"{where}: expected a 2-D (tokens, text_dim={config.text_dim}) array, got shape "
+                         f"{arr.shape}")
     if arr.shape[1] != config.text_dim:
         raise InputError(f"{where}: expected text_dim={config.text_dim}, got {arr.shape[1]}")
     arr = arr[: config.max_query_len]

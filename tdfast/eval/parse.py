@@ -19,6 +19,7 @@ from tdfast.eval.io import record_label
 
 SUBMISSION = "submission"
 GROUND_TRUTH = "ground_truth"
+MAX_GT_CLIPS = 10_000  # clips per GT video in highlight eval (5.5 h of 2-s clips); tables are padded to the longest
 
 
 def _field(records: list[dict], i: int, name: str, key: str):
@@ -197,7 +198,9 @@ def gt_saliency(
 ) -> tuple[np.ndarray, np.ndarray]:
     """GT clip scores -> [Q, N, 3] (0..4, 0 outside ``relevant_clip_ids``) and clip counts [Q].
 
-    A video has ``int(duration / clip_len)`` clips, as in the official code.
+    A video has ``int(duration / clip_len)`` clips, as in the official code; more than
+    ``MAX_GT_CLIPS`` is an InputError naming the file and line (a duration of 1e15 s asked
+    for petabytes).
     """
     scores, counts = [], []
     for i in indices:
@@ -205,6 +208,10 @@ def gt_saliency(
         duration = _field(ground_truth, i, GROUND_TRUTH, "duration")
         if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration >= clip_len:
             raise InputError(f"{where}: duration must be a number >= clip length {clip_len} s, got {duration!r}")
+        if not duration / clip_len < MAX_GT_CLIPS + 1:  # the [n, 3] score table is allocated per query
+            raise InputError(f"{where}: duration {duration!r} s is {duration / clip_len:.3g} clips of "
+                             f"{clip_len} s; at most {MAX_GT_CLIPS} clips are evaluated (a QVHighlights "
+                             f"video has 75)")
         n = int(duration / clip_len)
         value = _field(ground_truth, i, GROUND_TRUTH, "relevant_clip_ids")
         ids = _as_array(value)
