@@ -32,7 +32,7 @@ from tdfast.backends import OUTPUT_KEYS, make_runner
 from tdfast.batching import Chunk, bucket_of, length_buckets, pad_items, plan_chunks
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.model.config import TDDETRConfig
-from tdfast.model.postprocess import Prediction, postprocess, select_moments
+from tdfast.model.postprocess import Prediction, moments_in_seconds, postprocess, select_moments
 from tdfast.model.tddetr import TDDETR
 from tdfast.windows import merge_windows, plan_windows
 
@@ -128,11 +128,11 @@ class Retriever:
         each L2-normalised per clip on its own if the config says so, cut to the shortest
         and concatenated -> [L, video_dim] float32. ``truncate``: cut to max_video_len (as
         training did) instead of keeping the whole video for sliding windows."""
-        from tdfast.data.features import prepare_video
+        from tdfast.data.features import prepare_video, untruncated
 
         if isinstance(parts, (np.ndarray, Tensor)):
             parts = [parts]
-        config = self.config if truncate else dataclasses.replace(self.config, max_video_len=2**62)
+        config = self.config if truncate else untruncated(self.config)
         return prepare_video([np.asarray(p) for p in parts], config, "videos")
 
     def prepare_query(self, tokens: np.ndarray) -> np.ndarray:
@@ -167,21 +167,18 @@ class Retriever:
         jobs, firsts, windows = self._jobs(v, q, sliding_window, window_stride)
         per_clip = [d / n for d, n in zip(durations, lengths)]  # seconds per clip
         job_preds: list[Prediction] = [None] * len(jobs)  # type: ignore[list-item]
-        for chunk, out, mask in self._run(jobs):
+        for chunk, out, lengths in self._run(jobs):
             secs = torch.tensor([jobs[j].video.shape[0] * per_clip[jobs[j].pair] for j in chunk.indices])
-            preds = postprocess(out["pred_spans"], out["pred_logits"], out["saliency_scores"], mask, secs)
-            for j, p in zip(chunk.indices, preds):
-                job_preds[j] = p
-        results = []
-        for i, (first, win) in enumerate(zip(firsts, windows)):
-            if len(win) == 1:
-                p = job_preds[first]
-                spans, scores = select_moments(p.spans, p.scores, top_k, nms_iou)
-                results.append(Prediction(spans=spans, scores=scores, saliency=p.saliency))
-            else:
-                parts = job_preds[first: first + len(win)]
-                results.append(merge_windows(win, parts, per_clip[i], durations[i], top_k, nms_iou))
-        return results
+            spans, scores = moments_in_seconds(out["pred_spans"], out["pred_logits"], secs)
+            saliency = out["saliency_scores"].numpy()
+            for row, (j, n) in enumerate(zip(chunk.indices, lengths)):
+                s, p = spans[row], scores[row]
+                if len(windows[jobs[j].pair]) == 1:  # a windowed pair is ranked once, after merging
+                    s, p = select_moments(s, p, top_k, nms_iou)
+                job_preds[j] = Prediction(spans=s, scores=p, saliency=saliency[row, :n])
+        return [job_preds[first] if len(win) == 1 else
+                merge_windows(win, job_preds[first: first + len(win)], per_clip[i], durations[i], top_k, nms_iou)
+                for i, (first, win) in enumerate(zip(firsts, windows))]
 
     def predict_queries(self, video: Any, queries: Any, top_k: int = 5, nms_iou: float | None = None,
                         duration: float | None = None) -> list[Prediction]:
@@ -213,9 +210,8 @@ class Retriever:
         v, q = self._inputs(videos, queries)
         jobs, _, _ = self._jobs(v, q, sliding_window=False, window_stride=None)
         results: list[dict[str, np.ndarray]] = [{} for _ in jobs]
-        for chunk, out, mask in self._run(jobs):
-            for row, j in enumerate(chunk.indices):
-                n = int(mask[row].sum())
+        for chunk, out, lengths in self._run(jobs):
+            for row, (j, n) in enumerate(zip(chunk.indices, lengths)):
                 results[j] = {k: out[k][row, :n].numpy() if k == "saliency_scores" else out[k][row].numpy()
                               for k in OUTPUT_KEYS}
         return results
@@ -294,14 +290,13 @@ class Retriever:
                 same = [p.expand(n, -1, -1) for p in proj]
                 if kind == "video":
                     out = model.forward_projected(*same, x_mask.expand(n, -1), model.project_query(y), y_mask)
-                    mask = x_mask.expand(n, -1)
                 else:
                     out = model.forward_projected(*model.project_video(y, y_mask), y_mask, *same,
                                                   x_mask.expand(n, -1))
-                    mask = y_mask
                 out = {k: out[k].float().cpu() for k in OUTPUT_KEYS}
+                lengths = [shared.shape[0]] * n if kind == "video" else [others[i].shape[0] for i in rows]
                 preds = postprocess(out["pred_spans"], out["pred_logits"], out["saliency_scores"],
-                                    mask.cpu(), torch.tensor([secs[i] for i in rows]), top_k, nms_iou)
+                                    lengths, torch.tensor([secs[i] for i in rows]), top_k, nms_iou)
                 for i, p in zip(rows, preds):
                     results[i] = p
         return results
@@ -330,9 +325,9 @@ class Retriever:
             windows.append(win)
         return jobs, firsts, windows
 
-    def _run(self, jobs: Sequence[_Job]) -> Iterator[tuple[Chunk, dict[str, Tensor], Tensor]]:
+    def _run(self, jobs: Sequence[_Job]) -> Iterator[tuple[Chunk, dict[str, Tensor], list[int]]]:
         """Pad jobs chunk by chunk, call the backend, yield (chunk, outputs on CPU float32
-        cut to the chunk's real rows, video_mask [n, L] bool)."""
+        cut to the chunk's real rows, each row's real clips)."""
         runner = self.runner
         max_batch = min(self.batch_size, getattr(runner, "max_batch", None) or self.batch_size)
         chunks = plan_chunks([j.video.shape[0] for j in jobs], [j.query.shape[0] for j in jobs],
@@ -354,4 +349,4 @@ class Retriever:
             if bad:
                 raise FloatingPointError(f"backend {self.backend!r} returned NaN/inf in {bad} for finite "
                                          f"inputs (dtype {self.dtype}); try dtype=torch.float32")
-            yield chunk, out, args[1][:n].cpu()
+            yield chunk, out, [it.video.shape[0] for it in items]

@@ -1,24 +1,49 @@
-"""Annotation jsonl + feature dirs -> QVHighlights prediction jsonl, through a ``Retriever``.
+"""Annotations + features -> predictions through a ``Retriever``: the one loop every caller shares.
 
-Features are read and prepared by ``tdfast.data.features.FeatureStore`` (the
-training pipeline's loader: per-source L2 normalisation, truncation to
-``max_video_len`` unless sliding windows are on). Spans are scaled by
-``num_clips * clip_len`` seconds, the length training labels are normalized
-by, so this file and ``tdfast.training.validate`` write the same numbers.
+``predict_annotations`` is the path from labelled or unlabelled queries to ranked moments
+for ``tdfast predict`` (``predict_jsonl``), per-epoch validation in training and the
+spurious-correlation analysis. Features are read and prepared by
+``tdfast.data.features.FeatureStore`` (the training pipeline's loader: per-source L2
+normalisation, truncation to ``max_video_len`` unless sliding windows are on). Spans are
+scaled by ``num_clips * clip_len`` seconds, the length training labels are normalized by.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
 
 from tdfast.api import Retriever
 from tdfast.atomic import atomic_write_file
 from tdfast.errors import InputError
+from tdfast.model.postprocess import Prediction
 
-UNTRUNCATED = 2**62  # max_video_len for the loader when long videos go through windows
+if TYPE_CHECKING:
+    from tdfast.data.annotations import Annotation
+    from tdfast.data.features import FeatureStore
+
+
+def predict_annotations(retriever: Retriever, annotations: Sequence["Annotation"], store: "FeatureStore",
+                        top_k: int = 10, nms_iou: float | None = None, sliding_window: bool = False,
+                        video_fn: Callable[["Annotation", np.ndarray], np.ndarray] | None = None,
+                        block: int = 256) -> Iterator[tuple["Annotation", np.ndarray, Prediction]]:
+    """(annotation, the video as predicted [L, video_dim], its Prediction) for every annotation,
+    in order. ``block`` queries are loaded and predicted at a time; ``video_fn(ann, video)``
+    may replace a video before prediction (e.g. the analysis zeroes its ground-truth clips)."""
+    if isinstance(block, bool) or not isinstance(block, int) or block <= 0:
+        raise InputError(f"block: expected a positive integer, got {block!r}")
+    for s in range(0, len(annotations), block):
+        anns = annotations[s: s + block]
+        videos = [store.video(a.vid, f"needed by {a.source}") for a in anns]
+        if video_fn is not None:
+            videos = [video_fn(a, v) for a, v in zip(anns, videos)]
+        queries = [store.query(a.qid, f"needed by {a.source}") for a in anns]
+        preds = retriever.predict(videos, queries, top_k=top_k, nms_iou=nms_iou, sliding_window=sliding_window)
+        yield from zip(anns, videos, preds)
 
 
 def predict_jsonl(retriever: Retriever, ann_path: str | os.PathLike,
@@ -34,13 +59,10 @@ def predict_jsonl(retriever: Retriever, ann_path: str | os.PathLike,
     (``queries``, ``windowed`` = queries whose video needed windows, ``out``).
     """
     from tdfast.data.annotations import load_annotations
-    from tdfast.data.features import FeatureStore
+    from tdfast.data.features import FeatureStore, untruncated
 
-    if isinstance(block, bool) or not isinstance(block, int) or block <= 0:
-        raise InputError(f"block: expected a positive integer, got {block!r}")
-    config = retriever.config
-    if sliding_window:  # the loader must keep whole videos; windows cut them later
-        config = dataclasses.replace(config, max_video_len=UNTRUNCATED)
+    # With windows the loader must keep whole videos; the Retriever cuts them.
+    config = untruncated(retriever.config) if sliding_window else retriever.config
     annotations = load_annotations(ann_path)
     store = FeatureStore(video_dirs, text_dir, config, cache_size=64)
     out_path = Path(out_path)
@@ -51,15 +73,10 @@ def predict_jsonl(retriever: Retriever, ann_path: str | os.PathLike,
     def write(tmp: Path) -> None:
         nonlocal windowed
         with tmp.open("w", encoding="utf-8") as f:
-            for s in range(0, len(annotations), block):
-                anns = annotations[s: s + block]
-                videos = [store.video(a.vid, f"needed by {a.source}") for a in anns]
-                queries = [store.query(a.qid, f"needed by {a.source}") for a in anns]
-                windowed += sum(v.shape[0] > retriever.config.max_video_len for v in videos)
-                preds = retriever.predict(videos, queries, top_k=top_k, nms_iou=nms_iou,
-                                          sliding_window=sliding_window)
-                for a, p in zip(anns, preds):
-                    f.write(json.dumps(p.to_submission(a.qid, a.query, a.vid)) + "\n")
+            for a, video, p in predict_annotations(retriever, annotations, store, top_k, nms_iou,
+                                                   sliding_window, block=block):
+                windowed += video.shape[0] > retriever.config.max_video_len
+                f.write(json.dumps(p.to_submission(a.qid, a.query, a.vid)) + "\n")
 
     atomic_write_file(out_path, write)  # staged under this process's own name, umask permissions
     return {"queries": len(annotations), "windowed": windowed, "out": str(out_path)}

@@ -40,7 +40,7 @@ def reference(ds, model, top_k):
         out = model(batch["video"], batch["video_mask"], batch["query"], batch["query_mask"])
     seconds = torch.tensor([m["num_clips"] * C.clip_len for m in batch["meta"]])
     preds = postprocess(out["pred_spans"], out["pred_logits"], out["saliency_scores"],
-                        batch["video_mask"], seconds, top_k=top_k)
+                        [m["num_clips"] for m in batch["meta"]], seconds, top_k=top_k)
     return [p.to_submission(m["qid"], m["query"], m["vid"]) for p, m in zip(preds, batch["meta"])]
 
 

@@ -89,7 +89,7 @@ def test_predict_equals_postprocess_of_the_model(model):
     for v, q, d, p in zip(videos, queries, durations, preds):
         out = alone(model, v, q)
         (want,) = postprocess(out["pred_spans"], out["pred_logits"], out["saliency_scores"],
-                              torch.ones(1, v.shape[0], dtype=torch.bool), torch.tensor([d]), top_k=3)
+                              [v.shape[0]], torch.tensor([d]), top_k=3)
         np.testing.assert_allclose(p.spans, want.spans, atol=1e-4)
         np.testing.assert_allclose(p.scores, want.scores, atol=1e-5)
         np.testing.assert_allclose(p.saliency, want.saliency, atol=1e-5)

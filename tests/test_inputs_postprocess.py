@@ -56,8 +56,7 @@ def test_postprocess_hand_case():
     spans = torch.tensor([[[0.5, 0.2], [0.1, 0.4], [0.9, 0.4]]])  # cxw, normalized
     logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [-1.0, 0.0]]])  # fg probs .5, .881, .269
     sal = torch.tensor([[1.0, 2.0, 3.0, 9.0]])
-    mask = torch.tensor([[True, True, True, False]])
-    (p,) = postprocess(spans, logits, sal, mask, torch.tensor([60.0]))
+    (p,) = postprocess(spans, logits, sal, [3], torch.tensor([60.0]))
     np.testing.assert_allclose(p.scores, [1 / (1 + np.exp(-2)), 0.5, 1 / (1 + np.exp(1))], rtol=1e-6)
     # [0.1-0.2, 0.1+0.2]*60 clamped at 0; [0.4, 0.6]*60; [0.7, 1.1]*60 clamped at 60
     np.testing.assert_allclose(p.spans, [[0.0, 18.0], [24.0, 36.0], [42.0, 60.0]], rtol=1e-5)

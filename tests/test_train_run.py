@@ -36,7 +36,7 @@ def rescore(run_dir, ds, evaluate):
     """Load the kept checkpoint and score it on val from scratch."""
     model = TDDETR.from_pretrained(run_dir)
     val = MomentDataset(ds.val, ds.video_dirs, ds.text_dir, model.config)
-    preds = predict_submission(model, make_loader(val, 8, False, 0), torch.device("cpu"),
+    preds = predict_submission(model, val, torch.device("cpu"),
                                with_saliency=model.config.eval_protocol == "qvhighlights")
     return evaluate(preds, load_jsonl(ds.val))
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from tdfast.data.collate import make_loader
+from tdfast.data.dataset import MomentDataset
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 from tdfast.model.tddetr import TDDETR
@@ -86,7 +87,7 @@ class Trainer:
     the steps since the last one. ``precision``: fp32, or bf16 / fp16 autocast (GPU only).
     """
 
-    def __init__(self, config: TDDETRConfig, train_set: Dataset, val_set: Dataset | None,
+    def __init__(self, config: TDDETRConfig, train_set: Dataset, val_set: MomentDataset | None,
                  val_gt: list[dict] | None, out_dir: str | Path, *, seed: int = 0,
                  ctx: DistContext = DistContext(), precision: str = "fp32", save_every_steps: int = 0,
                  progress: bool = True, num_workers: int = 0) -> None:
@@ -127,7 +128,6 @@ class Trainer:
                                     seed=seed)
         self.loader = make_loader(train_set, self.per_rank, shuffle=False, seed=seed,
                                   num_workers=num_workers, sampler=self.sampler)
-        self.val_loader = None if val_set is None else make_loader(val_set, self.per_rank, False, seed)
         self.progress = Progress()
         self.log = run_dir.JsonlLog(self.out_dir / run_dir.LOG_NAME, enabled=ctx.is_main)
         self.history: list[dict] = []
@@ -176,7 +176,7 @@ class Trainer:
         if resume is not None:
             self.restore(resume)  # replaces self.progress: take ``p`` after it
         p = self.progress
-        if resume is None and eval_before and self.val_loader is not None:
+        if resume is None and eval_before and self.val_set is not None:
             p.initial_metrics = self.validate_and_log(epoch=0)[0]
         while p.epoch < epochs and not p.stopped_early:
             self.sampler.set_position(p.epoch, p.batch * self.per_rank)
@@ -204,7 +204,7 @@ class Trainer:
         p.epoch, p.batch = p.epoch + 1, 0
         self.scheduler.step()
         record: dict[str, Any] = {"kind": "epoch", "epoch": p.epoch, "step": p.step}
-        if self.val_loader is None:
+        if self.val_set is None:
             improved, metrics, preds = True, None, None
         else:
             brief, metrics, preds = self.validate_and_log(p.epoch)
@@ -231,8 +231,7 @@ class Trainer:
         process, the full metrics and the predictions on the main process, None elsewhere)."""
         metrics = preds = None
         if self.ctx.is_main:
-            metrics, preds = validate(self.model, self.val_loader, self.val_gt, self.ctx.device,
-                                      self.autocast())
+            metrics, preds = validate(self.model, self.val_set, self.val_gt, self.ctx.device)
             self.log.write({"kind": "val", "epoch": epoch, "step": self.progress.step, **metrics["brief"]})
         brief = broadcast_object(None if metrics is None else metrics["brief"], self.ctx)
         return brief, metrics, preds

@@ -2,42 +2,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 
 from tdfast.eval import eval_charades, eval_submission
-from tdfast.model.postprocess import postprocess
 from tdfast.model.tddetr import TDDETR
 
+if TYPE_CHECKING:
+    from tdfast.data.dataset import MomentDataset
 
-@torch.no_grad()
-def predict_submission(model: TDDETR, batches: Iterable[dict[str, Any]], device: torch.device,
-                       autocast: Any = None, with_saliency: bool = True) -> list[dict]:
-    """Run ``model`` (eval mode) over collated batches -> one submission record per query.
 
-    Normalized spans are scaled by ``num_clips * clip_len`` seconds, the length the
-    training labels are normalized by (``tdfast.data.labels``).
-    """
+def predict_submission(model: TDDETR, dataset: "MomentDataset", device: torch.device,
+                       with_saliency: bool = True) -> list[dict]:
+    """``model``'s submission records for every query of ``dataset``, through the same path
+    as ``tdfast predict`` (``Retriever`` on the eager backend, fp32; all ``num_queries``
+    moments per query, ranked). The model is put back in its training mode afterwards."""
+    from tdfast.api import Retriever
+    from tdfast.predict_jsonl import predict_annotations
+
     was_training = model.training
-    model.eval()
-    records = []
-    clip_len = model.config.clip_len
     try:
-        for batch in batches:
-            with autocast or nullcontext():
-                out = model(batch["video"].to(device), batch["video_mask"].to(device),
-                            batch["query"].to(device), batch["query_mask"].to(device))
-            lengths = torch.tensor([m["num_clips"] * clip_len for m in batch["meta"]])
-            preds = postprocess(out["pred_spans"], out["pred_logits"], out["saliency_scores"],
-                                batch["video_mask"], lengths)
-            for p, m in zip(preds, batch["meta"]):
-                rec = p.to_submission(m["qid"], m["query"], m["vid"])
-                if not with_saliency:
-                    rec.pop("pred_saliency_scores")
-                records.append(rec)
+        retriever = Retriever(model, device=device)  # eval mode, the same module (no copy)
+        records = []
+        for a, _, p in predict_annotations(retriever, dataset.annotations, dataset.store,
+                                           top_k=model.config.num_queries):
+            rec = p.to_submission(a.qid, a.query, a.vid)
+            if not with_saliency:
+                rec.pop("pred_saliency_scores")
+            records.append(rec)
     finally:
         model.train(was_training)
     return records
@@ -60,8 +54,8 @@ PROTOCOLS = {  # config.eval_protocol -> Protocol; QVHighlights selects by the p
 }
 
 
-def validate(model: TDDETR, batches: Iterable[dict[str, Any]], ground_truth: list[dict],
-             device: torch.device, autocast: Any = None) -> tuple[dict, list[dict]]:
+def validate(model: TDDETR, dataset: "MomentDataset", ground_truth: list[dict],
+             device: torch.device) -> tuple[dict, list[dict]]:
     """Metrics of ``model`` on a labelled split by ``model.config.eval_protocol`` ->
     (metrics, submission).
 
@@ -70,7 +64,7 @@ def validate(model: TDDETR, batches: Iterable[dict[str, Any]], ground_truth: lis
     """
     protocol = PROTOCOLS[model.config.eval_protocol]
     with_saliency = protocol.highlights and all("saliency_scores" in g for g in ground_truth)
-    submission = predict_submission(model, batches, device, autocast, with_saliency)
+    submission = predict_submission(model, dataset, device, with_saliency)
     return protocol.evaluate(submission, ground_truth), submission
 
 

@@ -15,6 +15,8 @@ the mask. Every problem raises ``InputError`` naming the file.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import os
 import zipfile
@@ -142,6 +144,14 @@ class FeatureStore:
         path = self.text_dir / f"qid{qid}.npz"
         where = f"{path}" + (f" ({context})" if context else "")
         return prepare_query(read_npz_array(path, QUERY_KEY, context), self.config, where)
+
+
+UNTRUNCATED = 2**62  # a max_video_len that keeps whole videos (sliding windows cut them later)
+
+
+def untruncated(config: TDDETRConfig) -> TDDETRConfig:
+    """``config`` with no video length limit, for loading videos that windows will cut."""
+    return dataclasses.replace(config, max_video_len=UNTRUNCATED)
 
 
 def prepare_video(parts: Sequence[np.ndarray], config: TDDETRConfig, where: str = "video") -> np.ndarray:

@@ -17,6 +17,7 @@ from tdfast.data.features import FeatureStore
 from tdfast.errors import InputError
 from tdfast.fidelity.masking import gt_clip_mask, zero_gt_clips
 from tdfast.fidelity.metrics import GIOU_KEY, TABLE2_KEYS, table2_metrics
+from tdfast.predict_jsonl import predict_annotations
 
 CONDITIONS = ("normal", "masked")
 TOP_K = 10  # windows per query, as the official mAP uses
@@ -28,18 +29,17 @@ def predict_split(retriever, annotations: list[Annotation], store: FeatureStore,
     the number of clips zeroed. Videos are loaded as ``tdfast predict`` loads them
     (normalised, truncated to ``max_video_len``); spans in seconds of ``L * clip_len``."""
     clip_len = retriever.config.clip_len
-    records: list[dict] = []
     zeroed = 0
-    for s in range(0, len(annotations), block):
-        anns = annotations[s: s + block]
-        videos = [store.video(a.vid, f"needed by {a.source}") for a in anns]
-        queries = [store.query(a.qid, f"needed by {a.source}") for a in anns]
-        if zero_gt:
-            masks = [gt_clip_mask(a, v.shape[0], clip_len) for a, v in zip(anns, videos)]
-            zeroed += sum(int(m.sum()) for m in masks)
-            videos = [zero_gt_clips(v, m) for v, m in zip(videos, masks)]
-        preds = retriever.predict(videos, queries, top_k=top_k)
-        records += [p.to_submission(a.qid, a.query, a.vid) for a, p in zip(anns, preds)]
+
+    def zero(ann: Annotation, video):
+        nonlocal zeroed
+        mask = gt_clip_mask(ann, video.shape[0], clip_len)
+        zeroed += int(mask.sum())
+        return zero_gt_clips(video, mask)
+
+    records = [p.to_submission(a.qid, a.query, a.vid) for a, _, p in
+               predict_annotations(retriever, annotations, store, top_k, video_fn=zero if zero_gt else None,
+                                   block=block)]
     return records, zeroed
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,26 +42,31 @@ def temporal_nms(spans: np.ndarray, scores: np.ndarray, iou_threshold: float) ->
     return np.asarray(keep, dtype=np.int64)
 
 
-def postprocess(pred_spans: Tensor, pred_logits: Tensor, saliency: Tensor, video_mask: Tensor,
+def moments_in_seconds(pred_spans: Tensor, pred_logits: Tensor, durations: Tensor
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """pred_spans [B, Q, 2] normalized (center, width), pred_logits [B, Q, 2] (fg, bg),
+    durations [B] seconds (the length the normalized spans refer to) -> spans [B, Q, 2]
+    (start, end) seconds clamped to [0, duration] and foreground probabilities [B, Q], in
+    query order."""
+    scores = torch.softmax(pred_logits.float(), dim=-1)[..., 0]  # [B, Q]
+    secs = durations.float()[:, None, None]
+    spans = cxw_to_xx(pred_spans.float()) * secs  # [B, Q, 2]
+    spans = torch.minimum(spans.clamp(min=0), secs)
+    return spans.cpu().numpy(), scores.cpu().numpy()
+
+
+def postprocess(pred_spans: Tensor, pred_logits: Tensor, saliency: Tensor, lengths: Sequence[int],
                 durations: Tensor, top_k: int | None = None, nms_iou: float | None = None
                 ) -> list[Prediction]:
-    """Turn a batch of raw outputs into ranked predictions.
+    """A batch of raw outputs -> one ranked ``Prediction`` per row.
 
-    pred_spans [B, Q, 2] normalized (center, width); pred_logits [B, Q, 2] (fg, bg);
-    saliency [B, L]; video_mask [B, L] bool; durations [B] seconds (the length the
-    normalized spans refer to). Spans become (start, end) * duration, clamped to
-    [0, duration]; sorted by foreground probability; optional NMS, then the top k.
+    Shapes as in ``moments_in_seconds``; saliency [B, L]; ``lengths``: each row's real clips.
+    Moments are sorted by foreground probability, optionally NMS-ed, cut to ``top_k``.
     """
-    scores = torch.softmax(pred_logits.float(), dim=-1)[..., 0]  # [B, Q]
-    spans = cxw_to_xx(pred_spans.float()) * durations.float()[:, None, None]  # [B, Q, 2] seconds
-    spans = torch.minimum(spans.clamp(min=0), durations.float()[:, None, None])
-    lengths = video_mask.bool().sum(1).tolist()
-    spans_np, scores_np, sal_np = spans.cpu().numpy(), scores.cpu().numpy(), saliency.float().cpu().numpy()
-    out = []
-    for i, n in enumerate(lengths):
-        s, p = select_moments(spans_np[i], scores_np[i], top_k, nms_iou)
-        out.append(Prediction(spans=s, scores=p, saliency=sal_np[i, :n]))
-    return out
+    spans, scores = moments_in_seconds(pred_spans, pred_logits, durations)
+    sal = saliency.float().cpu().numpy()
+    return [Prediction(*select_moments(spans[i], scores[i], top_k, nms_iou), saliency=sal[i, :n])
+            for i, n in enumerate(lengths)]
 
 
 def select_moments(spans: np.ndarray, scores: np.ndarray, top_k: int | None = None,
