@@ -5,18 +5,31 @@ artifact carries its metadata and is verified against eager PyTorch. Optional
 heavy dependencies (onnx, onnxruntime, tensorrt) are imported only by the
 functions that need them.
 """
-from tdfast.export.formats import FORMATS, ensure_export, export
-from tdfast.export.onnx_export import DEFAULT_OPSET, export_onnx, read_metadata
-from tdfast.export.ort import OrtRunner, make_session
-from tdfast.export.quantize import convert_fp16, quantize_int8
-from tdfast.export.tensorrt import TrtRunner, build_tensorrt_engine
-from tdfast.export.trt_check import check_tensorrt_compat
-from tdfast.export.triton_server import write_triton_repository
-from tdfast.export.verify import ExportVerificationError, ParityRow, format_table, verify_onnx
-from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, ExportWrapper
+import importlib
+from typing import Any
+
+_LAZY = {  # public name -> module (imported on first use: tdfast.export.options stays torch-free)
+    "FORMATS": "formats", "ensure_export": "formats", "export": "formats",
+    "DEFAULT_OPSET": "onnx_export", "export_onnx": "onnx_export", "read_metadata": "onnx_export",
+    "OrtRunner": "ort", "make_session": "ort", "convert_fp16": "quantize", "quantize_int8": "quantize",
+    "TrtRunner": "tensorrt", "build_tensorrt_engine": "tensorrt", "check_tensorrt_compat": "trt_check",
+    "write_triton_repository": "triton_server", "ExportVerificationError": "verify",
+    "ParityRow": "verify", "format_table": "verify", "verify_onnx": "verify",
+    "INPUT_NAMES": "wrapper", "OUTPUT_NAMES": "wrapper", "ExportWrapper": "wrapper",
+    "ExportOptions": "options",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"tdfast.export.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tdfast.export' has no attribute {name!r}")
+
 
 __all__ = [
-    "DEFAULT_OPSET", "FORMATS", "INPUT_NAMES", "OUTPUT_NAMES", "ExportVerificationError",
+    "DEFAULT_OPSET", "ExportOptions", "FORMATS", "INPUT_NAMES", "OUTPUT_NAMES", "ExportVerificationError",
     "ExportWrapper", "OrtRunner", "ParityRow", "TrtRunner", "build_tensorrt_engine",
     "check_tensorrt_compat", "convert_fp16", "ensure_export", "export", "export_onnx",
     "format_table", "make_session", "quantize_int8", "read_metadata", "verify_onnx",

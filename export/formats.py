@@ -26,6 +26,7 @@ from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.export.onnx_export import (ONNX_NAME, add_metadata, export_onnx, file_sha256, load_model,
                                        read_metadata)
+from tdfast.export.options import ExportOptions
 from tdfast.export.verify import FP16_ATOL, format_table, verification_record, verify_onnx
 
 
@@ -33,91 +34,85 @@ from tdfast.export.verify import FP16_ATOL, format_table, verification_record, v
 class Format:
     name: str
     artifact: str  # file (or directory) name inside the output directory
-    build: Callable[..., Path]  # (model, ckpt, out_dir, src, **options) -> artifact path
+    build: Callable[..., Path]  # (model, ckpt, out_dir, src, ExportOptions) -> artifact path
     requires: str  # optional dependency, for the error message and --help
     summary: str
     source: str | None = None  # the format this one is made from; its artifact is passed as ``src``
-    # (**options) -> raises InputError / BackendUnavailableError before any export work
-    precheck: Callable[..., object] | None = None
+    # (ExportOptions) -> raises InputError / BackendUnavailableError before any export work
+    precheck: Callable[[ExportOptions], object] | None = None
 
 
-def _onnx(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None, opset: int | None = None,
-          exporter: str = "dynamo", verify: bool = True, log=print, **_: Any) -> Path:
-    kw = {} if opset is None else {"opset": opset}
-    return export_onnx(ckpt or model, out_dir, exporter=exporter, verify=verify, log=log, **kw)
+def _onnx(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None, o: ExportOptions) -> Path:
+    kw = {} if o.opset is None else {"opset": o.opset}
+    return export_onnx(ckpt or model, out_dir, exporter=o.exporter, verify=o.verify, log=o.log, **kw)
 
 
-def _onnx_int8(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, verify: bool = True,
-               log=print, **_: Any) -> Path:
+def _onnx_int8(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, o: ExportOptions) -> Path:
     from tdfast.export.quantize import quantize_int8
 
     out = quantize_int8(src, out_dir / FORMATS["onnx-int8"].artifact)
-    if verify:
+    if o.verify:
         # int8 is lossy by design: record the deviations, judge it by top-1 agreement (benchmark).
         rows = verify_onnx(out, model, atol=float("inf"), strict=False)
         add_metadata(out, {"verification": verification_record(rows)})
-        if log:
-            log("int8 vs eager fp32 (informational, no tolerance):\n" + format_table(rows))
+        if o.log:
+            o.log("int8 vs eager fp32 (informational, no tolerance):\n" + format_table(rows))
     return out
 
 
-def _onnx_fp16(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, verify: bool = True,
-               log=print, **_: Any) -> Path:
+def _onnx_fp16(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, o: ExportOptions) -> Path:
     from tdfast.export.quantize import convert_fp16
 
     out = convert_fp16(src, out_dir / FORMATS["onnx-fp16"].artifact)
-    if verify:
+    if o.verify:
         rows = verify_onnx(out, model, atol=FP16_ATOL)
         add_metadata(out, {"verification": verification_record(rows)})
-        if log:
-            log(f"fp16 vs eager fp32 (tolerance {FP16_ATOL:g}):\n" + format_table(rows))
+        if o.log:
+            o.log(f"fp16 vs eager fp32 (tolerance {FP16_ATOL:g}):\n" + format_table(rows))
     return out
 
 
-def _tensorrt(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, verify: bool = True,
-              log=print, precision: str = "fp16", max_batch: int = 32, **_: Any) -> Path:
+def _tensorrt(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, o: ExportOptions) -> Path:
     from tdfast.export.tensorrt import TrtRunner, build_tensorrt_engine, sidecar_path
     from tdfast.export.verify import FP32_ATOL, Shape, default_shapes, verify_runner
 
-    out = build_tensorrt_engine(src, out_dir / FORMATS["tensorrt"].artifact, precision=precision,
-                                max_batch=max_batch, log=log)
-    if verify:
-        atol = FP32_ATOL if precision == "fp32" else FP16_ATOL
+    out = build_tensorrt_engine(src, out_dir / FORMATS["tensorrt"].artifact, precision=o.precision,
+                                max_batch=o.max_batch, log=o.log)
+    if o.verify:
+        atol = FP32_ATOL if o.precision == "fp32" else FP16_ATOL
         # The engine's profile ends at max_batch: a verify batch beyond it can't run.
-        shapes = [Shape(min(s.batch, max_batch), s.video_len, s.query_len, s.padded)
+        shapes = [Shape(min(s.batch, o.max_batch), s.video_len, s.query_len, s.padded)
                   for s in default_shapes(model.config)]
         rows = verify_runner(TrtRunner(out), model, shapes, atol=atol, what=f"TensorRT engine {out}")
         side = sidecar_path(out)
         meta = {**json.loads(side.read_text()), "verification": verification_record(rows)}
         atomic_write_bytes(side, json.dumps(meta, indent=1).encode())
-        if log:
-            log(format_table(rows))
+        if o.log:
+            o.log(format_table(rows))
     return out
 
 
-def _triton(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None, opset: int | None = None,
-            exporter: str = "dynamo", verify: bool = True, log=print, model_name: str = "tdfast_tddetr",
-            max_batch: int = 32, **_: Any) -> Path:
+def _triton(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None, o: ExportOptions) -> Path:
     from tdfast.export.triton_server import write_triton_repository
 
-    return write_triton_repository(ckpt or model, out_dir, model_name=model_name,
-                                   max_batch_size=max_batch, verify=verify, log=log, opset=opset,
-                                   exporter=exporter)
+    return write_triton_repository(ckpt or model, out_dir, model_name=o.model_name,
+                                   max_batch_size=o.max_batch, verify=o.verify, log=o.log, opset=o.opset,
+                                   exporter=o.exporter)
 
 
-def _tensorrt_precheck(precision: str = "fp16", max_batch: int = 32, **_: Any) -> None:
+def _tensorrt_precheck(o: ExportOptions) -> None:
     from tdfast.export.tensorrt import _trt, check_build_options
 
-    check_build_options(precision, max_batch)
+    check_build_options(o.precision, o.max_batch)
     _trt()
 
 
-def _triton_precheck(max_batch: int = 32, model_name: str = "tdfast_tddetr", **_: Any) -> None:
+def _triton_precheck(o: ExportOptions) -> None:
     from tdfast.export.triton_server import check_model_name
     from tdfast.export.wrapper import check_max_batch
 
-    check_max_batch(max_batch)
-    check_model_name(model_name)
+    check_max_batch(o.max_batch)
+    check_model_name(o.model_name)
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
@@ -138,24 +133,26 @@ def _format(fmt: str) -> Format:
     return FORMATS[fmt]
 
 
-def export(model_or_ckpt: nn.Module | str | Path, fmt: str, out_dir: str | Path, **options: Any) -> Path:
+def export(model_or_ckpt: nn.Module | str | Path, fmt: str, out_dir: str | Path,
+           options: ExportOptions | None = None, **changes: Any) -> Path:
     """Export ``model_or_ckpt`` (TDDETR or checkpoint dir) as ``fmt`` into ``out_dir``.
 
     A derived format (int8, fp16, TensorRT) writes its fp32 ONNX source there too.
-    ``options`` go to the format's function (opset, exporter, verify, log, precision,
-    max_batch, model_name). Returns the artifact path.
+    ``options`` (and keyword changes to them, e.g. ``opset=18``) are an ``ExportOptions``.
+    Returns the artifact path.
     """
     f = _format(fmt)
+    options = ExportOptions.of(options, **changes)
     if f.precheck:
-        f.precheck(**options)
+        f.precheck(options)
     model, ckpt = load_model(model_or_ckpt)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = FORMATS[f.source].build(model, ckpt, out_dir, None, **options) if f.source else None
-    return f.build(model, ckpt, out_dir, src, **options)
+    src = FORMATS[f.source].build(model, ckpt, out_dir, None, options) if f.source else None
+    return f.build(model, ckpt, out_dir, src, options)
 
 
-def _is_fresh(artifact: Path, weights_sha: str, options: dict[str, Any]) -> bool:
+def _is_fresh(artifact: Path, weights_sha: str, options: ExportOptions) -> bool:
     """The cached artifact exists, was made from these exact weights and, for an engine,
     with the requested precision and max batch."""
     if not artifact.is_file():
@@ -163,7 +160,7 @@ def _is_fresh(artifact: Path, weights_sha: str, options: dict[str, Any]) -> bool
     if artifact.suffix == ".engine":
         side = Path(str(artifact) + ".json")
         meta = json.loads(side.read_text()) if side.is_file() else {}
-        wanted = {"precision": options.get("precision", "fp16"), "max_batch": options.get("max_batch", 32)}
+        wanted = {"precision": options.precision, "max_batch": options.max_batch}
         if any(meta.get(k) != v for k, v in wanted.items()):
             return False
     else:
@@ -174,7 +171,8 @@ def _is_fresh(artifact: Path, weights_sha: str, options: dict[str, Any]) -> bool
     return meta.get("weights_sha256") == weights_sha
 
 
-def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Path:
+def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", options: ExportOptions | None = None,
+                  **changes: Any) -> Path:
     """The export of checkpoint ``ckpt_dir`` in ``fmt``, cached inside ``ckpt_dir`` (or, when
     that directory is read-only, in ``user_cache_dir()/<weights sha256[:16]>``).
 
@@ -191,8 +189,10 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Pa
     if fmt == "triton-server":
         raise InputError("format: 'triton-server' is a repository, not a cacheable file; "
                          "use tdfast.export.write_triton_repository")
+    # Quiet unless the caller asks for progress.
+    options = ExportOptions.of(options, **{"log": None, **changes})
     if f.precheck:
-        f.precheck(**options)
+        f.precheck(options)
     ckpt = Path(ckpt_dir)
     load_config(ckpt)  # InputError naming the dir if it is not a checkpoint
     weights = ckpt / WEIGHTS_NAME
@@ -205,12 +205,11 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", **options: Any) -> Pa
     artifact = out_dir / f.artifact
     if out_dir != ckpt and _is_fresh(artifact, sha, options):
         return artifact
-    options.setdefault("log", None)
     # A derived format reuses the cached fp32 export when it is fresh (no second trace).
-    src = ensure_export(ckpt, f.source, **options) if f.source else None
+    src = ensure_export(ckpt, f.source, options) if f.source else None
     model, _ = load_model(ckpt)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return f.build(model, ckpt, out_dir, src, **options)
+    return f.build(model, ckpt, out_dir, src, options)
 
 
 def is_writable_dir(directory: Path) -> bool:

@@ -22,12 +22,12 @@ import torch
 
 from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError, InputError
+from tdfast.export.options import DEFAULT_MAX_BATCH, DEFAULT_PRECISION, PRECISIONS
 from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, check_max_batch
 
 INSTALL_HINT = ("TensorRT is not installed: pip install tensorrt (NVIDIA's wheel, needs a CUDA GPU "
                 "and driver; see https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/"
                 "installing.html), or pip install 'tdfast[tensorrt]'")
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def _trt():
@@ -42,7 +42,7 @@ def sidecar_path(engine_path: str | Path) -> Path:
     return Path(str(engine_path) + ".json")
 
 
-def profile_shapes(config, max_batch: int = 32, opt_batch: int | None = None
+def profile_shapes(config, max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int | None = None
                    ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """(min, opt, max) shape of every input for the optimization profile."""
     check_max_batch(max_batch)
@@ -57,7 +57,7 @@ def profile_shapes(config, max_batch: int = 32, opt_batch: int | None = None
     }
 
 
-def check_build_options(precision: str = "fp16", max_batch: int = 32) -> None:
+def check_build_options(precision: str = DEFAULT_PRECISION, max_batch: int = DEFAULT_MAX_BATCH) -> None:
     """InputError for a precision or max batch the builder can't use (checked before any
     export work, so a bad flag never costs an ONNX export first)."""
     if precision not in PRECISIONS:
@@ -77,8 +77,8 @@ def check_in_profile(name: str, shape: tuple[int, ...], profile: dict | None) ->
                          f"or split the batch")
 
 
-def build_tensorrt_engine(onnx_path: str | Path, out_path: str | Path, precision: str = "fp16",
-                          max_batch: int = 32, opt_batch: int | None = None,
+def build_tensorrt_engine(onnx_path: str | Path, out_path: str | Path, precision: str = DEFAULT_PRECISION,
+                          max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int | None = None,
                           workspace_gib: float = 4.0, timing_cache: str | Path | None = None,
                           log=print) -> Path:
     """Build ``out_path`` (serialized engine, atomic write) from an ONNX export.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ import torch
 
 from tdfast import InputError, TDDETR, TDDETRConfig
 from tdfast.cli import main as tdfast_main
-from tdfast.export import FORMATS, OrtRunner, ensure_export, read_metadata
+from tdfast.export import FORMATS, OrtRunner, ensure_export, export, read_metadata
 from tdfast.export.__main__ import main as module_main
 from tdfast.export.onnx_export import file_sha256
 from tdfast.export.verify import eager_outputs
@@ -30,11 +32,24 @@ def _ckpt(path, seed):
     return model.eval()
 
 
-def test_format_table_names_every_cli_format():
-    from tdfast.cli.export import FORMAT_NAMES
+def test_a_misspelt_export_option_is_an_error_naming_it(tmp_path):
+    # It used to vanish into **_ and the export ran with the default.
+    with pytest.raises(InputError, match=r"unknown \['max_bacth'\]"):
+        export(tmp_path / "ckpt", "tensorrt", tmp_path / "out", max_bacth=8)
+    with pytest.raises(InputError, match=r"unknown \['opst'\]"):
+        ensure_export(tmp_path / "ckpt", "onnx", opst=17)
+    assert not (tmp_path / "out").exists()
 
-    assert set(FORMATS) == set(FORMAT_NAMES)
-    assert FORMATS["onnx"].artifact == "model.onnx" and FORMATS["tensorrt"].artifact == "model.engine"
+
+def test_cli_lists_the_format_table_without_importing_torch(capsys):
+    code = ("import sys; from tdfast.cli import build_parser; build_parser(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # `tdfast --help` stays instant
+    with pytest.raises(SystemExit):
+        tdfast_main(["export", "ckpt", "--out", "x", "--format", "onnx-int4"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'onnx-int4'" in err and all(name in err for name in FORMATS)
 
 
 def test_ensure_export_caches_and_refreshes_on_new_weights(tmp_path):

@@ -28,7 +28,10 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tdfast import __version__
+
     parser = argparse.ArgumentParser(prog="tdfast", description="TD-DETR moment retrieval, fast.")
+    parser.add_argument("--version", action="version", version=f"tdfast {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"tdfast.cli.{name}").register(sub)

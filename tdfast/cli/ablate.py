@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from tdfast.model.config import PRESETS
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,7 +19,7 @@ def register(subparsers) -> None:
     p.add_argument("--video-feats", nargs="+", required=True, metavar="DIR", help="video feature dirs")
     p.add_argument("--text-feats", required=True, metavar="DIR", help="query feature dir")
     p.add_argument("--out", required=True, metavar="DIR", help="ablation directory (created or continued)")
-    p.add_argument("--preset", required=True, choices=["tiny", "qvhighlights", "charades"],
+    p.add_argument("--preset", required=True, choices=sorted(PRESETS),
                    help="base config preset; every row changes only its own fields")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config field (repeatable)")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from tdfast.model.config import EVAL_PROTOCOLS
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register(subparsers) -> None:
                    "pred_saliency_scores)")
     p.add_argument("--gt", required=True, help="annotations jsonl (qid, relevant_windows, ...)")
     p.add_argument("--out", help="also write the metrics JSON here")
-    p.add_argument("--mode", choices=["qvhighlights", "charades"], default="qvhighlights",
+    p.add_argument("--mode", choices=EVAL_PROTOCOLS, default=EVAL_PROTOCOLS[0],
                    help="qvhighlights: mAP/R1 by length + highlight metrics; "
                    "charades: R1/R5@{0.3,0.5,0.7} and mIoU (also for TACoS)")
     p.add_argument("--allow-partial", action="store_true",

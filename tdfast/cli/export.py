@@ -9,24 +9,41 @@ from __future__ import annotations
 import argparse
 import sys
 
-FORMAT_NAMES = ("onnx", "onnx-int8", "onnx-fp16", "tensorrt", "triton-server")
+from tdfast.export.options import (DEFAULT_MAX_BATCH, DEFAULT_MODEL_NAME, DEFAULT_PRECISION, EXPORTERS,
+                                   PRECISIONS, ExportOptions)
+
+
+class FormatNames:
+    """argparse choices read from ``tdfast.export.formats.FORMATS`` when first needed (that
+    module imports torch, which ``tdfast --help`` must not pay for)."""
+
+    def _names(self) -> list[str]:
+        from tdfast.export.formats import FORMATS
+
+        return list(FORMATS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", help="checkpoint directory (config.json + model.safetensors)")
-    p.add_argument("--format", "-f", default="onnx", choices=FORMAT_NAMES,
-                   help="artifact to write (default: onnx)")
+    p.add_argument("--format", "-f", default="onnx", choices=FormatNames(), metavar="FORMAT",
+                   help="artifact to write: %(choices)s (default: onnx)")
     p.add_argument("--out", "-o", required=True, help="output directory")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; >= 17)")
-    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
+    p.add_argument("--exporter", choices=EXPORTERS, default=ExportOptions.exporter,
                    help="PyTorch ONNX exporter (default: dynamo; see docs/export.md)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the parity check against eager PyTorch")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16",
-                   help="TensorRT kernel precision (default: fp16)")
-    p.add_argument("--max-batch", type=int, default=32,
-                   help="TensorRT profile max batch / Triton max_batch_size (default: 32)")
-    p.add_argument("--model-name", default="tdfast_tddetr", help="Triton model name")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help=f"TensorRT kernel precision (default: {DEFAULT_PRECISION})")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                   help=f"TensorRT profile max batch / Triton max_batch_size (default: {DEFAULT_MAX_BATCH})")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="Triton model name")
 
 
 def register(subparsers) -> None:
@@ -49,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir("--out", args.out)
     start = time.time()
     try:
-        artifact = export(args.ckpt, args.format, args.out, opset=args.opset, exporter=args.exporter,
-                          verify=args.verify, precision=args.precision, max_batch=args.max_batch,
-                          model_name=args.model_name)
+        artifact = export(args.ckpt, args.format, args.out, ExportOptions(
+            opset=args.opset, exporter=args.exporter, verify=args.verify, precision=args.precision,
+            max_batch=args.max_batch, model_name=args.model_name))
     except ExportVerificationError as e:
         print(f"tdfast export: verification FAILED: {e}\nNo artifact was replaced; the failing graph "
               f"is kept as *.unverified.onnx in {args.out}", file=sys.stderr)

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from tdfast.model.config import PRESETS
 from tdfast.threads import add_threads_argument, apply_threads
 
 
@@ -14,7 +15,7 @@ def register(subparsers) -> None:
         description="Train TD-DETR. --out receives the best weights (by val MR-full-mAP; Charades "
                     "protocol: R1@0.5, then mIoU), loadable by TDDETR.from_pretrained / tdfast predict, "
                     "last/ for --resume, and log.jsonl. See docs/training.md.")
-    p.add_argument("--preset", choices=["tiny", "qvhighlights", "charades"],
+    p.add_argument("--preset", choices=sorted(PRESETS),
                    help="config preset (required unless --resume, which reuses the checkpoint's config)")
     p.add_argument("--train", required=True, help="training annotations (jsonl)")
     p.add_argument("--val", help="validation annotations (jsonl); without it the last epoch is kept")
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                              f"config); got {args.overrides}")
         config = load_config(ckpt)
     elif args.preset is None:
-        raise InputError("--preset: expected one of tiny, qvhighlights, charades (or --resume), got none")
+        raise InputError(f"--preset: expected one of {sorted(PRESETS)} (or --resume), got none")
     else:
         config = TDDETRConfig.from_name(args.preset).override(args.overrides)
     try:
