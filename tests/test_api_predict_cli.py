@@ -10,6 +10,7 @@ import torch
 from tdfast import TDDETR, TDDETRConfig
 from tdfast.cli import main
 from tdfast.data import MomentDataset, collate, make_synthetic_dataset
+from tdfast.eval import eval_submission, load_jsonl
 from tdfast.model import postprocess
 
 C = TDDETRConfig.from_name("tiny")  # video_dim 64 = 48 + 16 (two feature dirs), text_dim 32
@@ -62,7 +63,11 @@ def test_predict_writes_what_the_training_pipeline_computes(data, tmp_path):
     # and `tdfast eval` accepts it
     assert main(["eval", "--submission", str(tmp_path / "preds.jsonl"), "--gt", str(ds.val),
                  "--out", str(tmp_path / "m.json")]) == 0
-    assert 0.0 <= json.load(open(tmp_path / "m.json"))["brief"]["MR-full-mAP"] <= 100.0
+    # ... and scores what the file holds: the same brief as the evaluator on the reference path.
+    brief = json.load(open(tmp_path / "m.json"))["brief"]
+    want_brief = eval_submission(want, load_jsonl(ds.val))["brief"]
+    assert brief["MR-full-mAP"] == pytest.approx(want_brief["MR-full-mAP"], abs=0.5)
+    assert brief["HL-min-VeryGood-mAP"] == pytest.approx(want_brief["HL-min-VeryGood-mAP"], abs=0.05)
 
 
 def test_sliding_window_keeps_whole_long_videos(data, tmp_path):
