@@ -5,8 +5,7 @@ artifact carries its metadata and is verified against eager PyTorch. Optional
 heavy dependencies (onnx, onnxruntime, tensorrt) are imported only by the
 functions that need them.
 """
-import importlib
-from typing import Any
+from tdfast.lazy import lazy_getattr
 
 _LAZY = {  # public name -> module (imported on first use: tdfast.export.options stays torch-free)
     "FORMATS": "formats", "ensure_export": "formats", "export": "formats",
@@ -20,13 +19,7 @@ _LAZY = {  # public name -> module (imported on first use: tdfast.export.options
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"tdfast.export.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tdfast.export' has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, {k: f"tdfast.export.{m}" for k, m in _LAZY.items()})
 
 __all__ = [
     "DEFAULT_OPSET", "ExportOptions", "FORMATS", "INPUT_NAMES", "OUTPUT_NAMES", "ExportVerificationError",

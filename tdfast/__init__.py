@@ -5,10 +5,10 @@ need no model, such as ``tdfast eval``) don't pay for importing PyTorch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tdfast.errors import BackendUnavailableError, InputError
+from tdfast.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -29,12 +29,7 @@ __all__ = ["BackendUnavailableError", "InputError", "Prediction", "Retriever", "
            "TDDETRConfig", "__version__", "convert_official"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'tdfast' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

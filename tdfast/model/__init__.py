@@ -5,11 +5,13 @@ reads to build its choices) loads without PyTorch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-_LAZY = {"PRESETS": "config", "TDDETRConfig": "config", "check_inputs": "inputs",
-         "Prediction": "postprocess", "postprocess": "postprocess", "TDDETR": "tddetr"}
+from tdfast.lazy import lazy_getattr
+
+_LAZY = {"PRESETS": "tdfast.model.config", "TDDETRConfig": "tdfast.model.config",
+         "check_inputs": "tdfast.model.inputs", "Prediction": "tdfast.model.postprocess",
+         "postprocess": "tdfast.model.postprocess", "TDDETR": "tdfast.model.tddetr"}
 
 if TYPE_CHECKING:
     from tdfast.model.config import PRESETS, TDDETRConfig
@@ -20,9 +22,4 @@ if TYPE_CHECKING:
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"tdfast.model.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tdfast.model' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
