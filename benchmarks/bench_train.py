@@ -31,6 +31,7 @@ from tdfast.bench.timing import synchronizer
 from tdfast.data.dataset import MomentDataset
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.model.config import TDDETRConfig
+from tdfast.training.config import TrainConfig
 from tdfast.training.distributed import DistContext
 from tdfast.training.trainer import Trainer
 
@@ -45,13 +46,13 @@ DATA = {
 
 def bench_preset(name: str, device: str, precision: str, steps: int, warmup: int, root: Path) -> dict:
     """Time ``steps`` training steps of preset ``name`` (torch's current thread count) -> one row."""
-    config = TDDETRConfig.from_name(name)
-    num_train = config.batch_size * (steps + warmup)  # one epoch, no batch seen twice
+    config, training = TDDETRConfig.from_name(name), TrainConfig.from_name(name)
+    num_train = training.batch_size * (steps + warmup)  # one epoch, no batch seen twice
     ds = make_synthetic_dataset(root / name, seed=0, num_train=num_train, num_val=0, num_test=0,
                                 video_dims=(config.video_dim,), text_dim=config.text_dim,
                                 clip_len=config.clip_len, max_queries_per_video=1, **DATA[name])
     data = MomentDataset(ds.train, ds.video_dirs, ds.text_dir, config, cache_size=2 * num_train)
-    trainer = Trainer(config, data, None, None, root / f"{name}-run", seed=0,
+    trainer = Trainer(config, data, None, None, root / f"{name}-run", training=training, seed=0,
                       ctx=DistContext(device=torch.device(device)), precision=precision, progress=False)
     trainer.net.train()
     sync = synchronizer(device)
@@ -67,12 +68,12 @@ def bench_preset(name: str, device: str, precision: str, steps: int, warmup: int
     ms = summarize_ms(times)
     steps_per_s = 1e3 / ms["p50_ms"]
     row = {"preset": name, "device": device, "precision": precision, "threads": torch.get_num_threads(),
-           "batch_size": config.batch_size,
-           "steps_per_s": round(steps_per_s, 3), "samples_per_s": round(steps_per_s * config.batch_size, 1),
+           "batch_size": training.batch_size,
+           "steps_per_s": round(steps_per_s, 3), "samples_per_s": round(steps_per_s * training.batch_size, 1),
            "step_p50_ms": round(ms["p50_ms"], 1), "step_p90_ms": round(ms["p90_ms"], 1),
            "step_min_ms": round(ms["min_ms"], 1), "n": ms["n"], "warmup": warmup,
            "params_m": round(sum(p.numel() for p in trainer.model.parameters()) / 1e6, 3),
-           "use_vsdc": config.use_vsdc, "use_negative_pair": config.use_negative_pair}
+           "use_vsdc": training.use_vsdc, "use_negative_pair": training.use_negative_pair}
     if device == "cuda":
         row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         torch.cuda.reset_peak_memory_stats()

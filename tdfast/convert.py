@@ -27,6 +27,7 @@ from torch import Tensor
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 from tdfast.model.tddetr import TDDETR
+from tdfast.training.config import RunConfig, TrainConfig
 
 # (official key pattern, tdfast key template); the first full match wins.
 RENAMES: list[tuple[str, str]] = [
@@ -88,6 +89,7 @@ class Converted:
 
     family: str  # "td_detr" or "qd_detr"
     config: TDDETRConfig
+    training: TrainConfig  # the run's official training settings (not part of the checkpoint)
     state_dict: dict[str, Tensor]
     epoch: Any
     unused: list[str] = field(default_factory=list)
@@ -125,8 +127,9 @@ def detect_family(keys: set[str], source: str) -> str:
     return "qd_detr"
 
 
-def config_from_opt(opt: argparse.Namespace, family: str, source: str) -> tuple[TDDETRConfig, list[str]]:
-    """The tdfast config an official ``opt`` describes, and notes on what was adapted."""
+def config_from_opt(opt: argparse.Namespace, family: str, source: str) -> tuple[RunConfig, list[str]]:
+    """The network and training settings an official ``opt`` describes, and notes on what was
+    adapted."""
     o, notes = vars(opt), []
 
     def get(name: str) -> Any:
@@ -180,7 +183,7 @@ def config_from_opt(opt: argparse.Namespace, family: str, source: str) -> tuple[
         w_saliency_margin=lw_saliency, w_saliency_contrast=lw_saliency, w_negative=lw_saliency,
     )
     try:
-        return TDDETRConfig(**values), notes
+        return RunConfig.from_dict(values), notes
     except InputError as e:
         raise InputError(f"{source}: opt describes a network tdfast can't build: {e}") from None
 
@@ -218,7 +221,8 @@ def read_official(path: str | Path) -> Converted:
     ckpt = load_official(path)
     source = str(path)
     family = detect_family(set(ckpt["model"]), source)
-    config, notes = config_from_opt(ckpt["opt"], family, source)
+    run, notes = config_from_opt(ckpt["opt"], family, source)
+    config = run.model
     mapped, unused = map_state_dict(ckpt["model"], family, source)
     with torch.device("meta"):  # names and shapes only, no memory
         expected = {k: v.shape for k, v in TDDETR(config).state_dict().items()}
@@ -236,7 +240,7 @@ def read_official(path: str | Path) -> Converted:
                              f"in opt needs {tuple(shape)}")
         if not mapped[k].is_floating_point():
             raise InputError(f"{source}: tensor {k} has dtype {mapped[k].dtype}, expected floating point")
-    return Converted(family, config, {k: mapped[k].float().contiguous() for k in expected},
+    return Converted(family, config, run.training, {k: mapped[k].float().contiguous() for k in expected},
                      ckpt.get("epoch"), unused, notes)
 
 

@@ -158,7 +158,7 @@ def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
     from tdfast.data.synthetic import make_synthetic_dataset
     from tdfast.eval import eval_submission, load_jsonl
     from tdfast.export import ensure_export
-    from tdfast.model.config import TDDETRConfig
+    from tdfast.training.config import RunConfig
     from tdfast.predict_jsonl import predict_jsonl
     from tdfast.training import train
 
@@ -174,9 +174,9 @@ def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
     log(f"  queries: {counts}; each query names a concept planted in a window of its video")
 
     log(f"[2/5] train the tiny preset for {options.epochs} epochs (--set {' '.join(TRAIN_OVERRIDES)})")
-    config = TDDETRConfig.from_name("tiny").override(list(TRAIN_OVERRIDES))
+    run = RunConfig.from_name("tiny").override(list(TRAIN_OVERRIDES))
     ckpt = out / "checkpoint"
-    result = train(config, ds.train, ds.val, ds.video_dirs, ds.text_dir, ckpt, epochs=options.epochs,
+    result = train(run.model, ds.train, ds.val, ds.video_dirs, ds.text_dir, ckpt, training=run.training, epochs=options.epochs,
                    seed=options.seed, progress=options.progress, eval_before=True)
     before, after = shown(result.initial_metrics), shown(result.best_metrics)
     log(metrics_table(before, after))

@@ -14,7 +14,7 @@ from tdfast.errors import InputError
 from tdfast.fidelity import ablation
 from tdfast.fidelity.ablation import PAPER_ALPHAS, Row, parse_seeds, parse_values, plan_rows, run_ablation
 from tdfast.fidelity.summary import markdown, mean_std, summarize
-from tdfast.model.config import TDDETRConfig
+from tdfast.training import RunConfig
 from tdfast.model.tddetr import TDDETR
 from tdfast.training.rng import seed_everything
 
@@ -24,7 +24,7 @@ SWITCHES = ("use_vsdc", "use_tdem", "alpha", "beta")
 
 
 def test_plan_rows_paper_rows_and_sweeps():
-    base = TDDETRConfig.from_name("tiny")
+    base = RunConfig.from_name("tiny")
     rows = plan_rows(["a", "b", "c", "d", "untrained"], [0.1, 0.7], [1.0], base=base)
     assert [r.name for r in rows] == ["a", "b", "c", "d", "untrained", "alpha=0.1", "alpha=0.7", "beta=1"]
     got = {r.name: {k: ablation.resolve(base, r).to_dict()[k] for k in SWITCHES} for r in rows}
@@ -108,9 +108,12 @@ def test_runner_trains_every_row_with_its_config_and_resumes(tiny_data, monkeypa
                 "d": (True, True, 0.7, 0.7), "untrained": (False, False, 0.7, 0.7),
                 "beta=1": (True, True, 0.7, 1.0)}
     for name, switches in expected.items():
-        config = json.loads((out / "runs" / name / "seed0" / "config.json").read_text())
+        run = out / "runs" / name / "seed0"
+        config = json.loads((run / "result.json").read_text())["config"]  # network + training
         assert tuple(config[k] for k in SWITCHES) == switches, name
         assert config["batch_size"] == 4
+        network = json.loads((run / "config.json").read_text())  # the checkpoint: the network only
+        assert (network["use_tdem"], network["beta"]) == switches[1::2] and "use_vsdc" not in network
     assert not (out / "runs" / "alpha=0.7").exists()  # row d's run is reused
     by_row = {r["row"]: r for r in record["results"]}
     assert by_row["alpha=0.7"]["analysis"] == by_row["d"]["analysis"] and by_row["alpha=0.7"]["same_as"] == "d"
@@ -119,7 +122,7 @@ def test_runner_trains_every_row_with_its_config_and_resumes(tiny_data, monkeypa
     assert record["machine"]["cores"] >= 1 and "cpu_model" in record["machine"]
     # the untrained control is exactly the network the trainer starts from with seed 0
     seed_everything(0)
-    init = TDDETR(TDDETRConfig.from_dict(by_row["untrained"]["config"])).state_dict()
+    init = TDDETR(RunConfig.from_dict(by_row["untrained"]["config"]).model).state_dict()
     saved = load_file(str(out / "runs" / "untrained" / "seed0" / "model.safetensors"))
     assert all(torch.equal(init[k], saved[k]) for k in init) and set(init) == set(saved)
     capsys.readouterr()
@@ -140,6 +143,6 @@ def test_runner_argument_errors(tiny_data):
     kw = dict(train_ann=ds.train, val_ann=ds.val, video_dirs=ds.video_dirs, text_dir=ds.text_dir,
               out_dir=root / "bad")
     with pytest.raises(InputError, match="--jobs: expected a positive integer, got 0"):
-        run_ablation(TDDETRConfig.from_name("tiny"), [Row("a")], [0], jobs=0, **kw)
+        run_ablation(RunConfig.from_name("tiny"), [Row("a")], [0], jobs=0, **kw)
     with pytest.raises(InputError, match="--seeds: expected at least one seed, got none"):
-        run_ablation(TDDETRConfig.from_name("tiny"), [Row("a")], [], **kw)
+        run_ablation(RunConfig.from_name("tiny"), [Row("a")], [], **kw)

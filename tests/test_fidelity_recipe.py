@@ -17,6 +17,7 @@ from tdfast.fidelity.metrics import TABLE2_KEYS
 from tdfast.fidelity.recipe import (CHARADES_RECIPE, QVH_ABLATE_RECIPE, QVH_RECIPE, commands, run_recipe,
                                     write_standin)
 from tdfast.model.config import TDDETRConfig
+from tdfast.training import RunConfig
 
 from fidelity_support import one_thread  # noqa: F401  (autouse fixture)
 
@@ -68,7 +69,7 @@ def test_qvh_recipe_outputs(tmp_path):
     assert weights["text_proj.0.linear.weight"].shape == (256, 512)
     # trained with the paper's preset (the recipe only turns early stopping off)
     saved = TDDETRConfig.from_json((run / "config.json").read_text())
-    assert saved == TDDETRConfig.from_name("qvhighlights", early_stop_patience=0, epochs=1)
+    assert saved == TDDETRConfig.from_name("qvhighlights")
     # val metrics are the official scoring of the written val predictions
     val_gt = load_jsonl(data / "highlight_val_release.jsonl")
     val_sub = load_jsonl(run / "hl_val_submission.jsonl")
@@ -96,7 +97,7 @@ def test_charades_recipe_outputs(tmp_path):
     root, runs = tmp_path, _run(tmp_path, "charades", CHARADES_RECIPE)
     run, data = runs / "charades_seed0", root / "charades" / "data"
     saved = TDDETRConfig.from_json((run / "config.json").read_text())
-    assert saved == TDDETRConfig.from_name("charades", early_stop_patience=0, epochs=1)
+    assert saved == TDDETRConfig.from_name("charades")
     gt = load_jsonl(data / "charades_sta_test_tvr_format.jsonl")
     assert all("saliency_scores" not in g for g in gt)  # Charades-STA: windows only
     metrics = json.loads((run / "test_metrics.json").read_text())
@@ -117,7 +118,7 @@ def test_qvh_ablate_recipe_plans_every_paper_run_on_the_standin(tmp_path, monkey
 
     def stub(job):
         jobs.append(job)
-        config = TDDETRConfig.from_dict(job.config)
+        config = RunConfig.from_dict(job.config).model
         store = FeatureStore(job.video_dirs, job.text_dir, config)
         ann = load_annotations(job.train_ann)[0]
         assert store.video(ann.vid).shape[1] == 2816 and store.query(ann.qid).shape[1] == 512
@@ -134,7 +135,7 @@ def test_qvh_ablate_recipe_plans_every_paper_run_on_the_standin(tmp_path, monkey
     # 17 rows; alpha=0.7 and beta=0.7 are row d (the preset's official 0.7), so 15 distinct x 3 seeds
     assert len(jobs) == 45 and sorted({j.seed for j in jobs}) == [0, 1, 2]
     assert {j.row.name for j in jobs} == set(order) - {"alpha=0.7", "beta=0.7"}
-    preset = TDDETRConfig.from_name("qvhighlights", early_stop_patience=0).to_dict()
+    preset = RunConfig.from_name("qvhighlights", early_stop_patience=0).to_dict()
     for j in jobs:
         assert j.epochs == 220 and j.config == {**preset, **j.row.overrides}, j.row.name
         assert j.train_ann == str(data / "data" / "highlight_train_release.jsonl")

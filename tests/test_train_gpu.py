@@ -15,8 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from tdfast.data.synthetic import make_synthetic_dataset
-from tdfast.model.config import TDDETRConfig
-from tdfast.training import train
+from tdfast.training import RunConfig, train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -30,15 +29,16 @@ def data(tmp_path_factory):
                                   max_clips=24)
 
 
-def config() -> TDDETRConfig:
+def config() -> RunConfig:
     # dropout 0: CPU and CUDA draw different dropout masks, which the first-step comparison can't have
-    return TDDETRConfig.from_name("tiny", batch_size=8, max_video_len=24, lr=3e-3, early_stop_patience=0,
+    return RunConfig.from_name("tiny", batch_size=8, max_video_len=24, lr=3e-3, early_stop_patience=0,
                                   dropout=0.0, input_dropout=0.0)
 
 
 def run(data, out, device="cuda", precision="fp32", epochs=4, **kw):
     losses: list[float] = []
-    result = train(config(), data.train, data.val, data.video_dirs, data.text_dir, out, epochs=epochs, seed=2,
+    result = train(config().model, data.train, data.val, data.video_dirs, data.text_dir, out,
+                   training=config().training, epochs=epochs, seed=2,
                    progress=False, device=device, precision=precision, cache_size=512,
                    on_step=lambda step, terms: losses.append(terms["loss"]), **kw)
     return result, losses
@@ -75,7 +75,8 @@ def test_gpu_crash_and_resume_matches_uninterrupted(data, tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        train(config(), data.train, data.val, data.video_dirs, data.text_dir, tmp_path / "cut", epochs=2, seed=2,
+        train(config().model, data.train, data.val, data.video_dirs, data.text_dir, tmp_path / "cut",
+              training=config().training, epochs=2, seed=2,
               progress=False, device="cuda", precision="bf16", cache_size=512, save_every_steps=3,
               eval_before=False, on_step=crash)
     resumed, _ = run(data, tmp_path / "cut", precision="bf16", epochs=2, save_every_steps=3, eval_before=False,

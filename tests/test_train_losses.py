@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from tdfast.model.config import TDDETRConfig
+from tdfast.training.config import TrainConfig
 from tdfast.spans import pairwise_giou
 from tdfast.training.criterion import Criterion, loss_norm
 from tdfast.training.losses import (LossNorm, class_loss, negative_pair_loss, rank_contrastive_loss,
@@ -109,7 +109,7 @@ def _outputs_and_batch(seed: int, b: int = 4, q: int = 3, length: int = 6):
 
 
 def test_total_is_the_weighted_sum_of_all_terms():
-    config = TDDETRConfig.from_name("tiny", num_queries=3)
+    config = TrainConfig.from_name("tiny")
     out, batch = _outputs_and_batch(0)
     terms = Criterion(config)(out, batch, loss_norm(batch, 3))
     w = {"span_l1": 10.0, "span_giou": 1.0, "class": 4.0, "saliency_margin": 1.0,
@@ -118,11 +118,15 @@ def test_total_is_the_weighted_sum_of_all_terms():
                    for k in w)
     assert set(terms) == {*w, "span_l1_0", "span_giou_0", "class_0", "loss"}
     assert terms["loss"].item() == pytest.approx(expected, rel=1e-6)
+    # aux_loss off: the earlier decoder layers' terms are left out
+    no_aux = Criterion(TrainConfig.from_name("tiny", aux_loss=False))(out, batch, loss_norm(batch, 3))
+    assert set(no_aux) == {*w, "loss"}
+    assert no_aux["loss"].item() == pytest.approx(sum(w[k] * terms[k].item() for k in w), rel=1e-6)
 
 
 def test_split_batch_sums_to_whole_batch():
     """What multi-process training relies on: per-part losses with global counts add up."""
-    config = TDDETRConfig.from_name("tiny", num_queries=3)
+    config = TrainConfig.from_name("tiny")
     out, batch = _outputs_and_batch(1)
     norm = loss_norm(batch, 3)
     whole = Criterion(config)(out, batch, norm)

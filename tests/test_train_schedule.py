@@ -9,8 +9,7 @@ from fidelity_support import one_thread  # noqa: F401  (autouse fixture: one tor
 
 from tdfast.data.dataset import MomentDataset
 from tdfast.data.synthetic import make_synthetic_dataset
-from tdfast.model.config import TDDETRConfig
-from tdfast.training import Trainer, train
+from tdfast.training import RunConfig, Trainer, train
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +25,9 @@ def records(run_dir, kind):
 
 @pytest.mark.parametrize("preset,lr", [("qvhighlights", 1e-4), ("charades", 2e-4), ("tiny", 1e-3)])
 def test_adamw_with_the_papers_lr_and_weight_decay(data, tmp_path, preset, lr):
-    config = TDDETRConfig.from_name(preset)
-    trainer = Trainer(config, MomentDataset(data.train, data.video_dirs, data.text_dir, config), None, None,
-                      tmp_path, progress=False)
+    run = RunConfig.from_name(preset)
+    trainer = Trainer(run.model, MomentDataset(data.train, data.video_dirs, data.text_dir, run.model), None, None,
+                      tmp_path, training=run.training, progress=False)
     assert type(trainer.optimizer) is torch.optim.AdamW
     (group,) = trainer.optimizer.param_groups
     assert (group["lr"], group["weight_decay"]) == (lr, 1e-4)
@@ -43,9 +42,9 @@ def grad_norm(model: torch.nn.Module) -> float:
 def test_gradients_are_clipped_to_grad_clip(data, tmp_path):
     norms = {}
     for clip in (0.0, 0.1):
-        config = TDDETRConfig.from_name("tiny", batch_size=8, max_video_len=16, grad_clip=clip)
-        trainer = Trainer(config, MomentDataset(data.train, data.video_dirs, data.text_dir, config), None, None,
-                          tmp_path / str(clip), seed=3, progress=False)
+        run = RunConfig.from_name("tiny", batch_size=8, max_video_len=16, grad_clip=clip)
+        trainer = Trainer(run.model, MomentDataset(data.train, data.video_dirs, data.text_dir, run.model), None,
+                          None, tmp_path / str(clip), training=run.training, seed=3, progress=False)
         trainer.net.train()
         trainer.train_step(next(iter(trainer.loader)))
         norms[clip] = grad_norm(trainer.model)  # the gradient AdamW used (clipped in place)
@@ -55,16 +54,16 @@ def test_gradients_are_clipped_to_grad_clip(data, tmp_path):
 
 
 def test_lr_drops_tenfold_every_lr_drop_epochs(data, tmp_path):
-    config = TDDETRConfig.from_name("tiny", batch_size=8, max_video_len=16, lr=1e-3, lr_drop=2)
-    train(config, data.train, None, data.video_dirs, data.text_dir, tmp_path, epochs=5, progress=False)
+    config = RunConfig.from_name("tiny", batch_size=8, max_video_len=16, lr=1e-3, lr_drop=2)
+    train(config.model, data.train, None, data.video_dirs, data.text_dir, tmp_path, training=config.training, epochs=5, progress=False)
     lr_by_epoch = {r["epoch"]: r["lr"] for r in records(tmp_path, "train")}
     assert lr_by_epoch == pytest.approx({1: 1e-3, 2: 1e-3, 3: 1e-4, 4: 1e-4, 5: 1e-5}, rel=1e-9)
 
 
 def test_early_stop_after_patience_epochs_without_gain(data, tmp_path):
     # lr 0: the weights never change, so every epoch scores what epoch 1 scored: no gain after it
-    config = TDDETRConfig.from_name("tiny", batch_size=8, max_video_len=16, lr=0.0, early_stop_patience=2)
-    result = train(config, data.train, data.val, data.video_dirs, data.text_dir, tmp_path, epochs=10,
+    config = RunConfig.from_name("tiny", batch_size=8, max_video_len=16, lr=0.0, early_stop_patience=2)
+    result = train(config.model, data.train, data.val, data.video_dirs, data.text_dir, tmp_path, training=config.training, epochs=10,
                    progress=False)
     assert (result.epochs, result.best_epoch, result.stopped_early) == (3, 1, True)
     epochs = records(tmp_path, "epoch")
@@ -74,7 +73,7 @@ def test_early_stop_after_patience_epochs_without_gain(data, tmp_path):
     assert [r["epoch"] for r in vals] == [0, 1, 2, 3]
     assert len({r["MR-full-mAP"] for r in vals}) == 1  # epoch 0 (untrained) too: nothing moved
     # with patience 0 the same run trains every epoch
-    config = TDDETRConfig.from_name("tiny", batch_size=8, max_video_len=16, lr=0.0, early_stop_patience=0)
-    result = train(config, data.train, data.val, data.video_dirs, data.text_dir, tmp_path / "all", epochs=5,
+    config = RunConfig.from_name("tiny", batch_size=8, max_video_len=16, lr=0.0, early_stop_patience=0)
+    result = train(config.model, data.train, data.val, data.video_dirs, data.text_dir, tmp_path / "all", training=config.training, epochs=5,
                    progress=False, eval_before=False)
     assert (result.epochs, result.stopped_early) == (5, False)

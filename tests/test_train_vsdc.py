@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tdfast.model.config import TDDETRConfig
+from tdfast.training.config import RunConfig, TrainConfig
 from tdfast.spans import cxw_to_xx
 from tdfast.training.prepare import negative_query_rows, prepare_batch
 from tdfast.training.vsdc import choose_partners, synthesize, video_similarity, vsdc
@@ -45,8 +46,10 @@ def window_clips(spans: torch.Tensor, length: int) -> list[tuple[int, int]]:
     return [(round(float(s)), round(float(e))) for s, e in xx]
 
 
-def config(**kw) -> TDDETRConfig:
-    return TDDETRConfig.from_name("tiny", **kw)
+def config(**kw) -> tuple[TDDETRConfig, TrainConfig]:
+    """The tiny preset's network and training configs with flat ``kw`` (alpha, max_video_len...)."""
+    run = RunConfig.from_name("tiny", **kw)
+    return run.model, run.training
 
 
 def test_similarity_is_mean_of_topk_dot_products():
@@ -67,14 +70,14 @@ def test_partner_is_most_similar_other_video_never_self():
     assert choose_partners(sim, ["a", "b", "a"]).tolist() == [1, 0, 1]
     assert choose_partners(sim[:2, :2], ["a", "a"]).tolist() == [1, 0]  # nothing else: the same video
     batch = make_batch(32, 20, seed=3)
-    out = vsdc(batch, config(), torch.Generator().manual_seed(0))
+    out = vsdc(batch, *config(), torch.Generator().manual_seed(0))
     assert (out["partner"] != torch.arange(32)).all()
 
 
 @pytest.mark.parametrize("two_windows", [False, True])
 def test_gt_content_preserved_bit_for_bit_and_windows_cover_exactly_gt(two_windows):
     batch = make_batch(24, 20, seed=4, two_windows=two_windows)
-    out = vsdc(batch, config(alpha=0.5), torch.Generator().manual_seed(1))
+    out = vsdc(batch, *config(alpha=0.5), torch.Generator().manual_seed(1))
     partner = out["partner"]
     anchors = torch.cat([torch.arange(24), partner]).tolist()
     old_len = batch["video_mask"].sum(1).tolist()
@@ -100,7 +103,7 @@ def test_keep_rates_match_alpha_within_three_sigma():
     # tag every clip with its source (row, clip) so kept clips can be traced in the output
     batch["video"] = (torch.arange(b)[:, None] * 1000 + torch.arange(length)[None] + 1).float()[..., None]
     # partners may contribute a whole video: max_video_len large enough that no clip is dropped for length
-    out = vsdc(batch, config(alpha=alpha, max_video_len=2 * length), torch.Generator().manual_seed(2))
+    out = vsdc(batch, *config(alpha=alpha, max_video_len=2 * length), torch.Generator().manual_seed(2))
     partner = out["partner"]
     anchors = torch.cat([torch.arange(b), partner])
     contexts = torch.cat([partner, torch.arange(b)])
@@ -132,7 +135,7 @@ def test_keep_rates_match_alpha_within_three_sigma():
 def test_never_longer_than_max_video_len_and_masks_exact():
     max_len = 16
     batch = make_batch(20, max_len, seed=6, min_len=max_len - 2)
-    out = vsdc(batch, config(alpha=0.2, max_video_len=max_len), torch.Generator().manual_seed(3))
+    out = vsdc(batch, *config(alpha=0.2, max_video_len=max_len), torch.Generator().manual_seed(3))
     lengths = out["video_mask"].sum(1)
     assert out["video"].shape[1] <= max_len and int(lengths.max()) <= max_len
     assert int(lengths.max()) == max_len  # alpha=0.2 keeps ~0.8 of a ~15-clip partner: the cap binds
@@ -146,7 +149,7 @@ def test_never_longer_than_max_video_len_and_masks_exact():
 
 def test_alpha_one_gives_back_the_originals():
     batch = make_batch(6, 12, seed=7)
-    out = vsdc(batch, config(alpha=1.0), torch.Generator().manual_seed(4))
+    out = vsdc(batch, *config(alpha=1.0), torch.Generator().manual_seed(4))
     n = batch["video"].shape[1]
     assert torch.equal(out["video"][:6, :n], batch["video"])
     assert torch.equal(out["video_mask"][:6, :n], batch["video_mask"])
@@ -156,7 +159,7 @@ def test_alpha_one_gives_back_the_originals():
 
 def test_single_row_batch_is_left_alone():
     batch = make_batch(1, 10, seed=8)
-    out = vsdc(batch, config(), torch.Generator().manual_seed(0))
+    out = vsdc(batch, *config(), torch.Generator().manual_seed(0))
     assert out["video"] is batch["video"] and out["owner"].tolist() == [0]
 
 
@@ -172,7 +175,7 @@ def test_negative_query_never_comes_from_a_video_in_the_row():
     rows of one partner sit side by side); the chosen negatives never do."""
     b = 32
     batch = make_batch(b, 20, seed=9)
-    out = prepare_batch(batch, config(alpha=0.5), torch.Generator().manual_seed(5))
+    out = prepare_batch(batch, *config(alpha=0.5), torch.Generator().manual_seed(5))
     anchors = torch.cat([torch.arange(b), out["partner"]])
     contexts = torch.cat([out["partner"], torch.arange(b)])
     shifted = anchors.roll(-1)  # QD-DETR's choice: the query of row p + 1

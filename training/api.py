@@ -8,6 +8,7 @@ from typing import Sequence
 
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
+from tdfast.training.config import TrainConfig
 from tdfast.training import run_dir
 from tdfast.training.trainer import TrainResult, Trainer
 
@@ -25,14 +26,15 @@ def check_feature_files(dataset) -> None:
 
 def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.PathLike | None,
           video_dirs: Sequence[str | os.PathLike], text_dir: str | os.PathLike, out_dir: str | os.PathLike,
-          *, epochs: int | None = None, seed: int = 0, progress: bool = True,
+          *, training: TrainConfig | None = None, epochs: int | None = None, seed: int = 0, progress: bool = True,
           resume: str | os.PathLike | None = None, device: str = "cpu", precision: str = "fp32",
           save_every_steps: int = 0, num_workers: int = 0, cache_size: int = 0, eval_before: bool = True,
           on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train TD-DETR and leave the best weights loadable by ``TDDETR.from_pretrained(out_dir)``.
 
+    ``config`` is the network, ``training`` the settings (default ``TrainConfig()``).
     Annotations in the QVHighlights jsonl format, features as in docs/data.md. ``epochs``
-    overrides ``config.epochs``. ``val_ann`` None: no validation, the last epoch is kept.
+    overrides ``training.epochs``. ``val_ann`` None: no validation, the last epoch is kept.
     ``eval_before``: score the untrained model first (``TrainResult.initial_metrics``).
     ``resume``: a run directory (or its ``last/``) to continue exactly; ``out_dir`` may be
     the same directory. ``cache_size``: feature arrays kept in memory per process.
@@ -44,10 +46,11 @@ def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.
     from tdfast.training.distributed import init_distributed, shutdown
 
     out = Path(out_dir)
+    training = training or TrainConfig()
     if epochs is not None:
         if int(epochs) <= 0:
             raise InputError(f"--epochs: expected a positive integer, got {epochs!r}")
-        config = TDDETRConfig.from_dict({**config.to_dict(), "epochs": int(epochs)})
+        training = TrainConfig.from_dict({**training.to_dict(), "epochs": int(epochs)})
     if save_every_steps < 0:
         raise InputError(f"--save-every-steps: expected an integer >= 0, got {save_every_steps!r}")
     ckpt = run_dir.check_out(out, None if resume is None else Path(resume))
@@ -67,8 +70,9 @@ def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.
     try:
         if src_run is not None and ctx.is_main and src_run.resolve() != out.resolve():
             run_dir.copy_run_files(src_run, out)
-        trainer = Trainer(config, train_set, val_set, val_gt, out, seed=seed, ctx=ctx, precision=precision,
+        trainer = Trainer(config, train_set, val_set, val_gt, out, training=training, seed=seed, ctx=ctx,
+                          precision=precision,
                           save_every_steps=save_every_steps, progress=progress, num_workers=num_workers)
-        return trainer.fit(config.epochs, resume=ckpt, eval_before=eval_before, on_step=on_step)
+        return trainer.fit(training.epochs, resume=ckpt, eval_before=eval_before, on_step=on_step)
     finally:
         shutdown(ctx)

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from tdfast.model.config import TDDETRConfig
+from tdfast.training.config import TrainConfig
 from tdfast.training.losses import (LossNorm, class_loss, negative_pair_loss, rank_contrastive_loss,
                                     saliency_margin_loss, span_losses)
 from tdfast.training.matcher import hungarian_match
@@ -31,7 +31,7 @@ class Criterion:
     total to back-propagate.
     """
 
-    def __init__(self, config: TDDETRConfig) -> None:
+    def __init__(self, config: TrainConfig) -> None:
         self.config = c = config
         self.weights = {
             "span_l1": c.w_span_l1, "span_giou": c.w_span_giou, "class": c.w_class,
@@ -53,7 +53,7 @@ class Criterion:
                  ) -> dict[str, Tensor]:
         c = self.config
         terms = self.moment_terms(outputs, batch["spans"], norm)
-        for i, aux in enumerate(outputs.get("aux_outputs", [])):
+        for i, aux in enumerate(outputs.get("aux_outputs", []) if c.aux_loss else []):
             terms.update({f"{k}_{i}": v for k, v in self.moment_terms(aux, batch["spans"], norm).items()})
         scores = outputs["saliency_scores"].float()  # [B, L]
         video_mask = batch["video_mask"].to(scores.device)

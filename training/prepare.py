@@ -13,6 +13,7 @@ from torch import Tensor
 
 from tdfast.data.collate import BATCH_LISTS, BATCH_TENSORS
 from tdfast.model.config import TDDETRConfig
+from tdfast.training.config import TrainConfig
 from tdfast.training.saliency_pairs import sample_saliency_pairs
 from tdfast.training.vsdc import vsdc
 
@@ -30,8 +31,8 @@ def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, An
     return out
 
 
-def prepare_batch(batch: dict[str, Any], config: TDDETRConfig, generator: torch.Generator
-                  ) -> dict[str, Any]:
+def prepare_batch(batch: dict[str, Any], config: TDDETRConfig, training: TrainConfig,
+                  generator: torch.Generator) -> dict[str, Any]:
     """Collated labelled batch (B rows) -> training batch (B rows, 2B with VSDC).
 
     Adds ``owner`` [P] (input row of each row's pair), ``sal_pos_idx``/``sal_neg_idx``/
@@ -40,15 +41,15 @@ def prepare_batch(batch: dict[str, Any], config: TDDETRConfig, generator: torch.
     the next row on other videos (``negative_query_rows``; QD-DETR's shift by one row).
     """
     b = batch["video"].shape[0]
-    if config.use_vsdc:
-        batch = vsdc(batch, config, generator)
+    if training.use_vsdc:
+        batch = vsdc(batch, config, training, generator)
     else:
         batch = {**batch, "owner": torch.arange(b, device=batch["video"].device)}
     pos, neg, valid = sample_saliency_pairs(batch["saliency"], batch["gt_clip_mask"], batch["video_mask"],
-                                            config.num_saliency_pairs, generator)
+                                            training.num_saliency_pairs, generator)
     batch.update(sal_pos_idx=pos, sal_neg_idx=neg, sal_pair_valid=valid)
     p = batch["video"].shape[0]
-    if config.use_negative_pair and p > 1:
+    if training.use_negative_pair and p > 1:
         source = negative_query_rows(batch["meta"]).to(batch["query"].device)
         batch.update(neg_query=batch["query"][source], neg_query_mask=batch["query_mask"][source])
     return batch

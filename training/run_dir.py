@@ -22,7 +22,7 @@ import pickle
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -30,6 +30,9 @@ from tdfast.atomic import clean_stale
 from tdfast.checkpoint import (CONFIG_NAME, TRAIN_STATE_NAME, WEIGHTS_NAME, atomic_write_bytes,
                                fsync_file, save_checkpoint_dir, write_checkpoint_files)
 from tdfast.errors import InputError
+
+if TYPE_CHECKING:
+    from tdfast.training.config import TrainConfig
 
 LAST = "last"
 LOG_NAME = "log.jsonl"
@@ -92,6 +95,16 @@ def load_train_state(ckpt: Path) -> dict[str, Any]:
     except (RuntimeError, EOFError, OSError) as e:
         raise InputError(f"{path}: unreadable train state, probably truncated ({type(e).__name__}: "
                          f"{str(e)[:200]}); resume from another checkpoint") from None
+
+
+def training_config(state: dict[str, Any], ckpt: Path) -> "TrainConfig":
+    """The ``TrainConfig`` a run was trained with, from its ``train_state.pt``."""
+    from tdfast.training.config import TrainConfig
+
+    if not isinstance(state.get("training"), dict):
+        raise InputError(f"{ckpt / TRAIN_STATE_NAME}: no training settings in it (written by an older "
+                         f"tdfast); start a new run")
+    return TrainConfig.from_dict(state["training"])
 
 
 def save_best(out_dir: Path, model: torch.nn.Module, metrics: dict | None,

@@ -17,6 +17,7 @@ from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 from tdfast.model.tddetr import TDDETR
 from tdfast.training import run_dir
+from tdfast.training.config import TrainConfig
 from tdfast.training.criterion import Criterion, loss_norm
 from tdfast.training.distributed import (DistContext, all_gather_object, all_reduce_sum, barrier,
                                          broadcast_object, gather_batch)
@@ -79,26 +80,28 @@ class EpochSampler(DistributedSampler):
 
 
 class Trainer:
-    """One training run of ``config`` on ``train_set`` (a labelled ``MomentDataset``).
+    """One training run of the network ``config`` on ``train_set`` (a labelled ``MomentDataset``)
+    with the settings ``training`` (default: ``TrainConfig()``).
 
-    ``config.batch_size`` is the global batch; each of the ``ctx.world_size`` processes
+    ``training.batch_size`` is the global batch; each of the ``ctx.world_size`` processes
     loads its share. Checkpoints go to ``out_dir`` (layout in ``run_dir``): every epoch
     and, with ``save_every_steps`` > 0, every that many steps, so a crash loses at most
     the steps since the last one. ``precision``: fp32, or bf16 / fp16 autocast (GPU only).
     """
 
     def __init__(self, config: TDDETRConfig, train_set: Dataset, val_set: MomentDataset | None,
-                 val_gt: list[dict] | None, out_dir: str | Path, *, seed: int = 0,
-                 ctx: DistContext = DistContext(), precision: str = "fp32", save_every_steps: int = 0,
+                 val_gt: list[dict] | None, out_dir: str | Path, *, training: TrainConfig | None = None,
+                 seed: int = 0, ctx: DistContext = DistContext(), precision: str = "fp32", save_every_steps: int = 0,
                  progress: bool = True, num_workers: int = 0) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"--precision: expected one of {sorted(PRECISIONS)}, got {precision!r}")
         if precision != "fp32" and ctx.device.type != "cuda":
             raise InputError(f"--precision {precision}: autocast is for GPU training; use fp32 with "
                              f"--device {ctx.device.type}")
-        if config.batch_size % ctx.world_size:
+        t = self.training = training or TrainConfig()
+        if t.batch_size % ctx.world_size:
             raise InputError(f"batch_size: expected a multiple of the number of processes "
-                             f"({ctx.world_size}), got {config.batch_size}")
+                             f"({ctx.world_size}), got {t.batch_size}")
         self.config, self.ctx, self.out_dir, self.seed = config, ctx, Path(out_dir), seed
         self.val_set, self.val_gt = val_set, val_gt
         self.save_every_steps, self.show_progress = save_every_steps, progress and ctx.is_main
@@ -115,15 +118,15 @@ class Trainer:
             # output: DDP must be told some parameters get no gradient.
             self.net = DistributedDataParallel(self.net, device_ids=ids,
                                                find_unused_parameters=config.num_decoder_layers == 1)
-        self.criterion = Criterion(config)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        # 10x drop every lr_drop epochs (the paper's Charades recipe); lr_drop <= 0: never
-        drop = config.lr_drop if config.lr_drop > 0 else 1 << 30
+        self.criterion = Criterion(t)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        # 10x drop every lr_drop epochs; lr_drop <= 0: never
+        drop = t.lr_drop if t.lr_drop > 0 else 1 << 30
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=drop, gamma=0.1)
         dtype = PRECISIONS[precision]
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=dtype is torch.float16)
         self.autocast = (lambda: torch.autocast(ctx.device.type, dtype=dtype)) if dtype else nullcontext
-        self.per_rank = config.batch_size // ctx.world_size
+        self.per_rank = t.batch_size // ctx.world_size
         self.sampler = EpochSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                     seed=seed)
         self.loader = make_loader(train_set, self.per_rank, shuffle=False, seed=seed,
@@ -135,9 +138,9 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def train_step(self, local: dict[str, Any]) -> dict[str, float]:
         """One optimizer step on this process's rows of a global batch -> global loss terms."""
-        c, ctx = self.config, self.ctx
-        batch = prepare_batch(to_device(gather_batch(local, ctx), ctx.device), c, self.generator)
-        norm = loss_norm(batch, c.num_queries)
+        c, ctx = self.training, self.ctx
+        batch = prepare_batch(to_device(gather_batch(local, ctx), ctx.device), self.config, c, self.generator)
+        norm = loss_norm(batch, self.config.num_queries)
         mine = shard(batch, ctx.rank, ctx.world_size)
         with self.autocast():
             out = self.net(mine["video"], mine["video_mask"], mine["query"], mine["query_mask"],
@@ -161,7 +164,7 @@ class Trainer:
 
     def diverged(self, what: str) -> None:
         """Stop a diverged run with one message (InputError: the cause is the config)."""
-        c = self.config
+        c = self.training
         raise InputError(f"step {self.progress.step + 1}: {what}: the run diverged; lower lr (now {c.lr:g}) "
                          f"or grad_clip (now {c.grad_clip:g}) with --set; "
                          f"{run_dir.last_checkpoint_note(self.out_dir)}")
@@ -200,7 +203,7 @@ class Trainer:
 
     def end_epoch(self) -> None:
         """LR schedule, validation, best weights, early stop, checkpoint."""
-        p, c = self.progress, self.config
+        p, c = self.progress, self.training
         p.epoch, p.batch = p.epoch + 1, 0
         self.scheduler.step()
         record: dict[str, Any] = {"kind": "epoch", "epoch": p.epoch, "step": p.step}
@@ -231,7 +234,8 @@ class Trainer:
         process, the full metrics and the predictions on the main process, None elsewhere)."""
         metrics = preds = None
         if self.ctx.is_main:
-            metrics, preds = validate(self.model, self.val_set, self.val_gt, self.ctx.device)
+            metrics, preds = validate(self.model, self.val_set, self.val_gt, self.ctx.device,
+                                      self.training.eval_protocol)
             self.log.write({"kind": "val", "epoch": epoch, "step": self.progress.step, **metrics["brief"]})
         brief = broadcast_object(None if metrics is None else metrics["brief"], self.ctx)
         return brief, metrics, preds
@@ -246,7 +250,7 @@ class Trainer:
             state = {"progress": asdict(self.progress), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                      "rng": rng, "world_size": self.ctx.world_size, "seed": self.seed,
-                     "history": self.history}
+                     "history": self.history, "training": self.training.to_dict()}
             run_dir.save_last(self.out_dir, self.model, state)
         barrier(self.ctx)
 
@@ -256,13 +260,13 @@ class Trainer:
 
         from tdfast.checkpoint import WEIGHTS_NAME, load_config
 
-        saved = load_config(ckpt).to_dict()
-        diff = {k: (saved[k], v) for k, v in self.config.to_dict().items()
+        state = run_dir.load_train_state(ckpt)
+        saved = {**load_config(ckpt).to_dict(), **run_dir.training_config(state, ckpt).to_dict()}
+        diff = {k: (saved[k], v) for k, v in {**self.config.to_dict(), **self.training.to_dict()}.items()
                 if saved.get(k) != v and k not in RESUMABLE_CHANGES}
         if diff:
             raise InputError(f"--resume {str(ckpt)!r}: the checkpoint was trained with another config; "
                              f"differing fields (checkpoint, now): {diff}")
-        state = run_dir.load_train_state(ckpt)
         self.model.load_state_dict(load_file(str(ckpt / WEIGHTS_NAME), device=str(self.ctx.device)))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -48,21 +48,21 @@ class Protocol:
     highlights: bool
 
 
-PROTOCOLS = {  # config.eval_protocol -> Protocol; QVHighlights selects by the paper's main number
+PROTOCOLS = {  # TrainConfig.eval_protocol -> Protocol; QVHighlights selects by the paper's main number
     "qvhighlights": Protocol(eval_submission, ("MR-full-mAP",), highlights=True),
     "charades": Protocol(eval_charades, ("MR-full-R1@0.5", "MR-full-mIoU"), highlights=False),
 }
 
 
 def validate(model: TDDETR, dataset: "MomentDataset", ground_truth: list[dict],
-             device: torch.device) -> tuple[dict, list[dict]]:
-    """Metrics of ``model`` on a labelled split by ``model.config.eval_protocol`` ->
-    (metrics, submission).
+             device: torch.device, protocol: str = "qvhighlights") -> tuple[dict, list[dict]]:
+    """Metrics of ``model`` on a labelled split by ``protocol`` (``TrainConfig.eval_protocol``)
+    -> (metrics, submission).
 
     qvhighlights: the official QVHighlights structure; highlight metrics only when every
     ground-truth record has saliency scores. charades: R1@{0.3,0.5,0.7}, R5, mIoU (no saliency).
     """
-    protocol = PROTOCOLS[model.config.eval_protocol]
+    protocol = PROTOCOLS[protocol]
     with_saliency = protocol.highlights and all("saliency_scores" in g for g in ground_truth)
     submission = predict_submission(model, dataset, device, with_saliency)
     return protocol.evaluate(submission, ground_truth), submission

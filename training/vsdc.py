@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from tdfast.model.config import TDDETRConfig
+from tdfast.training.config import TrainConfig
 from tdfast.spans import cxw_to_xx, xx_to_cxw
 
 EDGE_EPS = 1e-4  # in clips: a window edge this close to a clip border counts as on it
@@ -167,7 +168,8 @@ def _move_spans(spans: list[Tensor], anchors: Tensor, keep_a: Tensor, old_len: T
     return list(torch.split(cxw, sizes))
 
 
-def vsdc(batch: dict[str, Any], config: TDDETRConfig, generator: torch.Generator) -> dict[str, Any]:
+def vsdc(batch: dict[str, Any], config: TDDETRConfig, training: TrainConfig, generator: torch.Generator
+         ) -> dict[str, Any]:
     """The transform: partners by similarity, then both synthesized samples of each pair.
 
     B rows -> 2B rows (see the module docstring); a batch of one row is returned as is.
@@ -179,13 +181,13 @@ def vsdc(batch: dict[str, Any], config: TDDETRConfig, generator: torch.Generator
     device = batch["video"].device
     if b < 2:
         return {**batch, "owner": torch.arange(b, device=device)}
-    sim = video_similarity(batch["video"], batch["video_mask"], config.vsdc_topk)
+    sim = video_similarity(batch["video"], batch["video_mask"], training.vsdc_topk)
     partner = choose_partners(sim, [m["vid"] for m in batch["meta"]])
     own = torch.arange(b, device=device)
     anchors, contexts = torch.cat([own, partner]), torch.cat([partner, own])  # [2B]
     u = torch.rand(2, 2 * b, length, generator=generator).to(device)
     context_first = torch.arange(2 * b, device=device) >= b  # the symmetric rows
-    out = synthesize(batch, anchors, contexts, u[0], u[1], config.alpha, config.max_video_len,
+    out = synthesize(batch, anchors, contexts, u[0], u[1], training.alpha, config.max_video_len,
                      config.clip_len, context_first)
     out["owner"] = torch.cat([own, own])
     out["partner"] = partner

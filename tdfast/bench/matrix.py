@@ -92,17 +92,19 @@ def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) 
         dataset = synthetic_dataset(model.config, work / "data", spec.train_videos, spec.val_videos)
     if spec.int8 and spec.ckpt is None and spec.train_epochs > 0:
         try:
-            from tdfast.training import train
+            from tdfast.training import TrainConfig, train
         except ImportError as e:
             log(f"tdfast.training unavailable ({e}): int8 agreement on random weights")
         else:
             start = time.perf_counter()
-            config = model.config if spec.train_lr is None else dataclasses.replace(model.config, lr=spec.train_lr)
-            train(config, dataset.train, dataset.val, dataset.video_dirs, dataset.text_dir,
-                  work / "trained", epochs=spec.train_epochs, progress=False, eval_before=False,
-                  device=torch.device(spec.device).type)
+            training = TrainConfig.from_name(spec.preset)
+            if spec.train_lr is not None:
+                training = dataclasses.replace(training, lr=spec.train_lr)
+            train(model.config, dataset.train, dataset.val, dataset.video_dirs, dataset.text_dir,
+                  work / "trained", training=training, epochs=spec.train_epochs, progress=False,
+                  eval_before=False, device=torch.device(spec.device).type)
             model = load_checkpoint(work / "trained")
-            source = (f"{spec.preset} preset trained {spec.train_epochs} epochs at lr {config.lr:g} on "
+            source = (f"{spec.preset} preset trained {spec.train_epochs} epochs at lr {training.lr:g} on "
                       f"{spec.train_videos} synthetic videos ({time.perf_counter() - start:.0f} s)")
     longest = max(spec.video_lens)
     if longest > model.config.max_video_len:

@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from tdfast.fidelity.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
                                           run_ablation)
     from tdfast.fidelity.summary import make_record, markdown, write_record
-    from tdfast.model.config import TDDETRConfig
+    from tdfast.training.config import RunConfig
 
-    base = TDDETRConfig.from_name(args.preset).override(args.overrides)
+    base = RunConfig.from_name(args.preset).override(args.overrides)
     seeds = parse_seeds(args.seeds)
     names = [r.strip() for r in args.rows.split(",") if r.strip()]
     rows = plan_rows(names, parse_values(args.alphas, "--alphas", PAPER_ALPHAS),

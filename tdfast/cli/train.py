@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="the one seed of the run (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set use_vsdc=false (repeatable)")
+                   help="override a network or training config field, e.g. --set use_vsdc=false "
+                        "(repeatable; fields in docs/training.md)")
     p.add_argument("--resume", metavar="CKPT_DIR", help="continue a run exactly (its dir or its last/)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
@@ -46,9 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tdfast.checkpoint import load_config
     from tdfast.errors import InputError
-    from tdfast.model.config import TDDETRConfig
-    from tdfast.training import train
-    from tdfast.training.run_dir import check_out
+    from tdfast.training import RunConfig, train
+    from tdfast.training.run_dir import check_out, load_train_state, training_config
 
     apply_threads(args.threads)
     ckpt = check_out(Path(args.out), Path(args.resume) if args.resume else None)  # before any work
@@ -56,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
         if args.overrides:
             raise InputError("--set: not allowed with --resume (the run continues with its checkpoint's "
                              f"config); got {args.overrides}")
-        config = load_config(ckpt)
+        run = RunConfig(load_config(ckpt), training_config(load_train_state(ckpt), ckpt))
     elif args.preset is None:
         raise InputError(f"--preset: expected one of {sorted(PRESETS)} (or --resume), got none")
     else:
-        config = TDDETRConfig.from_name(args.preset).override(args.overrides)
+        run = RunConfig.from_name(args.preset).override(args.overrides)
     try:
-        result = train(config, args.train, args.val, args.video_feats, args.text_feats, args.out,
-                       epochs=args.epochs, seed=args.seed, progress=not args.no_progress, resume=args.resume,
+        result = train(run.model, args.train, args.val, args.video_feats, args.text_feats, args.out,
+                       training=run.training, epochs=args.epochs, seed=args.seed, progress=not args.no_progress, resume=args.resume,
                        device=args.device, precision=args.precision, save_every_steps=args.save_every_steps,
                        num_workers=args.num_workers, cache_size=args.cache_size)
     except KeyboardInterrupt:

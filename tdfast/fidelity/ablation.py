@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
+from tdfast.training.config import RunConfig
 
 # Table 4: (VSDC, TDEM) per row.
 TABLE4_ROWS: dict[str, dict[str, Any]] = {
@@ -52,7 +53,7 @@ class Row:
 
 
 def plan_rows(rows: Sequence[str] = DEFAULT_ROWS, alphas: Sequence[float] = (),
-              betas: Sequence[float] = (), base: TDDETRConfig | None = None) -> list[Row]:
+              betas: Sequence[float] = (), base: RunConfig | None = None) -> list[Row]:
     """Rows in table order: ``rows`` (names from ``TABLE4_ROWS`` or ``untrained``), then
     ``alpha=<x>`` for each alpha and ``beta=<x>`` for each beta (both components on).
 
@@ -105,9 +106,9 @@ def parse_seeds(text: str) -> list[int]:
         raise InputError(f"--seeds: expected a comma list of integers, got {text!r}") from None
 
 
-def resolve(base: TDDETRConfig, row: Row) -> TDDETRConfig:
-    """The config row ``row`` trains: ``base`` with the row's fields set."""
-    return TDDETRConfig.from_dict({**base.to_dict(), **row.overrides})
+def resolve(base: RunConfig, row: Row) -> RunConfig:
+    """The configs row ``row`` trains: ``base`` with the row's fields set."""
+    return base.replace(**row.overrides)
 
 
 def run_dir(out_dir: str | os.PathLike, row: Row, seed: int) -> Path:
@@ -149,19 +150,19 @@ def run_one(job: Job) -> dict[str, Any]:
         return read_json(out / RESULT_NAME)
     if job.threads > 0:
         torch.set_num_threads(job.threads)
-    config = TDDETRConfig.from_dict(job.config)
+    config = RunConfig.from_dict(job.config)
     start = time.perf_counter()
     summary: dict[str, Any]
     if job.row.train:
         resume = out if (out / LAST).is_dir() else None
-        result = train(config, job.train_ann, job.val_ann, job.video_dirs, job.text_dir, out,
-                       epochs=job.epochs, seed=job.seed, progress=job.progress, resume=resume,
+        result = train(config.model, job.train_ann, job.val_ann, job.video_dirs, job.text_dir, out,
+                       training=config.training, epochs=job.epochs, seed=job.seed, progress=job.progress, resume=resume,
                        eval_before=False)
         summary = {"best_epoch": result.best_epoch, "epochs": result.epochs, "steps": result.steps,
                    "stopped_early": result.stopped_early, "val_best": result.best_metrics}
     else:
         summary = {"epochs": 0, "steps": 0}
-        initial_checkpoint(config, job.seed, out)
+        initial_checkpoint(config.model, job.seed, out)
     summary["seconds"] = round(time.perf_counter() - start, 1)
     retriever = Retriever.from_pretrained(out, backend="eager", device="cpu")
     analyses = {split: spurious_analysis(retriever, ann, job.video_dirs, job.text_dir)
@@ -181,7 +182,7 @@ def initial_checkpoint(config: TDDETRConfig, seed: int, out: Path) -> Path:
     return TDDETR(config).save_pretrained(out)
 
 
-def run_ablation(base: TDDETRConfig, rows: list[Row], seeds: Sequence[int], *, train_ann: str | os.PathLike,
+def run_ablation(base: RunConfig, rows: list[Row], seeds: Sequence[int], *, train_ann: str | os.PathLike,
                  val_ann: str | os.PathLike, video_dirs: Sequence[str | os.PathLike],
                  text_dir: str | os.PathLike, out_dir: str | os.PathLike,
                  eval_anns: dict[str, str | os.PathLike] | None = None, epochs: int | None = None,

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from tdfast.fidelity.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
                                           run_ablation, run_dir)
     from tdfast.fidelity.summary import make_record, markdown, write_record
-    from tdfast.model.config import TDDETRConfig
+    from tdfast.training.config import RunConfig
 
     p = argparse.ArgumentParser(prog="python -m tdfast.fidelity.shortcut", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="benchmark directory (created or continued)")
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         make_synthetic_dataset(data, **SHORTCUT_SPEC)
     ds = {"train": data / "train.jsonl", "val": data / "val.jsonl", "test": data / "test.jsonl"}
     video_dirs, text_dir = [data / "video_feats"], data / "text_feats"
-    base = TDDETRConfig.from_name(SHORTCUT_PRESET).override(SHORTCUT_SETS)
+    base = RunConfig.from_name(SHORTCUT_PRESET).override(SHORTCUT_SETS)
     rows = plan_rows([r for r in args.rows.split(",") if r], parse_values(args.alphas, "--alphas", PAPER_ALPHAS),
                      parse_values(args.betas, "--betas", PAPER_BETAS), base=base)
     seeds = parse_seeds(args.seeds)

@@ -24,8 +24,7 @@ class TDDETR(nn.Module):
       ``pred_spans`` [B, Q, 2] normalized (center, width) in [0, 1] of the video's real length,
       ``pred_logits`` [B, Q, 2] (foreground, background) logits,
       ``saliency_scores`` [B, L] per-clip saliency (unbounded; padding positions are meaningless),
-      and, in training mode with ``aux_loss``, ``aux_outputs``: one dict of spans/logits per
-      earlier decoder layer.
+      and, in training mode, ``aux_outputs``: one dict of spans/logits per earlier decoder layer.
     Inputs are not validated here (that would sync a GPU); ``tdfast.model.inputs.check_inputs``
     does it at the API and export boundaries. Masks are applied per sample, so a sample's
     outputs never depend on its batch mates (the official code's T2V mask tiling leaks padding
@@ -136,7 +135,7 @@ class TDDETR(nn.Module):
         memory, pos, bias = self.encode_projected(v, pos, video_mask, t, query_mask)
         layers = self.decode(memory, pos, bias)
         out: dict = {**layers[-1], "saliency_scores": self.saliency(memory)}
-        if self.training and self.config.aux_loss:
+        if self.training:  # the auxiliary losses' inputs (tdfast.training.TrainConfig.aux_loss)
             out["aux_outputs"] = layers[:-1]
         return out
 

@@ -1,0 +1,109 @@
+"""``TrainConfig``: how a TD-DETR is trained (data synthesis, optimizer, losses, validation).
+
+The network's config (``TDDETRConfig``, what a checkpoint's ``config.json`` holds) and this
+one are named by the same presets; ``tdfast train --set k=v`` takes a field of either
+(``RunConfig``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tdfast.errors import InputError
+from tdfast.model.config import EVAL_PROTOCOLS, ConfigBase, TDDETRConfig, check_unit_interval, parse_assignments
+
+
+@dataclass
+class TrainConfig(ConfigBase):
+    """Training settings. Presets: ``TrainConfig.from_name(name)``; the official values are in
+    docs/training.md."""
+
+    PART = "train"
+    # TD-DETR's training-side switches (paper Table 4 rows: with use_tdem of the network)
+    use_vsdc: bool = True
+    use_negative_pair: bool = True
+    alpha: float = 0.7  # VSDC: keep-probability of the anchor video's non-GT tokens
+    vsdc_topk: int = 5  # VSDC: clip dot products averaged per video pair
+    # optimisation
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    epochs: int = 200
+    lr_drop: int = 400  # epoch of the 10x LR drop
+    grad_clip: float = 0.1
+    early_stop_patience: int = 10  # epochs without gain in the val selection metric; 0 = never stop
+    # per-epoch validation: "qvhighlights" (official QVHighlights metrics, best by MR-full-mAP) or
+    # "charades" (Charades-STA / TACoS R1@{0.3,0.5,0.7} and mIoU, best by R1@0.5 then mIoU)
+    eval_protocol: str = "qvhighlights"
+    # loss / matching coefficients (the matcher uses the same ones)
+    aux_loss: bool = True  # the moment losses on every decoder layer, not just the last
+    w_span_l1: float = 10.0
+    w_span_giou: float = 1.0
+    w_class: float = 4.0
+    eos_coef: float = 0.1
+    w_saliency_margin: float = 1.0
+    w_saliency_contrast: float = 1.0
+    w_negative: float = 1.0
+    saliency_margin: float = 0.2
+    num_saliency_pairs: int = 2  # margin loss: hard and easy (pos, neg) clip pairs per sample, each
+
+    def validate(self) -> None:
+        """Raise InputError for values training can't run with."""
+        super().validate()
+        for name in ("batch_size", "num_saliency_pairs", "vsdc_topk"):
+            if int(getattr(self, name)) <= 0:
+                raise InputError(f"config.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        check_unit_interval(self, ("alpha",))
+        if self.lr < 0:  # 0 is allowed: a frozen run (tests of early stopping use it)
+            raise InputError(f"config.lr: expected a learning rate >= 0, got {self.lr!r}")
+        if self.eval_protocol not in EVAL_PROTOCOLS:
+            raise InputError(f"config.eval_protocol: expected one of {list(EVAL_PROTOCOLS)}, "
+                             f"got {self.eval_protocol!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A network and its training settings: what a preset names and ``--set`` edits.
+
+    Flat as a dict (``to_dict`` / ``from_dict``): each field belongs to exactly one of the two
+    configs, so a key says which one it sets.
+    """
+
+    model: TDDETRConfig
+    training: TrainConfig
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "RunConfig":
+        """Preset ``name`` (both parts) with flat ``overrides``."""
+        return cls(TDDETRConfig.from_name(name), TrainConfig.from_name(name)).replace(**overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.model.to_dict(), **self.training.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        return cls(TDDETRConfig(), TrainConfig()).replace(**d)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """These configs with flat ``changes``; an unknown key is an InputError naming both sets."""
+        _check_known(changes)
+        model = {k: v for k, v in changes.items() if k in TDDETRConfig.field_names()}
+        training = {k: v for k, v in changes.items() if k in TrainConfig.field_names()}
+        return RunConfig(TDDETRConfig.from_dict({**self.model.to_dict(), **model}),
+                         TrainConfig.from_dict({**self.training.to_dict(), **training}))
+
+    def override(self, assignments: list[str]) -> "RunConfig":
+        """Apply ``--set key=value`` items to whichever config has the field."""
+        pairs = parse_assignments(assignments)
+        _check_known(dict(pairs))
+        mine = {part: [f"{k}={v}" for k, v in pairs if k in cls.field_names()]
+                for part, cls in (("model", TDDETRConfig), ("train", TrainConfig))}
+        return RunConfig(self.model.override(mine["model"]), self.training.override(mine["train"]))
+
+
+def _check_known(keys: Any) -> None:
+    unknown = sorted(set(keys) - TDDETRConfig.field_names() - TrainConfig.field_names())
+    if unknown:
+        raise InputError(f"--set: unknown config field(s) {unknown}; network fields: "
+                         f"{sorted(TDDETRConfig.field_names())}; training fields: "
+                         f"{sorted(TrainConfig.field_names())}")
