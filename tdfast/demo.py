@@ -188,7 +188,7 @@ def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
 
     log(f"[4/5] retrieve a batch of test queries with backends {', '.join(options.backends)}")
     tests = load_annotations(ds.test)
-    store = FeatureStore(ds.video_dirs, ds.text_dir, config)
+    store = FeatureStore(ds.video_dirs, ds.text_dir, run.model)
     videos = [store.video(a.vid) for a in tests]
     queries = [store.query(a.qid) for a in tests]
     retrievers, parity = compare_backends(ckpt, options.backends, videos, queries, log)

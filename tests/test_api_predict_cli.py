@@ -11,7 +11,7 @@ from tdfast import TDDETR, TDDETRConfig
 from tdfast.cli import main
 from tdfast.data import MomentDataset, collate, make_synthetic_dataset
 from tdfast.eval import eval_submission, load_jsonl
-from tdfast.model import postprocess
+from tdfast.model.postprocess import postprocess
 
 C = TDDETRConfig.from_name("tiny")  # video_dim 64 = 48 + 16 (two feature dirs), text_dim 32
 

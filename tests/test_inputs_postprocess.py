@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tdfast import InputError, TDDETRConfig
-from tdfast.model import check_inputs, postprocess
+from tdfast.model import check_inputs
+from tdfast.model.postprocess import postprocess
 from tdfast.model.postprocess import temporal_nms
 
 from conftest import random_batch
