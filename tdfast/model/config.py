@@ -91,8 +91,8 @@ class TDDETRConfig:
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise InputError(f"config.{name}: expected a value in [0, 1], got {v!r}")
-        if self.lr <= 0:
-            raise InputError(f"config.lr: expected a learning rate > 0, got {self.lr!r}")
+        if self.lr < 0:  # 0 is allowed: a frozen run (tests of early stopping use it)
+            raise InputError(f"config.lr: expected a learning rate >= 0, got {self.lr!r}")
         if self.clip_len <= 0:
             raise InputError(f"config.clip_len: expected seconds > 0, got {self.clip_len!r}")
         if self.eval_protocol not in EVAL_PROTOCOLS:
