@@ -19,15 +19,22 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
+    """One ``tdfast bench`` process: (exit code, output dir, stdout, stderr)."""
+    import subprocess
+    import sys
+
     out = tmp_path_factory.mktemp("bench")
-    rc = main(["bench", "--preset", "tiny", "--device", "cpu", "--backends", "eager,tensorrt,triton",
-               "--batch", "1,3", "--video-len", "8,40", "--query-len", "4", "--repeats", "2", "--warmup", "1",
-               "--gemm-sizes", "64", "--out", str(out / "r.json"), "--plot", str(out / "p.png")])
-    return rc, out
+    proc = subprocess.run([sys.executable, "-m", "tdfast", "bench", "--preset", "tiny", "--device", "cpu",
+                           "--backends", "eager,tensorrt,triton", "--batch", "1,3", "--video-len", "8,40",
+                           "--query-len", "4", "--repeats", "2", "--warmup", "1", "--gemm-sizes", "64",
+                           "--threads", "1", "--out", str(out / "r.json"), "--plot", str(out / "p.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.returncode, out, proc.stdout, proc.stderr
 
 
 def test_bench_writes_a_valid_record(bench_run):
-    rc, out = bench_run
+    rc, out, _, _ = bench_run
     assert rc == 0
     record = read_record(out / "r.json")  # raises unless the schema holds
     measured = [r for r in record["rows"] if "skipped" not in r]
@@ -49,7 +56,7 @@ def test_bench_writes_a_valid_record(bench_run):
 
 
 def test_bench_plot_is_a_png_of_the_expected_size(bench_run):
-    _, out = bench_run
+    _, out, _, _ = bench_run
     import matplotlib.image
 
     from tdfast.bench.plot import main as plot_main
@@ -93,28 +100,14 @@ def test_flops_per_pair_counts_the_matmuls():
     assert flops_per_pair(_OneMatmul(), 10, 4) == 2 * 10 * 6 * 5 + 2 * 4 * 3 * 7
 
 
-def test_bench_prints_its_table_once_and_a_progress_line_per_cell(bench_run_output):
+def test_bench_prints_its_table_once_and_a_progress_line_per_cell(bench_run):
     """The table was printed per video length on stderr and again whole on stdout."""
-    out, err = bench_run_output
+    _, _, out, err = bench_run
     header = "first call s"  # a column of the table
     assert out.count(header) == 1 and err.count(header) == 0
     cells = [line for line in err.splitlines() if line.startswith("  B=")]
     assert [line.split(":")[0].strip() for line in cells] == ["B=1 L=8", "B=3 L=8", "B=1 L=40", "B=3 L=40"]
     assert all("eager p50" in line and "(n=2)" in line for line in cells)
-
-
-@pytest.fixture(scope="module")
-def bench_run_output(tmp_path_factory):
-    import subprocess
-    import sys
-
-    out = tmp_path_factory.mktemp("bench2")
-    proc = subprocess.run([sys.executable, "-m", "tdfast", "bench", "--preset", "tiny", "--device", "cpu",
-                           "--backends", "eager", "--batch", "1,3", "--video-len", "8,40", "--query-len", "4",
-                           "--repeats", "2", "--warmup", "1", "--gemm-sizes", "64", "--threads", "1",
-                           "--out", str(out / "r.json")], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout, proc.stderr
 
 
 def test_budget_is_a_limit_on_each_cells_timed_rounds():

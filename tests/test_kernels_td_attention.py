@@ -23,7 +23,8 @@ from tdfast.model.attention import mask_to_bias
 TOL = 1e-4
 
 
-@pytest.mark.parametrize("beta", BETAS)
+# ~1 min each in the interpreter on 2 cores: beta 0.5 in the default run, the ends with -m slow
+@pytest.mark.parametrize("beta", [b if b == 0.5 else pytest.param(b, marks=pytest.mark.slow) for b in BETAS])
 def test_full_matrix_small_layer(beta):
     layer = layer_with_biases(32, 4, use_tdem=True, seed=1)
     worst = {}
