@@ -172,7 +172,7 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
     """
     import onnx
 
-    from tdfast.export.verify import ExportVerificationError, format_table, verification_record, verify_onnx
+    from tdfast.export.verify import ExportVerificationError
     from tdfast.model.inputs import check_inputs
 
     if not 17 <= opset <= MAX_OPSET:
@@ -204,35 +204,43 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
         proto.doc_string = "TD-DETR moment retrieval + highlight detection (tdfast)"
         onnx.checker.check_model(proto)
         clock.say(f"export: graph traced ({len(proto.graph.node)} nodes, dynamic B/L/M, onnx.checker ok)")
-        # Verify a staged copy and only then write ``out``: a cached export is never
-        # half-written nor unverified. A file that fails is kept as *.unverified.onnx.
-        # The staged name is this process's own (pid + random, tdfast.atomic): concurrent
-        # exports of one checkpoint never touch each other's files, and a killed one's
-        # leftovers are removed by the next export (clean_stale).
-        clean_stale(out)
-        staged = staged_name(out)
-        atomic_write_bytes(staged, proto.SerializeToString())
-        try:
-            if verify:
-                clock.say("export: verifying in ONNX Runtime against eager PyTorch on unseen shapes")
-                rows = verify_onnx(staged, model)
-                clock.say(format_table(rows))
-                # The artifact carries how it was checked (read back by the CLI summary).
-                proto.metadata_props.add(key="verification", value=verification_record(rows))
-                atomic_write_bytes(out, proto.SerializeToString())
-                staged.unlink()
-            else:
-                os.replace(staged, out)
-        except ExportVerificationError:
-            os.replace(staged, out.with_name(out.stem + ".unverified.onnx"))
-            raise
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
+        _write_verified(proto, out, model if verify else None, clock)
         clock.say(f"export: wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, opset {opset})")
     finally:
         model.train(was_training)
     return out
+
+
+def _write_verified(proto, out: Path, model: nn.Module | None, clock: "_Clock") -> None:
+    """Write ``proto`` to ``out`` after verifying a staged copy against ``model`` (None: no check).
+
+    A cached export is never half-written nor unverified: a file that fails verification is
+    kept as ``*.unverified.onnx``. The staged name is this process's own (pid + random,
+    tdfast.atomic), so concurrent exports of one checkpoint never touch each other's files,
+    and a killed one's leftovers are removed by the next export (clean_stale).
+    """
+    from tdfast.export.verify import ExportVerificationError, format_table, verification_record, verify_onnx
+
+    clean_stale(out)
+    staged = staged_name(out)
+    atomic_write_bytes(staged, proto.SerializeToString())
+    try:
+        if model is not None:
+            clock.say("export: verifying in ONNX Runtime against eager PyTorch on unseen shapes")
+            rows = verify_onnx(staged, model)
+            clock.say(format_table(rows))
+            # The artifact carries how it was checked (read back by the CLI summary).
+            proto.metadata_props.add(key="verification", value=verification_record(rows))
+            atomic_write_bytes(out, proto.SerializeToString())
+            staged.unlink()
+        else:
+            os.replace(staged, out)
+    except ExportVerificationError:
+        os.replace(staged, out.with_name(out.stem + ".unverified.onnx"))
+        raise
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
 
 
 class _Clock:

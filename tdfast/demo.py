@@ -153,14 +153,13 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRe
 
 
 def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
+    from tdfast.bench import format_table, latency_table
+    from tdfast.checkpoint import atomic_write_bytes
     from tdfast.data.annotations import load_annotations
     from tdfast.data.features import FeatureStore
     from tdfast.data.synthetic import make_synthetic_dataset
-    from tdfast.eval import eval_submission, load_jsonl
     from tdfast.export import ensure_export
-    from tdfast.training.config import RunConfig
-    from tdfast.predict_jsonl import predict_jsonl
-    from tdfast.training import train
+    from tdfast.training import RunConfig, train
 
     options.validate()
     out = Path(options.out_dir)
@@ -176,8 +175,8 @@ def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
     log(f"[2/5] train the tiny preset for {options.epochs} epochs (--set {' '.join(TRAIN_OVERRIDES)})")
     run = RunConfig.from_name("tiny").override(list(TRAIN_OVERRIDES))
     ckpt = out / "checkpoint"
-    result = train(run.model, ds.train, ds.val, ds.video_dirs, ds.text_dir, ckpt, training=run.training, epochs=options.epochs,
-                   seed=options.seed, progress=options.progress, eval_before=True)
+    result = train(run.model, ds.train, ds.val, ds.video_dirs, ds.text_dir, ckpt, training=run.training,
+                   epochs=options.epochs, seed=options.seed, progress=options.progress, eval_before=True)
     before, after = shown(result.initial_metrics), shown(result.best_metrics)
     log(metrics_table(before, after))
     log(f"  best epoch {result.best_epoch} of {result.epochs}; checkpoint {ckpt}")
@@ -193,32 +192,41 @@ def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
     queries = [store.query(a.qid) for a in tests]
     retrievers, parity = compare_backends(ckpt, options.backends, videos, queries, log)
     first = next(iter(retrievers.values()))
-    preds = first.predict(videos[:3], queries[:3], top_k=3)
-    examples = []
-    for a, p in zip(tests[:3], preds):
-        examples.append({"query": a.query, "vid": a.vid, "gt": [list(w) for w in a.windows or ()],
-                         "top3": [[round(float(s), 1), round(float(e), 1), round(float(c), 3)]
-                                  for (s, e), c in zip(p.spans, p.scores)]})
-        log(f"  {a.query!r} in {a.vid}: ground truth {examples[-1]['gt']} s; "
-            f"top-3 [start, end, score] {examples[-1]['top3']}")
-    val_preds = out / "val_preds.jsonl"
-    predict_jsonl(first, ds.val, ds.video_dirs, ds.text_dir, val_preds, top_k=10)
-    val_metrics = shown(eval_submission(load_jsonl(val_preds), load_jsonl(ds.val))["brief"])
-    log(f"  {val_preds}: tdfast eval gives MR-full-mAP {val_metrics['MR-full-mAP']}, "
-        f"HL-min-VeryGood-Hit1 {val_metrics['HL-min-VeryGood-Hit1']}")
+    examples = retrieval_examples(first, tests[:3], videos[:3], queries[:3], log)
+    val_preds, val_metrics = score_val(first, ds, out / "val_preds.jsonl", log)
 
     log(f"[5/5] latency of Retriever.predict (ms, {options.repeats} repeats, warm-up excluded, "
         "1 PyTorch thread)")
-    from tdfast.bench import format_table, latency_table
-
     rows = latency_table(retrievers, videos, queries, options.batch_sizes, options.repeats)
     log(format_table(rows))
 
     summary = DemoResult(out_dir=str(out), data=counts, metrics_before=before, metrics_after=after,
                          onnx=str(onnx_path), parity=parity, examples=examples,
                          val_predictions=str(val_preds), val_metrics=val_metrics, latency=rows)
-    from tdfast.checkpoint import atomic_write_bytes
-
     atomic_write_bytes(out / "demo_summary.json", json.dumps(asdict(summary), indent=2).encode("utf-8"))
     log(f"summary: {out / 'demo_summary.json'}")
     return summary
+
+
+def retrieval_examples(retriever, anns, videos, queries, log: Callable[[str], None]) -> list[dict]:
+    """The top-3 moments of a few test queries next to their ground truth (logged and returned)."""
+    examples = []
+    for a, p in zip(anns, retriever.predict(videos, queries, top_k=3)):
+        examples.append({"query": a.query, "vid": a.vid, "gt": [list(w) for w in a.windows or ()],
+                         "top3": [[round(float(s), 1), round(float(e), 1), round(float(c), 3)]
+                                  for (s, e), c in zip(p.spans, p.scores)]})
+        log(f"  {a.query!r} in {a.vid}: ground truth {examples[-1]['gt']} s; "
+            f"top-3 [start, end, score] {examples[-1]['top3']}")
+    return examples
+
+
+def score_val(retriever, ds, out: Path, log: Callable[[str], None]) -> tuple[Path, dict]:
+    """``tdfast predict`` + ``tdfast eval`` of the val split, as a user would run them."""
+    from tdfast.eval import eval_submission, load_jsonl
+    from tdfast.predict_jsonl import predict_jsonl
+
+    predict_jsonl(retriever, ds.val, ds.video_dirs, ds.text_dir, out, top_k=10)
+    metrics = shown(eval_submission(load_jsonl(out), load_jsonl(ds.val))["brief"])
+    log(f"  {out}: tdfast eval gives MR-full-mAP {metrics['MR-full-mAP']}, "
+        f"HL-min-VeryGood-Hit1 {metrics['HL-min-VeryGood-Hit1']}")
+    return out, metrics

@@ -66,38 +66,47 @@ def latency_table(retriever_by_backend: Mapping[str, Any], videos: Sequence[Any]
         for name, r in retriever_by_backend.items():
             r.runner = wrapped[name]
         for b in batch_sizes:
-            v, q = _take(videos, b), _take(queries, b)
-            warm = {}  # name -> (first call s, other warm-up calls s)
-            for name, r in retriever_by_backend.items():
-                w, _ = interleaved_rounds({name: lambda r=r: r.predict(v, q, top_k=top_k)}, warmup, sync)
-                warm[name] = (w[name][0], sum(w[name][1:]))
-            model_s: dict[str, list[float]] = {name: [] for name in retriever_by_backend}
-
-            def call(name: str, r: Any) -> None:
-                wrapped[name].seconds.clear()
-                r.predict(v, q, top_k=top_k)
-                model_s[name].append(sum(wrapped[name].seconds))
-
-            calls = {name: (lambda n=name, r=r: call(n, r)) for name, r in retriever_by_backend.items()}
             rounds = repeats[b] if isinstance(repeats, Mapping) else repeats
-            seconds, peak = interleaved_rounds(calls, rounds, sync, memory, budget_s)
-            for name, r in retriever_by_backend.items():
-                s = summarize_ms(seconds[name])
-                m = summarize_ms(model_s[name])
-                rows.append({
-                    "backend": name, "dtype": str(r.dtype).removeprefix("torch."), "device": str(r.device),
-                    "batch": b, "video_len": max(len(x) for x in v), "query_len": max(len(x) for x in q),
-                    **s, "model_p50_ms": m["p50_ms"], "model_p90_ms": m["p90_ms"],
-                    "model_p99_ms": m["p99_ms"], "pairs_per_s": b / (s["p50_ms"] / 1e3),
-                    "peak_mem_mb": peak[name], "mem_kind": memory.kind,
-                    "first_call_s": warm[name][0], "warmup_s": warm[name][1]})
+            done = _time_batch(retriever_by_backend, wrapped, _take(videos, b), _take(queries, b), rounds,
+                               warmup, top_k, budget_s, sync, memory)
+            rows += done
             if progress is not None:
-                done = rows[-len(retriever_by_backend):]
                 progress(f"  B={b} L={done[0]['video_len']}: " + ", ".join(
                     f"{r['backend']} p50 {r['p50_ms']:.3g} ms (n={r['n']})" for r in done))
     finally:
         for name, r in retriever_by_backend.items():
             r.runner = originals[name]
+    return rows
+
+
+def _time_batch(retriever_by_backend: Mapping[str, Any], wrapped: Mapping[str, TimedRunner], v: list, q: list,
+                rounds: int, warmup: int, top_k: int, budget_s: float | None, sync: Callable[[], None],
+                memory: PeakMemory) -> list[dict[str, Any]]:
+    """One batch of pairs (v, q) through every backend: warm-up, then interleaved timed rounds
+    -> one row per backend (keys as in ``latency_table``)."""
+    warm = {}  # name -> (first call s, other warm-up calls s)
+    for name, r in retriever_by_backend.items():
+        w, _ = interleaved_rounds({name: lambda r=r: r.predict(v, q, top_k=top_k)}, warmup, sync)
+        warm[name] = (w[name][0], sum(w[name][1:]))
+    model_s: dict[str, list[float]] = {name: [] for name in retriever_by_backend}
+
+    def call(name: str, r: Any) -> None:
+        wrapped[name].seconds.clear()
+        r.predict(v, q, top_k=top_k)
+        model_s[name].append(sum(wrapped[name].seconds))
+
+    calls = {name: (lambda n=name, r=r: call(n, r)) for name, r in retriever_by_backend.items()}
+    seconds, peak = interleaved_rounds(calls, rounds, sync, memory, budget_s)
+    rows = []
+    for name, r in retriever_by_backend.items():
+        s, m = summarize_ms(seconds[name]), summarize_ms(model_s[name])
+        rows.append({
+            "backend": name, "dtype": str(r.dtype).removeprefix("torch."), "device": str(r.device),
+            "batch": len(v), "video_len": max(len(x) for x in v), "query_len": max(len(x) for x in q),
+            **s, "model_p50_ms": m["p50_ms"], "model_p90_ms": m["p90_ms"],
+            "model_p99_ms": m["p99_ms"], "pairs_per_s": len(v) / (s["p50_ms"] / 1e3),
+            "peak_mem_mb": peak[name], "mem_kind": memory.kind,
+            "first_call_s": warm[name][0], "warmup_s": warm[name][1]})
     return rows
 
 

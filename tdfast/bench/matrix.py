@@ -177,6 +177,20 @@ def cell_repeats(spec: BenchSpec, n_backends: int, flops: float, peak_gflops: fl
                           hi=hi) for b in spec.batch_sizes}
 
 
+def time_length(spec: BenchSpec, built: dict, config, n: int, dt: str, flops: float, peak_gflops: float,
+                log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Every batch size of ``spec`` at video length ``n`` on the ``built`` retrievers -> rows."""
+    videos, queries = make_pairs(config, max(spec.batch_sizes), n, spec.query_len, seed=n)
+    reps = cell_repeats(spec, len(built), flops, peak_gflops)
+    limit = spec.budget_s if spec.repeats is None else None  # --repeats is exact
+    log(f"timing {dt} L={n}: rounds per batch {reps}" + (f", at most {limit:g} s each" if limit is not None else ""))
+    cell = latency_table(built, videos, queries, spec.batch_sizes, reps, warmup=spec.warmup, budget_s=limit,
+                         progress=log)
+    for r in cell:  # what the neighbours were doing while this length was timed
+        r["loadavg_1m_after"] = load_average()[0]
+    return cell
+
+
 def run_bench(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the matrix and return the record (kind ``predict``; see ``tdfast.bench.record``)."""
     from tdfast import TDDETR
@@ -206,16 +220,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[str, 
             for n in spec.video_lens if built else []:
                 if spec.max_load is not None:
                     loads.append(wait_for_quiet(spec.max_load, spec.wait_s, log))
-                videos, queries = make_pairs(model.config, max(spec.batch_sizes), n, spec.query_len, seed=n)
-                reps = cell_repeats(spec, len(built), flops[n], peaks[dt]["start"]["gflops"])
-                limit = spec.budget_s if spec.repeats is None else None  # --repeats is exact
-                log(f"timing {dt} L={n}: rounds per batch {reps}"
-                    + (f", at most {limit:g} s each" if limit is not None else ""))
-                cell = latency_table(built, videos, queries, spec.batch_sizes, reps, warmup=spec.warmup,
-                                     budget_s=limit, progress=log)
-                for r in cell:  # what the neighbours were doing while this length was timed
-                    r["loadavg_1m_after"] = load_average()[0]
-                rows += cell
+                rows += time_length(spec, built, model.config, n, dt, flops[n], peaks[dt]["start"]["gflops"], log)
             ref = next((built[n] for n in ("onnxruntime", "eager") if n in built), None)
             if INT8 in built and ref is not None:
                 from tdfast.bench.int8 import int8_agreement, val_pairs

@@ -71,6 +71,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def summary_lines(record: dict) -> str:
+    """The GEMM peak, FLOPs per pair, int8 agreement and each goal of a predict record."""
+    lines = [f"GEMM peak {dt}: {p['gflops']:.1f} GFLOP/s (best of start and end of the run)"
+             for dt, p in record["gemm_peak"].items()]
+    lines.append("GFLOP per pair: " + ", ".join(f"L={n}: {f / 1e9:.4g}" for n, f in record["flops_per_pair"].items()))
+    if record["int8"]:
+        lines.append(f"int8: top-1 agreement {record['int8']['top1_agreement']:.3f} on {record['int8']['pairs']} "
+                     f"synthetic val pairs ({record['int8']['model']})")
+    lines += [f"goal: {g['goal']} [{g['backend']}]: {g['value']:g} {g['unit']} (target {g['op']} "
+              f"{g['target']:g}): {'met' if g['met'] else 'MISSED'}" + (f" ({g['note']})" if "note" in g else "")
+              for g in record["goals"]]
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -107,21 +121,14 @@ def run(args: argparse.Namespace) -> int:
                      query_len=args.query_len, dtypes=dtypes, preset=args.preset,
                      device=device, ckpt=Path(args.ckpt) if args.ckpt else None, repeats=args.repeats,
                      budget_s=args.budget_s, warmup=args.warmup, int8=args.int8,
-                     train_epochs=args.train_epochs, train_lr=args.train_lr, threads=args.threads or default_threads(), max_load=args.max_load,
+                     train_epochs=args.train_epochs, train_lr=args.train_lr,
+                     threads=args.threads or default_threads(), max_load=args.max_load,
                      wait_s=args.wait_s, gemm_sizes=tuple(_ints("--gemm-sizes", args.gemm_sizes)))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     record = run_bench(spec, log)
     out = Path(args.out or f"bench_{device.split(':')[0]}_{'_'.join(record['setup']['dtypes'])}.json")
     print(format_table(record["rows"]))
-    for dt, p in record["gemm_peak"].items():
-        print(f"GEMM peak {dt}: {p['gflops']:.1f} GFLOP/s (best of start and end of the run)")
-    print("GFLOP per pair: " + ", ".join(f"L={n}: {f / 1e9:.4g}" for n, f in record["flops_per_pair"].items()))
-    if record["int8"]:
-        print(f"int8: top-1 agreement {record['int8']['top1_agreement']:.3f} on {record['int8']['pairs']} "
-              f"synthetic val pairs ({record['int8']['model']})")
-    for g in record["goals"]:
-        print(f"goal: {g['goal']} [{g['backend']}]: {g['value']:g} {g['unit']} (target {g['op']} "
-              f"{g['target']:g}): {'met' if g['met'] else 'MISSED'}" + (f" ({g['note']})" if "note" in g else ""))
+    print(summary_lines(record))
     write_record(record, out)
     print(f"wrote {out}")
     if args.plot:
