@@ -6,8 +6,7 @@ video_mask [B, L] bool, query [B, M, text_dim], query_mask [B, M] bool -- and
 returns the model's dict (``pred_spans`` [B, Q, 2], ``pred_logits`` [B, Q, 2],
 ``saliency_scores`` [B, L]) as torch tensors. ``static_shapes`` tells the
 Retriever to round the batch size up to a bucket too (compiled graphs, CUDA
-graphs and TensorRT profiles are shape-specialised). Nothing outside this file
-compares backend names.
+graphs and TensorRT profiles are shape-specialised).
 
 Optional dependencies (onnxruntime, triton, tensorrt) are imported inside the
 factory that needs them; a backend that can't run here raises

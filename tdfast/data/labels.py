@@ -68,13 +68,12 @@ def saliency_label(ann: Annotation, clip_mask: np.ndarray) -> np.ndarray:
 def make_labels(ann: Annotation, num_clips: int, clip_len: float) -> dict[str, np.ndarray]:
     """All labels of a labelled annotation for a video of ``num_clips`` valid clips.
 
-    Returns ``windows`` [n, 2] seconds (after truncation), ``spans`` [n, 2],
+    Returns ``spans`` [n, 2] (normalized center, width of the windows after truncation),
     ``gt_clip_mask`` [L] bool and ``saliency`` [L] float32.
     """
     windows = truncate_windows(np.asarray(ann.windows, dtype=np.float64), num_clips, clip_len)
     mask = windows_to_clip_mask(windows, num_clips, clip_len)
     return {
-        "windows": windows.astype(np.float32),
         "spans": windows_to_spans(windows, num_clips, clip_len),
         "gt_clip_mask": mask,
         "saliency": saliency_label(ann, mask),
