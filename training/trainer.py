@@ -94,9 +94,9 @@ class Trainer:
                  seed: int = 0, ctx: DistContext = DistContext(), precision: str = "fp32", save_every_steps: int = 0,
                  progress: bool = True, num_workers: int = 0) -> None:
         if precision not in PRECISIONS:
-            raise InputError(f"--precision: expected one of {sorted(PRECISIONS)}, got {precision!r}")
+            raise InputError(f"--autocast: expected one of {sorted(PRECISIONS)}, got {precision!r}")
         if precision != "fp32" and ctx.device.type != "cuda":
-            raise InputError(f"--precision {precision}: autocast is for GPU training; use fp32 with "
+            raise InputError(f"--autocast {precision}: autocast is for GPU training; use fp32 with "
                              f"--device {ctx.device.type}")
         t = self.training = training or TrainConfig()
         if t.batch_size % ctx.world_size:

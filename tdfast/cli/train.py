@@ -30,7 +30,7 @@ def register(subparsers) -> None:
                         "(repeatable; fields in docs/training.md)")
     p.add_argument("--resume", metavar="CKPT_DIR", help="continue a run exactly (its dir or its last/)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+    p.add_argument("--autocast", dest="precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="autocast dtype on GPU (default fp32)")
     p.add_argument("--save-every-steps", type=int, default=0, metavar="N",
                    help="also checkpoint every N steps (default: at the end of every epoch only)")
