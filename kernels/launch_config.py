@@ -3,8 +3,8 @@ and the checks that turn a bad explicit choice into an ``InputError``.
 
 Two kernels per TD layer (``kernels/td_interaction.py``):
 
-* ``text_kv`` -- grid B x (H / kv_heads): projects the text into K_v, V_v (, K_t, V_t) once per
-  (batch element, head block);
+* ``text_kv`` -- grid ceil(B * M / kv_block_t) x (S * P / kv_block_c): projects the flattened
+  text into K_v, V_v (, K_t, V_t) once (P = H * padded head dim, S = 2 or 4 sets);
 * ``rows`` -- grid ceil(B * L / block_l): one program owns ``block_l`` rows of the flattened
   [B * L, D] video and every head, so the LayerNorms of the flow projection see whole rows
   and the output projection sums heads in registers.
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from tdfast.errors import InputError
+from tdfast.kernels.packing import padded_head_dim
 
 SMS = 132  # streaming multiprocessors of an H100 SXM: the wave the row split aims to fill
 BLOCK_LS = (16, 32, 64)  # rows per program the default can pick
@@ -42,8 +43,9 @@ class LaunchConfig:
     block_n: int  # rows kernel: output-column chunk (flow 2 -> dynamics query, output projection)
     num_warps: int  # rows kernel
     num_stages: int  # rows kernel: software pipelining depth of its K / N loops
-    kv_heads: int  # text_kv kernel: heads per program
-    kv_num_warps: int = 4
+    kv_block_t: int  # text_kv kernel: flattened text rows per program
+    kv_block_c: int  # text_kv kernel: projection columns per program (divides P)
+    kv_num_warps: int
 
     @property
     def name(self) -> str:
@@ -52,8 +54,9 @@ class LaunchConfig:
 
     @property
     def kv_name(self) -> str:
-        """The text kernel's tiles, e.g. ``kvh2_bk64_w4``."""
-        return f"kvh{self.kv_heads}_bk{self.block_k}_w{self.kv_num_warps}"
+        """The text kernel's tiles, e.g. ``bt128_bc128_bk64_w8_s2``."""
+        return (f"bt{self.kv_block_t}_bc{self.kv_block_c}_bk{self.block_k}_w{self.kv_num_warps}"
+                f"_s{self.num_stages}")
 
 
 def block_ls(dtype: torch.dtype, tf32: bool = False) -> tuple[int, ...]:
@@ -72,40 +75,51 @@ def default_config(dtype: torch.dtype, batch: int, video_len: int, text_len: int
                    num_heads: int, tf32: bool = False) -> LaunchConfig:
     """What the launcher runs when the caller passes no tiles.
 
-    block_l: the largest of 16 / 32 / 64 that still gives one full wave (>= SMS programs);
-    small batches get 16-row programs (5 at B = 1, L = 75) so the weights, read once per
-    program, are spread over more SMs. Larger tiles read the weights fewer times in total
-    (every program reads all of them): that decides B = 256 (docs/kernels.md, roofline).
+    rows kernel, block_l: the largest row tile (16 / 32 / 64; fp32: 16) that still gives one
+    full wave (>= SMS programs). Every program reads all six D x D row-side weights, so larger
+    tiles read them fewer times in total (that decides B = 256), while small batches get
+    16-row programs (5 at B = 1, L = 75) that spread the weight reads over more SMs.
+    text kernel: the same rule for its row tile (16 .. 128 text rows; fp32: 16 .. 32), with
+    128-column blocks once there are >= 1024 text rows, else 64 (more programs at small B).
     """
-    rows = batch * video_len
-    block_l = next((bl for bl in reversed(block_ls(dtype, tf32)) if -(-rows // bl) >= SMS), BLOCK_LS[0])
     chunk = min(_tile_for(dtype, tf32), max(16, next_pow2(dim)))
-    heads = num_heads
-    kv_heads = max(1, min(heads, 2))
+    block_l = _fill(batch * video_len, block_ls(dtype, tf32), 1)
+    padded = num_heads * padded_head_dim(dim // num_heads)
+    wide = dtype in (torch.float16, torch.bfloat16) and batch * text_len >= 1024
+    kv_block_c = min(128 if wide else 64, padded)
+    kv_block_t = _fill(batch * text_len, (16, 32, 64, 128) if wide else (16, 32), 4 * padded // kv_block_c)
     return LaunchConfig(block_l=block_l, block_k=chunk, block_n=chunk,
-                        num_warps=4 if block_l <= 16 else 8, num_stages=2, kv_heads=kv_heads)
+                        num_warps=4 if block_l <= 16 else 8, num_stages=2,
+                        kv_block_t=kv_block_t, kv_block_c=kv_block_c,
+                        kv_num_warps=8 if kv_block_t * kv_block_c >= 64 * 128 else 4)
+
+
+def _fill(rows: int, tiles: tuple[int, ...], col_blocks: int) -> int:
+    """The largest tile that still gives >= SMS programs (else the smallest)."""
+    return next((t for t in reversed(tiles) if -(-rows // t) * col_blocks >= SMS), tiles[0])
 
 
 def all_configs(dtype: torch.dtype, dim: int, num_heads: int, tf32: bool = False) -> list[LaunchConfig]:
-    """Every configuration ``default_config`` can return for this dtype and width (one per block_l)."""
+    """Every configuration ``default_config`` can return for this dtype and width, found by
+    running it over batch sizes 1 .. 4096 at M = 32 and L = 75 / 150 (the choices only depend
+    on B * L and B * M, through thresholds those sizes cross)."""
     seen: dict[str, LaunchConfig] = {}
-    for block_l in block_ls(dtype, tf32):
-        rows = block_l * SMS  # a (B, L) for which the default picks this block_l
-        cfg = default_config(dtype, 1, rows, 1, dim, num_heads, tf32)
-        seen.setdefault(cfg.name + cfg.kv_name, cfg)
+    for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
+        for video_len in (16, 75, 150):
+            cfg = default_config(dtype, batch, video_len, 32, dim, num_heads, tf32)
+            seen.setdefault(cfg.name + cfg.kv_name, cfg)
     return list(seen.values())
 
 
 def check_config(cfg: LaunchConfig, dim: int, num_heads: int) -> None:
     """``InputError`` naming the field if a tile is not a power of two or out of its range."""
     bd = max(16, next_pow2(dim))
+    padded = num_heads * padded_head_dim(dim // num_heads)
     limits = {"block_l": (16, 128), "block_k": (16, bd), "block_n": (16, bd), "num_warps": (1, 16),
-              "kv_num_warps": (1, 16), "kv_heads": (1, num_heads)}
+              "kv_block_t": (16, 128), "kv_block_c": (16, padded), "kv_num_warps": (1, 16)}
     for name, (lo, hi) in limits.items():
         value = getattr(cfg, name)
         if not is_pow2(value) or not lo <= value <= hi:
             raise InputError(f"{name}: expected a power of two in [{lo}, {hi}], got {value!r}")
     if not isinstance(cfg.num_stages, int) or not 1 <= cfg.num_stages <= 4:
         raise InputError(f"num_stages: expected an integer in [1, 4], got {cfg.num_stages!r}")
-    if num_heads % cfg.kv_heads:
-        raise InputError(f"kv_heads: expected a divisor of num_heads={num_heads}, got {cfg.kv_heads}")

@@ -10,10 +10,11 @@ Math (``tdfast/model/td_interaction.py``; oracle ``td_interaction_reference``), 
 
 Launch plan (docs/kernels.md has the arithmetic):
 
-1. ``_text_kv_kernel``, grid B * H / kv_heads: the text is projected into K_v, V_v (, K_t, V_t)
-   once per (batch element, head block) and written to a small [B, S, H, M, BDH] buffer that
-   the row programs read from L2. Folding it into the row kernel would either repeat it in
-   every row tile or need a grid-wide barrier.
+1. ``_text_kv_kernel``, a plain tiled GEMM over the flattened [B * M, D] text and the S * P
+   projection columns: the text is projected into K_v, V_v (, K_t, V_t) once (not once per
+   row tile) and written to a small [B, S, H, M, BDH] buffer that the row programs read from
+   L2. Folding it into the row kernel would either repeat it in every row tile or need a
+   grid-wide barrier.
 2. ``_rows_kernel``, grid ceil(B * L / BLOCK_L) over the flattened [B * L, D] video: a program
    owns BLOCK_L rows (possibly spanning two or more videos) and every head, so
    * the two LayerNorms of the flow projection see whole rows: LN1 statistics in a first pass
@@ -48,53 +49,38 @@ LN_EPS = 1e-5  # nn.LayerNorm's default, as the flow projection's LinearLayer us
 
 @triton.jit
 def _text_kv_kernel(
-    text_ptr, wkv_ptr, bkv_ptr, kv_ptr, M, n_hblocks,
-    D: tl.constexpr, H: tl.constexpr, BDH: tl.constexpr, KV_HEADS: tl.constexpr, S: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
+    text_ptr, wkv_ptr, bkv_ptr, kv_ptr, M, TR, n_tblocks,
+    D: tl.constexpr, H: tl.constexpr, BDH: tl.constexpr, S: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
-    """kv[b, s, h, m, :] = text[b, m] @ wkv[s][:, head h] + bkv[s][head h] for the program's
-    KV_HEADS heads; s = K_v, V_v (, K_t, V_t)."""
+    """kv[b, s, h, m, :] = text[b, m] @ wkv[s][:, head h] + bkv[s][head h] for BLOCK_T rows of
+    the flattened [B * M, D] text and BLOCK_C of the S * P projection columns (within one set
+    s = K_v, V_v, K_t, V_t). The text projection is batch-independent, so a tile mixes videos."""
     pid = tl.program_id(0)
-    b = pid // n_hblocks
-    hb = pid % n_hblocks
+    cb = pid // n_tblocks  # row blocks vary fastest: neighbouring programs share a weight slice
+    tb = pid % n_tblocks
     dtype = text_ptr.dtype.element_ty
     P: tl.constexpr = H * BDH
-    C: tl.constexpr = KV_HEADS * BDH
-    m = tl.arange(0, BLOCK_M)  # [BM] text tokens
-    m_ok = m < M
-    cols = hb * C + tl.arange(0, C)  # [C] padded projection columns of this head block
-    acc0 = tl.zeros([BLOCK_M, C], dtype=tl.float32)
-    acc1 = tl.zeros([BLOCK_M, C], dtype=tl.float32)
-    acc2 = tl.zeros([BLOCK_M, C], dtype=tl.float32)
-    acc3 = tl.zeros([BLOCK_M, C], dtype=tl.float32)
+    rows = tb * BLOCK_T + tl.arange(0, BLOCK_T)  # [BT] flattened text rows b * M + m
+    row_ok = rows < TR
+    s = (cb * BLOCK_C) // P  # BLOCK_C divides P: a column block never straddles two sets
+    col = cb * BLOCK_C - s * P + tl.arange(0, BLOCK_C)  # [BC] padded column within the set
+    acc = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
     for k0 in range(0, BLOCK_D, BLOCK_K):
         kk = k0 + tl.arange(0, BLOCK_K)  # [BK]
         k_ok = kk < D
-        tk = tl.load(text_ptr + (b * M + m)[:, None] * D + kk[None, :],
-                     mask=m_ok[:, None] & k_ok[None, :], other=0.0)  # [BM, BK]
-        w_off = kk[:, None] * P + cols[None, :]  # [BK, C] into one [D, P] matrix
-        w_ok = k_ok[:, None]
-        acc0 = tl.dot(tk, tl.load(wkv_ptr + w_off, mask=w_ok, other=0.0), acc0, input_precision=PRECISION)
-        acc1 = tl.dot(tk, tl.load(wkv_ptr + D * P + w_off, mask=w_ok, other=0.0), acc1,
-                      input_precision=PRECISION)
-        if S == 4:
-            acc2 = tl.dot(tk, tl.load(wkv_ptr + 2 * D * P + w_off, mask=w_ok, other=0.0), acc2,
-                          input_precision=PRECISION)
-            acc3 = tl.dot(tk, tl.load(wkv_ptr + 3 * D * P + w_off, mask=w_ok, other=0.0), acc3,
-                          input_precision=PRECISION)
-    h = cols // BDH
-    j = cols % BDH
-    out_off = (b * S * H + h[None, :]) * M * BDH + m[:, None] * BDH + j[None, :]  # [BM, C]
-    set_stride = H * M * BDH
-    ok = m_ok[:, None]
-    tl.store(kv_ptr + out_off, (acc0 + tl.load(bkv_ptr + cols)[None, :]).to(dtype), mask=ok)
-    tl.store(kv_ptr + set_stride + out_off, (acc1 + tl.load(bkv_ptr + P + cols)[None, :]).to(dtype),
-             mask=ok)
-    if S == 4:
-        tl.store(kv_ptr + 2 * set_stride + out_off,
-                 (acc2 + tl.load(bkv_ptr + 2 * P + cols)[None, :]).to(dtype), mask=ok)
-        tl.store(kv_ptr + 3 * set_stride + out_off,
-                 (acc3 + tl.load(bkv_ptr + 3 * P + cols)[None, :]).to(dtype), mask=ok)
+        tk = tl.load(text_ptr + rows[:, None] * D + kk[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                     other=0.0)  # [BT, BK]
+        w = tl.load(wkv_ptr + s * D * P + kk[:, None] * P + col[None, :], mask=k_ok[:, None],
+                    other=0.0)  # [BK, BC]
+        acc = tl.dot(tk, w, acc, input_precision=PRECISION)
+    acc += tl.load(bkv_ptr + s * P + col)[None, :]
+    b = rows // M
+    m = rows % M
+    off = ((b[:, None] * S + s) * H + (col // BDH)[None, :]) * M * BDH + m[:, None] * BDH \
+        + (col % BDH)[None, :]  # [BT, BC] into kv [B, S, H, M, BDH]
+    tl.store(kv_ptr + off, acc.to(dtype), mask=row_ok[:, None])
 
 
 @triton.jit
@@ -264,7 +250,8 @@ def kernel_args(weights: PackedTDWeights, text_len: int, cfg: LaunchConfig, allo
     common = dict(D=d, H=h, BDH=bdh, S=weights.kv_sets, BLOCK_M=max(16, next_pow2(text_len)),
                   BLOCK_D=max(16, next_pow2(d)),
                   PRECISION=precision_for(weights.dtype, allow_tf32))
-    kv = dict(common, KV_HEADS=cfg.kv_heads, BLOCK_K=cfg.block_k)
+    kv = {k: v for k, v in common.items() if k != "BLOCK_M"}
+    kv.update(BLOCK_T=cfg.kv_block_t, BLOCK_C=cfg.kv_block_c, BLOCK_K=cfg.block_k)
     rows = dict(common, BLOCK_L=cfg.block_l, BLOCK_K=cfg.block_k, BLOCK_N=cfg.block_n,
                 HAS_DYN=weights.has_dyn)
     return kv, rows
@@ -294,10 +281,10 @@ def td_interaction(video: Tensor, pos: Tensor, start: Tensor | None, text: Tenso
     check_config(cfg, d, h)
     kv_meta, rows_meta = kernel_args(weights, m, cfg, allow_tf32)
     kv = torch.empty(b, sets, h, m, bdh, device=video.device, dtype=video.dtype)
-    n_hblocks = h // cfg.kv_heads
-    _text_kv_kernel[(b * n_hblocks,)](
-        text, weights.wkv, weights.bkv, kv, m, n_hblocks, **kv_meta,
-        num_warps=cfg.kv_num_warps, num_stages=1)
+    n_tblocks = triton.cdiv(b * m, cfg.kv_block_t)
+    _text_kv_kernel[(n_tblocks * (sets * h * bdh // cfg.kv_block_c),)](
+        text, weights.wkv, weights.bkv, kv, m, b * m, n_tblocks, **kv_meta,
+        num_warps=cfg.kv_num_warps, num_stages=cfg.num_stages)
     start_arg = start.to(video.dtype) if weights.has_dyn else weights.bo  # bo: unused pointer
     out = torch.empty_like(video)
     rows = b * n

@@ -86,7 +86,8 @@ def test_heads_not_a_power_of_two_rejected(no_launch):
         td_interaction(video, pos, start, text, mask_to_bias(mask, torch.float32), w)
 
 
-GOOD = LaunchConfig(block_l=16, block_k=32, block_n=32, num_warps=4, num_stages=2, kv_heads=2)
+GOOD = LaunchConfig(block_l=16, block_k=32, block_n=32, num_warps=4, num_stages=2, kv_block_t=16,
+                    kv_block_c=64, kv_num_warps=4)
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -96,7 +97,9 @@ GOOD = LaunchConfig(block_l=16, block_k=32, block_n=32, num_warps=4, num_stages=
     ("block_k", 64, r"block_k: expected a power of two in \[16, 32\], got 64"),
     ("block_n", 48, r"block_n: expected a power of two in \[16, 32\], got 48"),
     ("num_warps", 3, r"num_warps: expected a power of two in \[1, 16\], got 3"),
-    ("kv_heads", 8, r"kv_heads: expected a power of two in \[1, 4\], got 8"),
+    ("kv_block_c", 128, r"kv_block_c: expected a power of two in \[16, 64\], got 128"),
+    ("kv_block_t", 12, r"kv_block_t: expected a power of two in \[16, 128\], got 12"),
+    ("kv_num_warps", 0, r"kv_num_warps: expected a power of two in \[1, 16\], got 0"),
     ("num_stages", 0, r"num_stages: expected an integer in \[1, 4\], got 0"),
     ("block_l", True, r"block_l: expected a power of two in \[16, 128\], got True"),
 ])
