@@ -9,6 +9,9 @@ Heads are padded: a head of Dh features takes ``BDH = max(16, next_pow2(Dh))`` c
 projections ``[H * BDH, D]`` with zero rows there. At qvhighlights widths (Dh = 32) the
 padding is empty; at the tiny preset (Dh = 8) it doubles the head width.
 
+The first flow unit's LayerNorm is folded into its Linear (``_fold_layer_norm``); the second
+stays a LayerNorm on the kernel's register tile.
+
 The official merge ``s = beta * V + (1 - beta) * (A_t Wo_t^T + bo_t) + (A_v Wo_v^T + bo_v)`` is
 folded into the packing: ``wo_t`` holds ``(1 - beta) Wo_t^T`` and ``bo`` the merged bias
 ``bo_v + (1 - beta) bo_t``, so the kernel adds ``beta * V`` and two GEMMs. Without TDEM,
@@ -51,10 +54,10 @@ class PackedTDWeights:
     wkv: Tensor  # [S, D, P]: K_v, V_v (, K_t, V_t) text projections; S = 4 with has_dyn, else 2
     bkv: Tensor  # [S, P] float32
     bo: Tensor  # [D] float32: bo_v + (1 - beta) bo_t
-    ln1_w: Tensor  # [D] float32 flow unit 1 LayerNorm
-    ln1_b: Tensor
-    w_f1: Tensor  # [D, D] flow unit 1 Linear
-    b_f1: Tensor  # [D] float32
+    ln1_w: Tensor  # [D] float32: g1 W1^T, column sums of the folded flow unit 1 weight
+    ln1_b: Tensor  # [D] float32: b1_ln W1^T + b1 (unit 1 LayerNorm bias through the Linear)
+    w_f1: Tensor  # [D, D] flow unit 1: diag(g1) W1^T (LayerNorm scale folded in)
+    b_f1: Tensor  # [0]: folded into ln1_b
     ln2_w: Tensor  # flow unit 2
     ln2_b: Tensor
     w_f2: Tensor
@@ -82,6 +85,18 @@ class PackedTDWeights:
     @property
     def device(self) -> torch.device:
         return self.wq_v.device
+
+
+def _fold_layer_norm(g: Tensor, b: Tensor, weight: Tensor, bias: Tensor, dtype: torch.dtype
+                     ) -> dict[str, Tensor]:
+    """LayerNorm(g, b) then Linear(weight [out, in], bias), as the kernel computes it:
+
+        LN(t) W^T + c = rstd (t (g o W^T)) - rstd mu (g W^T) + (b W^T + c)
+
+    so a program needs only the row sums of t and t^2, gathered in the GEMM's own K-loop."""
+    wt = weight.T  # [in, out]
+    return dict(w_f1=(g[:, None] * wt).to(dtype).contiguous(), ln1_w=(g @ wt).contiguous(),
+                ln1_b=(b @ wt + bias).contiguous(), b_f1=torch.empty(0, device=g.device))
 
 
 def pack_weights(w: TDWeights, num_heads: int, beta: float, dtype: torch.dtype,
@@ -128,8 +143,8 @@ def pack_weights(w: TDWeights, num_heads: int, beta: float, dtype: torch.dtype,
         wq_v=mat(heads_out(w.wq_v)), bq_v=vec(heads_bias(w.bq_v)), wo_v=mat(heads_in(w.wo_v)),
         wkv=mat(torch.stack([heads_out(m) for m, _ in kv])),
         bkv=vec(torch.stack([heads_bias(b) for _, b in kv])), bo=vec(bo),
-        ln1_w=vec(f32(w.ln1_w)) if has_dyn else none_v, ln1_b=vec(f32(w.ln1_b)) if has_dyn else none_v,
-        w_f1=mat(f32(w.w_f1).T) if has_dyn else none_m, b_f1=vec(f32(w.b_f1)) if has_dyn else none_v,
+        **(_fold_layer_norm(f32(w.ln1_w), f32(w.ln1_b), f32(w.w_f1), f32(w.b_f1), dtype) if has_dyn
+           else dict(ln1_w=none_v, ln1_b=none_v, w_f1=none_m, b_f1=none_v)),
         ln2_w=vec(f32(w.ln2_w)) if has_dyn else none_v, ln2_b=vec(f32(w.ln2_b)) if has_dyn else none_v,
         w_f2=mat(f32(w.w_f2).T) if has_dyn else none_m, b_f2=vec(f32(w.b_f2)) if has_dyn else none_v,
         wq_t=mat(heads_out(w.wq_t)) if has_dyn else none_m,

@@ -157,29 +157,27 @@ def _rows_kernel(
 
     a_t = tl.zeros([BLOCK_L, P], dtype=dtype)
     if HAS_DYN:
-        # LN1 statistics of T over whole rows (first pass over the K-chunks).
+        # F1 = relu(LN1(T) W1 + b1) in one pass over T's K-chunks, LN1 folded into the weights
+        # (pack_weights): LN1(T) W1 = rstd * (T (g1 o W1)) - rstd * mu * (g1 W1) + b1_ln W1, so
+        # the row statistics accumulate in the same loop as the GEMM that needs them.
         s1 = tl.zeros([BLOCK_L], dtype=tl.float32)
         s2 = tl.zeros([BLOCK_L], dtype=tl.float32)
-        for k0 in range(0, BLOCK_D, BLOCK_K):
-            kk = k0 + tl.arange(0, BLOCK_K)
-            t = _load_t(video_ptr, pos_ptr, start_ptr, r, row_ok, t_pos, kk, kk < D, D)
-            s1 += tl.sum(t, axis=1)
-            s2 += tl.sum(t * t, axis=1)
-        mu1 = s1 / D
-        rstd1 = 1.0 / tl.sqrt(tl.maximum(s2 / D - mu1 * mu1, 0.0) + eps)
-        # F1 = relu(LN1(T) W1 + b1): LN1 applied to each K-chunk on its way into the GEMM.
         f1 = tl.zeros([BLOCK_L, BLOCK_D], dtype=tl.float32)
         for k0 in range(0, BLOCK_D, BLOCK_K):
             kk = k0 + tl.arange(0, BLOCK_K)
             k_ok = kk < D
             t = _load_t(video_ptr, pos_ptr, start_ptr, r, row_ok, t_pos, kk, k_ok, D)
-            g = tl.load(ln1_w_ptr + kk, mask=k_ok, other=0.0)
-            be = tl.load(ln1_b_ptr + kk, mask=k_ok, other=0.0)
-            n1 = ((t - mu1[:, None]) * rstd1[:, None] * g[None, :] + be[None, :]).to(dtype)
+            s1 += tl.sum(t, axis=1)
+            s2 += tl.sum(t * t, axis=1)
             w1 = tl.load(w_f1_ptr + kk[:, None] * D + cols_d[None, :],
-                         mask=k_ok[:, None] & d_ok[None, :], other=0.0)  # [BK, BD]
-            f1 = tl.dot(n1, w1, f1, input_precision=PRECISION)
-        f1 = tl.maximum(f1 + tl.load(b_f1_ptr + cols_d, mask=d_ok, other=0.0)[None, :], 0.0)
+                         mask=k_ok[:, None] & d_ok[None, :], other=0.0)  # [BK, BD] g1 o W1
+            f1 = tl.dot(t.to(dtype), w1, f1, input_precision=PRECISION)
+        mu1 = s1 / D
+        rstd1 = 1.0 / tl.sqrt(tl.maximum(s2 / D - mu1 * mu1, 0.0) + eps)
+        c1 = tl.load(ln1_w_ptr + cols_d, mask=d_ok, other=0.0)  # g1 W1 (column sums)
+        c2 = tl.load(ln1_b_ptr + cols_d, mask=d_ok, other=0.0)  # b1_ln W1 + b1
+        f1 = rstd1[:, None] * f1 - (rstd1 * mu1)[:, None] * c1[None, :] + c2[None, :]
+        f1 = tl.where(d_ok[None, :], tl.maximum(f1, 0.0), 0.0)
         # LN2 on the F1 rows in registers (padded columns are 0 and stay out of the statistics).
         mu2 = tl.sum(f1, axis=1) / D
         c2 = tl.where(d_ok[None, :], f1 - mu2[:, None], 0.0)
