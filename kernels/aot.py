@@ -13,8 +13,9 @@ kernel", fixed schema):
 
 * default: the launcher's default configuration (``default_config``) for B in {1, 32, 256}
   (deduplicated) per dtype (float32, tf32, float16, bfloat16), L in {75, 150}, M = 32;
-* ``--full``: every configuration the launcher can choose (``all_configs``: each row tile),
-  for every text tile (M = 16, 32, 64) and with and without the dynamics branch.
+* ``--full``: every configuration the launcher can choose (each tile set ``default_config``
+  returns over B = 1 .. 4096, L in {75, 150, 16}, M in {16, 32, 64}), with and without the
+  dynamics branch.
 
 registers / spill bytes / wgmma serialization come from running the bundled ptxas with ``-v``
 on the PTX Triton produced (the C7512 note says wgmma was serialized); shared bytes are the
@@ -25,6 +26,8 @@ argument, constexprs typed ``"constexpr"``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import re
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from tdfast.kernels.launch_config import LaunchConfig, all_configs, default_config
+from tdfast.kernels.launch_config import LaunchConfig, default_config, next_pow2
 from tdfast.kernels.packing import PackedTDWeights, pack_weights
 
 DTYPES = {"float32": (torch.float32, False), "tf32": (torch.float32, True),
@@ -43,6 +46,7 @@ DTYPES = {"float32": (torch.float32, False), "tf32": (torch.float32, True),
 SHARED_LIMIT = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}  # opt-in max per block
 DIM, HEADS = 256, 8  # qvhighlights
 DEFAULT_BATCHES = (1, 32, 256)
+FULL_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 PTR_TYPES = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
 
 
@@ -110,6 +114,10 @@ def ptxas_report(ptx: str, arch: int) -> dict:
     log = proc.stdout + proc.stderr
     if proc.returncode:
         raise RuntimeError(f"ptxas failed ({proc.returncode}): {log[-800:]}")
+    return _parse_ptxas(log)
+
+
+def _parse_ptxas(log: str) -> dict:
     regs = re.findall(r"Used (\d+) registers", log)
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
     smem = re.findall(r"(\d+) bytes smem", log)
@@ -118,6 +126,31 @@ def ptxas_report(ptx: str, arch: int) -> dict:
             "static_smem": sum(int(s) for s in smem),
             "wgmma_serialized": "C7512" in log or "wgmma.mma_async instructions are serialized" in log,
             "log": log}
+
+
+@contextlib.contextmanager
+def _ptxas_logs():
+    """Capture the ``ptxas -v`` log of Triton's own cubin step (Triton runs ptxas with -v and
+    its stderr into a temporary file, then deletes it): the registers and spills reported are
+    then those of the very binary Triton builds, with Triton's ptxas flags. Falls back to
+    running ptxas ourselves (``ptxas_report``) where nothing was captured."""
+    logs: list[str] = []
+    real_run = subprocess.run
+
+    def run(cmd, *args, **kwargs):
+        result = real_run(cmd, *args, **kwargs)
+        err = kwargs.get("stderr")
+        if isinstance(cmd, (list, tuple)) and cmd and "ptxas" in Path(str(cmd[0])).name \
+                and hasattr(err, "name"):
+            with open(err.name) as f:
+                logs.append(f.read())
+        return result
+
+    subprocess.run = run
+    try:
+        yield logs
+    finally:
+        subprocess.run = real_run
 
 
 def compile_kernel(kernel: str, signature: dict, attrs: dict, constexprs: dict, num_warps: int,
@@ -134,8 +167,11 @@ def compile_kernel(kernel: str, signature: dict, attrs: dict, constexprs: dict, 
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": num_warps, "num_stages": num_stages})
-    compiled = triton.compile(src, target=target, options=options.__dict__)
-    report = ptxas_report(compiled.asm["ptx"], arch)
+    with _ptxas_logs() as logs:
+        compiled = triton.compile(src, target=target, options=options.__dict__)
+    report = _parse_ptxas(logs[-1]) if logs and "registers" in logs[-1] else None
+    if report is None or report["registers"] is None:  # Triton ran no ptxas we could see
+        report = ptxas_report(compiled.asm["ptx"], arch)
     meta = compiled.metadata
     shared = meta.shared if hasattr(meta, "shared") else meta["shared"]
     report["shared_bytes"] = int(shared) + report.pop("static_smem")
@@ -177,28 +213,32 @@ def kernel_launches(weights: PackedTDWeights, batch: int, video_len: int, text_l
                      **dict(zip(rows_names, dyn if w.has_dyn else [f32] * 11)),
                      L=video_len, M=text_len, R=batch * video_len, stride_bias_b=text_len,
                      beta=float(w.beta), qk_scale=1.0, eps=1e-5)
-    return [("text_kv", k._text_kv_kernel, kv_args, kv_meta, cfg.kv_num_warps, cfg.num_stages),
+    return [("text_kv", k._text_kv_kernel, kv_args, kv_meta, cfg.kv_num_warps, cfg.kv_num_stages),
             ("rows", k._rows_kernel, rows_args, rows_meta, cfg.num_warps, cfg.num_stages)]
 
 
 def plan(full: bool, dtypes: list[str], video_lens: list[int], text_lens: list[int]):
-    """(dtype name, L, M, use_tdem, batch, config) to compile, without duplicates."""
-    seen, out = set(), []
+    """(dtype name, L, M, use_tdem, batch, config) to compile, without duplicates.
+
+    Default: the launcher's choice for B in DEFAULT_BATCHES at each (L, M). ``--full``: every
+    choice it makes over B = 1 .. 4096, L in {75, 150, 16} and M in {32, 16, 64} (its choices
+    depend only on B * L, B * M and the M tile), each listed once under the first (L, M) that
+    selects it, with and without TDEM.
+    """
+    out, seen = [], set()
     for name in dtypes:
         dtype, tf32 = DTYPES[name]
-        for video_len in video_lens:
-            for text_len in (text_lens if not full else sorted(set(text_lens) | {16, 32, 64})):
-                if full:
-                    choices = [(True, None, c) for c in all_configs(dtype, DIM, HEADS, tf32)]
-                    choices += [(False, None, c) for c in all_configs(dtype, DIM, HEADS, tf32)]
-                else:
-                    choices = [(True, b, default_config(dtype, b, video_len, text_len, DIM, HEADS, tf32))
-                               for b in DEFAULT_BATCHES]
-                for use_tdem, batch, cfg in choices:
-                    key = (name, video_len, text_len, use_tdem, cfg.name, cfg.kv_name)
-                    if key not in seen:
-                        seen.add(key)
-                        out.append((name, video_len, text_len, use_tdem, batch or 1, cfg))
+        if full:
+            grid = itertools.product((75, 150, 16), (32, 16, 64), FULL_BATCHES, (True, False))
+        else:
+            grid = itertools.product(video_lens, text_lens, DEFAULT_BATCHES, (True,))
+        for video_len, text_len, batch, use_tdem in grid:
+            cfg = default_config(dtype, batch, video_len, text_len, DIM, HEADS, tf32)
+            key = (name, cfg.name, cfg.kv_name, max(16, next_pow2(text_len)), use_tdem) if full \
+                else (name, video_len, text_len, cfg.name, cfg.kv_name)
+            if key not in seen:
+                seen.add(key)
+                out.append((name, video_len, text_len, use_tdem, batch, cfg))
     return out
 
 

@@ -14,6 +14,7 @@ compiles exactly what the launcher will run. docs/kernels.md has the arithmetic 
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -46,17 +47,20 @@ class LaunchConfig:
     kv_block_t: int  # text_kv kernel: flattened text rows per program
     kv_block_c: int  # text_kv kernel: projection columns per program (divides P)
     kv_num_warps: int
+    head_groups: int = 2  # rows kernel: heads attend in this many groups, one after the other
+    kv_num_stages: int = 2  # text_kv kernel
 
     @property
     def name(self) -> str:
         """The rows kernel's tiles, e.g. ``bl64_bk64_bn64_w8_s2``."""
-        return f"bl{self.block_l}_bk{self.block_k}_bn{self.block_n}_w{self.num_warps}_s{self.num_stages}"
+        return (f"bl{self.block_l}_bk{self.block_k}_bn{self.block_n}_hg{self.head_groups}"
+                f"_w{self.num_warps}_s{self.num_stages}")
 
     @property
     def kv_name(self) -> str:
         """The text kernel's tiles, e.g. ``bt128_bc128_bk64_w8_s2``."""
         return (f"bt{self.kv_block_t}_bc{self.kv_block_c}_bk{self.block_k}_w{self.kv_num_warps}"
-                f"_s{self.num_stages}")
+                f"_s{self.kv_num_stages}")
 
 
 def block_ls(dtype: torch.dtype, tf32: bool = False) -> tuple[int, ...]:
@@ -88,8 +92,17 @@ def default_config(dtype: torch.dtype, batch: int, video_len: int, text_len: int
     wide = dtype in (torch.float16, torch.bfloat16) and batch * text_len >= 1024
     kv_block_c = min(128 if wide else 64, padded)
     kv_block_t = _fill(batch * text_len, (16, 32, 64, 128) if wide else (16, 32), 4 * padded // kv_block_c)
-    return LaunchConfig(block_l=block_l, block_k=chunk, block_n=chunk,
-                        num_warps=4 if block_l <= 16 else 8, num_stages=2,
+    # Register budget, from the AOT records (python -m tdfast.kernels.aot): four head groups
+    # where score / output tiles are large (64 rows or 64 keys); 64-row tiles without software
+    # pipelining (its prefetched operands spilled 0.9 KB a thread; without it: 235 registers, no
+    # spill); fp32 with 64 keys on 8 warps (4 spilled).
+    block_m = max(16, next_pow2(text_len))
+    big = block_l >= 64 or block_m >= 64
+    head_groups = 4 if big and num_heads >= 4 and num_heads % 4 == 0 else 2
+    sixteen_bit = dtype in (torch.float16, torch.bfloat16)
+    num_warps = 4 if block_l <= 16 and (sixteen_bit or block_m <= 32) else 8
+    return LaunchConfig(block_l=block_l, block_k=chunk, block_n=chunk, num_warps=num_warps,
+                        num_stages=1 if block_l >= 64 else 2, head_groups=head_groups,
                         kv_block_t=kv_block_t, kv_block_c=kv_block_c,
                         kv_num_warps=8 if kv_block_t * kv_block_c >= 64 * 128 else 4)
 
@@ -101,12 +114,12 @@ def _fill(rows: int, tiles: tuple[int, ...], col_blocks: int) -> int:
 
 def all_configs(dtype: torch.dtype, dim: int, num_heads: int, tf32: bool = False) -> list[LaunchConfig]:
     """Every configuration ``default_config`` can return for this dtype and width, found by
-    running it over batch sizes 1 .. 4096 at M = 32 and L = 75 / 150 (the choices only depend
-    on B * L and B * M, through thresholds those sizes cross)."""
+    running it over batch sizes 1 .. 4096, L = 16 / 75 / 150 and M tiles 32 / 64 (the choices
+    depend only on B * L, B * M and the M tile, through thresholds those sizes cross)."""
     seen: dict[str, LaunchConfig] = {}
     for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
-        for video_len in (16, 75, 150):
-            cfg = default_config(dtype, batch, video_len, 32, dim, num_heads, tf32)
+        for video_len, text_len in itertools.product((16, 75, 150), (32, 64)):
+            cfg = default_config(dtype, batch, video_len, text_len, dim, num_heads, tf32)
             seen.setdefault(cfg.name + cfg.kv_name, cfg)
     return list(seen.values())
 
@@ -121,5 +134,10 @@ def check_config(cfg: LaunchConfig, dim: int, num_heads: int) -> None:
         value = getattr(cfg, name)
         if not is_pow2(value) or not lo <= value <= hi:
             raise InputError(f"{name}: expected a power of two in [{lo}, {hi}], got {value!r}")
-    if not isinstance(cfg.num_stages, int) or not 1 <= cfg.num_stages <= 4:
-        raise InputError(f"num_stages: expected an integer in [1, 4], got {cfg.num_stages!r}")
+    if cfg.head_groups not in (2, 4) or num_heads % cfg.head_groups:
+        raise InputError(f"head_groups: expected 2 or 4 dividing num_heads={num_heads}, got "
+                         f"{cfg.head_groups!r}")
+    for name in ("num_stages", "kv_num_stages"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4:
+            raise InputError(f"{name}: expected an integer in [1, 4], got {value!r}")

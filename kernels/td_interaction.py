@@ -21,8 +21,9 @@ Launch plan (docs/kernels.md has the arithmetic):
      over the row's K-chunks, LN1 applied on the fly to each chunk of the F1 GEMM, LN2 on the
      F1 accumulator in registers; F2 is produced in N-chunks and each chunk goes straight into
      the dynamics query GEMM (F2 never exists as a whole);
-   * both queries are [BLOCK_L, H * BDH] accumulators, reshaped to [H, BLOCK_L, BDH] for one
-     batched (3-d) ``tl.dot`` per attention product: no per-head reload of the rows;
+   * both queries are [BLOCK_L, H * BDH] accumulators, split into HG = 2 or 4 groups of heads
+     and reshaped to [H / HG, BLOCK_L, BDH] for batched (3-d) ``tl.dot``s: no per-head reload
+     of the rows, and only one group's score and output tiles live at a time;
    * the output projections sum heads in the GEMM's reduction, in registers, and the merge
      (beta V + biases) is its epilogue: one store of s, no atomics, deterministic.
 
@@ -102,32 +103,81 @@ def _load_t(video_ptr, pos_ptr, start_ptr, r, row_ok, t_pos, kk, k_ok, D: tl.con
 
 
 @triton.jit
-def _attend(q, kv_ptr, bias_ptr, set_k, b_r, b_lo, b_hi, M, stride_bias_b, qk_scale,
-            S: tl.constexpr, H: tl.constexpr, BDH: tl.constexpr, BLOCK_L: tl.constexpr,
-            BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
-    """Multi-head attention of the rows' queries q [BL, H * BDH] (fp32, bias added) against the
-    K/V sets ``set_k``, ``set_k + 1`` of each video the rows belong to -> [BL, H * BDH] fp32."""
+def _attend_heads(q, h0, kv_ptr, bias_ptr, set_k, b_r, b_lo, b_hi, M, stride_bias_b,
+                  S: tl.constexpr, H: tl.constexpr, NH: tl.constexpr, BDH: tl.constexpr,
+                  BLOCK_L: tl.constexpr, BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
+    """Attention of heads h0 .. h0 + NH - 1: q [BL, NH * BDH] (scaled, input dtype) against the
+    K/V sets ``set_k``, ``set_k + 1`` of each video the rows belong to -> [BL, NH * BDH] fp32."""
     dtype = kv_ptr.dtype.element_ty
-    P: tl.constexpr = H * BDH
-    q3 = tl.permute(tl.reshape(q * qk_scale, (BLOCK_L, H, BDH)), (1, 0, 2)).to(dtype)  # [H, BL, BDH]
-    hh = tl.arange(0, H)[:, None, None]
+    q3 = tl.permute(tl.reshape(q, (BLOCK_L, NH, BDH)), (1, 0, 2))  # [NH, BL, BDH]
+    hh = h0 + tl.arange(0, NH)[:, None, None]
     jj = tl.arange(0, BDH)
     mm = tl.arange(0, BLOCK_M)
     m_ok = mm < M
-    acc = tl.zeros([H, BLOCK_L, BDH], dtype=tl.float32)
+    acc = tl.zeros([NH, BLOCK_L, BDH], dtype=tl.float32)
     for bb in range(b_lo, b_hi + 1):  # usually one video, two where the row tile crosses a boundary
-        head = (bb * S + set_k) * H + hh  # [H, 1, 1]
+        head = (bb * S + set_k) * H + hh  # [NH, 1, 1]
         k_t = tl.load(kv_ptr + (head * M + mm[None, None, :]) * BDH + jj[None, :, None],
-                      mask=m_ok[None, None, :], other=0.0)  # [H, BDH, BM]
+                      mask=m_ok[None, None, :], other=0.0)  # [NH, BDH, BM]
         v = tl.load(kv_ptr + ((head + H) * M + mm[None, :, None]) * BDH + jj[None, None, :],
-                    mask=m_ok[None, :, None], other=0.0)  # [H, BM, BDH]
+                    mask=m_ok[None, :, None], other=0.0)  # [NH, BM, BDH]
         bias = tl.load(bias_ptr + bb * stride_bias_b + mm, mask=m_ok, other=0.0).to(tl.float32)
         bias = tl.where(m_ok, bias * 1.4426950408889634, -1.0e30)  # [BM], log2 domain (LOG2E)
-        s = tl.dot(q3, k_t, input_precision=PRECISION) + bias[None, None, :]  # [H, BL, BM]
+        s = tl.dot(q3, k_t, input_precision=PRECISION) + bias[None, None, :]  # [NH, BL, BM]
         p = tl.math.exp2(s - tl.max(s, axis=2)[:, :, None])
         o = tl.dot(p.to(dtype), v, input_precision=PRECISION) / tl.sum(p, axis=2)[:, :, None]
         acc = tl.where((b_r == bb)[None, :, None], o, acc)
-    return tl.reshape(tl.permute(acc, (1, 0, 2)), (BLOCK_L, P))
+    return tl.reshape(tl.permute(acc, (1, 0, 2)), (BLOCK_L, NH * BDH))
+
+
+@triton.jit
+def _attend(q, kv_ptr, bias_ptr, set_k, b_r, b_lo, b_hi, M, stride_bias_b, qk_scale,
+            S: tl.constexpr, H: tl.constexpr, BDH: tl.constexpr, HG: tl.constexpr,
+            BLOCK_L: tl.constexpr, BLOCK_M: tl.constexpr, PRECISION: tl.constexpr):
+    """Multi-head attention of the rows' queries q [BL, H * BDH] (fp32, bias added), HG (2 or 4)
+    groups of H / HG heads one after the other -> the groups' outputs, each [BL, H / HG * BDH]
+    in the input dtype (with HG = 2 the last two repeat the first two). Groups bound the live
+    score / output tiles (all heads at once made 64-row tiles spill); they need no join: the
+    output projection takes them as parts of its reduction."""
+    dtype = kv_ptr.dtype.element_ty
+    C: tl.constexpr = H * BDH // HG
+    NH: tl.constexpr = H // HG
+    qs = (q * qk_scale).to(dtype)
+    if HG == 2:
+        q0, q1 = tl.split(tl.permute(tl.reshape(qs, (BLOCK_L, 2, C)), (0, 2, 1)))  # [BL, C] each
+        q2 = q0
+        q3 = q1
+    else:
+        quads = tl.permute(tl.reshape(qs, (BLOCK_L, 2, 2, C)), (0, 3, 1, 2))  # [BL, C, hi, lo]
+        even, odd = tl.split(quads)  # lo = 0, 1: [BL, C, hi]
+        q0, q2 = tl.split(even)  # head groups 0 and 2
+        q1, q3 = tl.split(odd)  # head groups 1 and 3
+    a0 = _attend_heads(q0, 0, kv_ptr, bias_ptr, set_k, b_r, b_lo, b_hi, M, stride_bias_b,
+                       S, H, NH, BDH, BLOCK_L, BLOCK_M, PRECISION).to(dtype)
+    a1 = _attend_heads(q1, NH, kv_ptr, bias_ptr, set_k, b_r, b_lo, b_hi, M, stride_bias_b,
+                       S, H, NH, BDH, BLOCK_L, BLOCK_M, PRECISION).to(dtype)
+    a2 = a0
+    a3 = a1
+    if HG == 4:
+        a2 = _attend_heads(q2, 2 * NH, kv_ptr, bias_ptr, set_k, b_r, b_lo, b_hi, M, stride_bias_b,
+                           S, H, NH, BDH, BLOCK_L, BLOCK_M, PRECISION).to(dtype)
+        a3 = _attend_heads(q3, 3 * NH, kv_ptr, bias_ptr, set_k, b_r, b_lo, b_hi, M, stride_bias_b,
+                           S, H, NH, BDH, BLOCK_L, BLOCK_M, PRECISION).to(dtype)
+    return a0, a1, a2, a3
+
+
+@triton.jit
+def _project_out(acc, a0, a1, a2, a3, wo_ptr, nn, n_ok, D: tl.constexpr, C: tl.constexpr,
+                 HG: tl.constexpr, PRECISION: tl.constexpr):
+    """acc += [a0 | a1 (| a2 | a3)] @ wo[:, nn]: the head groups' parts of the reduction."""
+    w = wo_ptr + tl.arange(0, C)[:, None] * D + nn[None, :]  # [C, BN]: head group 0's rows
+    ok = n_ok[None, :]
+    acc = tl.dot(a0, tl.load(w, mask=ok, other=0.0), acc, input_precision=PRECISION)
+    acc = tl.dot(a1, tl.load(w + C * D, mask=ok, other=0.0), acc, input_precision=PRECISION)
+    if HG == 4:
+        acc = tl.dot(a2, tl.load(w + 2 * C * D, mask=ok, other=0.0), acc, input_precision=PRECISION)
+        acc = tl.dot(a3, tl.load(w + 3 * C * D, mask=ok, other=0.0), acc, input_precision=PRECISION)
+    return acc
 
 
 @triton.jit
@@ -139,7 +189,7 @@ def _rows_kernel(
     L, M, R, stride_bias_b, beta, qk_scale, eps,
     D: tl.constexpr, H: tl.constexpr, BDH: tl.constexpr, S: tl.constexpr,
     BLOCK_L: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, HG: tl.constexpr,
     HAS_DYN: tl.constexpr, PRECISION: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -155,7 +205,11 @@ def _rows_kernel(
     d_ok = cols_d < D
     cols_p = tl.arange(0, P)  # [P] padded head columns
 
-    a_t = tl.zeros([BLOCK_L, P], dtype=dtype)
+    C: tl.constexpr = P // HG  # columns of one head group
+    a_t0 = tl.zeros([BLOCK_L, C], dtype=dtype)
+    a_t1 = a_t0
+    a_t2 = a_t0
+    a_t3 = a_t0
     if HAS_DYN:
         # F1 = relu(LN1(T) W1 + b1) in one pass over T's K-chunks, LN1 folded into the weights
         # (pack_weights): LN1(T) W1 = rstd * (T (g1 o W1)) - rstd * mu * (g1 W1) + b1_ln W1, so
@@ -198,8 +252,8 @@ def _rows_kernel(
                          other=0.0)  # [BN, P]
             q_t = tl.dot(f2.to(dtype), wq, q_t, input_precision=PRECISION)
         q_t += tl.load(bq_t_ptr + cols_p)[None, :]
-        a_t = _attend(q_t, kv_ptr, bias_ptr, 2, b_r, b_lo, b_hi, M, stride_bias_b, qk_scale,
-                      S, H, BDH, BLOCK_L, BLOCK_M, PRECISION).to(dtype)
+        a_t0, a_t1, a_t2, a_t3 = _attend(q_t, kv_ptr, bias_ptr, 2, b_r, b_lo, b_hi, M, stride_bias_b,
+                                         qk_scale, S, H, BDH, HG, BLOCK_L, BLOCK_M, PRECISION)
 
     # Video query Q_v = x Wq_v + bq_v (the rows' K-chunks again: L1 / L2 hits).
     q_v = tl.zeros([BLOCK_L, P], dtype=tl.float32)
@@ -210,19 +264,17 @@ def _rows_kernel(
         wq = tl.load(wq_v_ptr + kk[:, None] * P + cols_p[None, :], mask=k_ok[:, None], other=0.0)
         q_v = tl.dot(x, wq, q_v, input_precision=PRECISION)
     q_v += tl.load(bq_v_ptr + cols_p)[None, :]
-    a_v = _attend(q_v, kv_ptr, bias_ptr, 0, b_r, b_lo, b_hi, M, stride_bias_b, qk_scale,
-                  S, H, BDH, BLOCK_L, BLOCK_M, PRECISION).to(dtype)
+    a_v0, a_v1, a_v2, a_v3 = _attend(q_v, kv_ptr, bias_ptr, 0, b_r, b_lo, b_hi, M, stride_bias_b,
+                                     qk_scale, S, H, BDH, HG, BLOCK_L, BLOCK_M, PRECISION)
 
     # s = A_v Wo_v + (1 - beta) A_t Wo_t + merged bias + beta V, one N-chunk at a time.
     for n0 in range(0, BLOCK_D, BLOCK_N):
         nn = n0 + tl.arange(0, BLOCK_N)
         n_ok = nn < D
-        w_off = cols_p[:, None] * D + nn[None, :]  # [P, BN]
-        acc = tl.dot(a_v, tl.load(wo_v_ptr + w_off, mask=n_ok[None, :], other=0.0),
-                     input_precision=PRECISION)
+        acc = tl.zeros([BLOCK_L, BLOCK_N], dtype=tl.float32)
+        acc = _project_out(acc, a_v0, a_v1, a_v2, a_v3, wo_v_ptr, nn, n_ok, D, C, HG, PRECISION)
         if HAS_DYN:
-            acc = tl.dot(a_t, tl.load(wo_t_ptr + w_off, mask=n_ok[None, :], other=0.0), acc,
-                         input_precision=PRECISION)
+            acc = _project_out(acc, a_t0, a_t1, a_t2, a_t3, wo_t_ptr, nn, n_ok, D, C, HG, PRECISION)
         off = r[:, None] * D + nn[None, :]
         ok = row_ok[:, None] & n_ok[None, :]
         video = tl.load(video_ptr + off, mask=ok, other=0.0).to(tl.float32)
@@ -251,7 +303,7 @@ def kernel_args(weights: PackedTDWeights, text_len: int, cfg: LaunchConfig, allo
     kv = {k: v for k, v in common.items() if k != "BLOCK_M"}
     kv.update(BLOCK_T=cfg.kv_block_t, BLOCK_C=cfg.kv_block_c, BLOCK_K=cfg.block_k)
     rows = dict(common, BLOCK_L=cfg.block_l, BLOCK_K=cfg.block_k, BLOCK_N=cfg.block_n,
-                HAS_DYN=weights.has_dyn)
+                HG=cfg.head_groups, HAS_DYN=weights.has_dyn)
     return kv, rows
 
 
@@ -282,7 +334,7 @@ def td_interaction(video: Tensor, pos: Tensor, start: Tensor | None, text: Tenso
     n_tblocks = triton.cdiv(b * m, cfg.kv_block_t)
     _text_kv_kernel[(n_tblocks * (sets * h * bdh // cfg.kv_block_c),)](
         text, weights.wkv, weights.bkv, kv, m, b * m, n_tblocks, **kv_meta,
-        num_warps=cfg.kv_num_warps, num_stages=cfg.num_stages)
+        num_warps=cfg.kv_num_warps, num_stages=cfg.kv_num_stages)
     start_arg = start.to(video.dtype) if weights.has_dyn else weights.bo  # bo: unused pointer
     out = torch.empty_like(video)
     rows = b * n

@@ -104,7 +104,7 @@ def check_td_inputs(video: Tensor, pos: Tensor, start: Tensor | None, text: Tens
     if weights.device != video.device or weights.dtype != video.dtype:
         raise InputError(f"weights: expected weights packed for {video.dtype} on {video.device}, "
                          f"got {weights.dtype} on {weights.device} (re-run pack_weights)")
-    if not is_pow2(weights.num_heads):
-        raise InputError(f"num_heads: expected a power of two (heads are a tile dim of the "
-                         f"kernel), got {weights.num_heads}")
+    if not is_pow2(weights.num_heads) or weights.num_heads < 2:
+        raise InputError(f"num_heads: expected a power of two >= 2 (two halves of the heads "
+                         f"are tile dims of the kernel), got {weights.num_heads}")
     return rows

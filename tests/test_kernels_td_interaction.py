@@ -28,9 +28,11 @@ MATRIX = list(itertools.product(BATCHES, VIDEO_LENS, TEXT_LENS, BETAS))
 SAMPLE = random.Random(17).sample(MATRIX, 30)
 
 
-def _config(block_l: int, kv_block_t: int = 16, kv_block_c: int = 64, chunk: int = 32) -> LaunchConfig:
+def _config(block_l: int, kv_block_t: int = 16, kv_block_c: int = 64, chunk: int = 32,
+            head_groups: int = 2) -> LaunchConfig:
     return LaunchConfig(block_l=block_l, block_k=chunk, block_n=chunk, num_warps=4, num_stages=2,
-                        kv_block_t=kv_block_t, kv_block_c=kv_block_c, kv_num_warps=4)
+                        kv_block_t=kv_block_t, kv_block_c=kv_block_c, kv_num_warps=4,
+                        head_groups=head_groups)
 
 
 def _check_matrix(cases) -> None:
@@ -38,7 +40,7 @@ def _check_matrix(cases) -> None:
     worst = {}
     for i, (b, n, m, beta) in enumerate(cases):
         cfg = _config(block_l=(16, 32, 64)[i % 3], kv_block_t=(16, 32, 128)[i % 3],
-                      kv_block_c=(64, 32, 16)[i % 3])
+                      kv_block_c=(64, 32, 16)[i % 3], head_groups=(2, 4)[i % 2])
         worst[(b, n, m, beta)] = max_diff(layer, start, b, n, m, beta, seed=100 + i, config=cfg)
     bad = {k: v for k, v in worst.items() if not v <= TOL}
     assert not bad, f"(B, L, M, beta) -> max abs diff above {TOL}: {bad}"
@@ -70,7 +72,8 @@ def test_without_tdem(dim, heads, batch, video_len, text_len):
     assert max_diff(layer, None, batch, video_len, text_len, 0.5, seed=11) <= TOL
 
 
-@pytest.mark.parametrize("config", [_config(16, 16, 16), _config(32, 64, 32), _config(64, 128, 64),
+@pytest.mark.parametrize("config", [_config(16, 16, 16), _config(32, 64, 32, head_groups=4),
+                                    _config(64, 128, 64, head_groups=4),
                                     _config(128, 32, 64, chunk=16), _config(16, 16, 64, chunk=16)],
                          ids=lambda c: f"{c.name}_{c.kv_name}")
 def test_tile_choices(config):

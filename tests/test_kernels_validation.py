@@ -82,7 +82,7 @@ def test_heads_not_a_power_of_two_rejected(no_launch):
     layer, start = td_layer(48, 3, use_tdem=True, seed=0)
     video, pos, text, mask = td_case(1, 4, 2, 48, seed=0)
     w = pack_weights(layer.weights(start), 3, 0.5, torch.float32)
-    with pytest.raises(InputError, match=r"num_heads: expected a power of two .* got 3"):
+    with pytest.raises(InputError, match=r"num_heads: expected a power of two >= 2 .* got 3"):
         td_interaction(video, pos, start, text, mask_to_bias(mask, torch.float32), w)
 
 
@@ -102,6 +102,8 @@ GOOD = LaunchConfig(block_l=16, block_k=32, block_n=32, num_warps=4, num_stages=
     ("kv_num_warps", 0, r"kv_num_warps: expected a power of two in \[1, 16\], got 0"),
     ("num_stages", 0, r"num_stages: expected an integer in \[1, 4\], got 0"),
     ("block_l", True, r"block_l: expected a power of two in \[16, 128\], got True"),
+    ("head_groups", 8, r"head_groups: expected 2 or 4 dividing num_heads=4, got 8"),
+    ("kv_num_stages", 5, r"kv_num_stages: expected an integer in \[1, 4\], got 5"),
 ])
 def test_bad_tiles_rejected(case, no_launch, field, value, message):
     video, pos, start, text, bias, w = case
