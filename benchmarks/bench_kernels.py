@@ -1,9 +1,9 @@
-"""Fused TD cross-attention vs the eager block vs torch.compile of the eager block.
+"""Fused TD interaction vs the eager block vs torch.compile of the eager block.
 
-What is measured: one TD layer's cross-attention (``TDCrossAttention.forward``:
-both Q projections, the temporal differences, shared text K/V, two attentions,
-beta-merge, output projection) at D = 256, 8 heads, M = 32 text tokens, TDEM on,
-beta = 0.5, for B in {1, 32, 256} x L in {75, 150}.
+What is measured: one TD layer's interaction (``TDCrossAttention.forward``: temporal
+differences, flow projection, both query projections, both text K/V sets, two attentions,
+the official beta merge, both output projections) at D = 256, 8 heads, M = 32 text tokens,
+TDEM on, beta = 0.7 (qvhighlights), for B in {1, 32, 256} x L in {75, 150}.
 
 GPU (one command, also in benchmarks/run_gpu_kernels.sh):
     python benchmarks/bench_kernels.py --device cuda --dtype bf16 \
@@ -13,8 +13,7 @@ GPU (one command, also in benchmarks/run_gpu_kernels.sh):
   median (launch overhead removed). Bandwidth = the minimum bytes a fused layer must
   move (x, text, mask bias, out, weights once) / time, against the GPU's peak (spec
   sheet) and against a measured device-to-device copy. ``--sweep`` also times the
-  kernel's knobs (block_l, head_groups, precompute_kv, num_warps, num_stages) to re-pick
-  defaults.
+  kernel's tiles (every ``all_configs`` choice) to re-pick defaults.
 
 CPU (runs anywhere): ``python benchmarks/bench_kernels.py --device cpu`` times the eager
 block and the float64 reference with a wall-clock median (the kernel itself only runs
@@ -34,7 +33,7 @@ from tdfast.bench import machine_info, make_record, summarize_ms, write_record
 from tdfast.bench.machine import load_average
 from tdfast.bench.timing import interleaved_rounds, synchronizer
 from tdfast.model.attention import mask_to_bias
-from tdfast.model.td_interaction import TDCrossAttention, td_cross_attention_reference
+from tdfast.model.td_interaction import TDCrossAttention, td_interaction_reference
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Spec-sheet HBM bandwidth, bytes/s, by a substring of torch.cuda.get_device_name().
@@ -45,28 +44,31 @@ PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12
 
 def make_case(batch: int, video_len: int, text_len: int, dim: int, heads: int, dtype: torch.dtype,
               device: str, seed: int = 0):
-    """A TD layer and a padded batch: layer, x [B, L, D], text [B, M, D], mask [B, M], bias."""
+    """A TD layer, its start token and a padded batch: layer, start, video, pos [B, L, D],
+    text [B, M, D], mask [B, M], bias [B, 1, 1, M]."""
     torch.manual_seed(seed)
-    layer = TDCrossAttention(dim, heads, use_tdem=True, beta=0.5).to(device=device, dtype=dtype).eval()
-    x = torch.randn(batch, video_len, dim, device=device, dtype=dtype)
+    layer = TDCrossAttention(dim, heads, 0.0, True, 0.7).to(device=device, dtype=dtype).eval()
+    start = torch.randn(dim, device=device, dtype=dtype)
+    video = torch.randn(batch, video_len, dim, device=device, dtype=dtype)
+    pos = torch.randn(batch, video_len, dim, device=device, dtype=dtype)
     text = torch.randn(batch, text_len, dim, device=device, dtype=dtype)
     lengths = torch.randint(1, text_len + 1, (batch,), device=device)
     mask = torch.arange(text_len, device=device)[None, :] < lengths[:, None]  # [B, M] ragged
-    return layer, x, text, mask, mask_to_bias(mask, dtype)
+    return layer, start, video, pos, text, mask, mask_to_bias(mask, dtype)
 
 
 def traffic_bytes(batch: int, video_len: int, text_len: int, dim: int, elem: int) -> int:
-    """Bytes a perfectly fused layer moves: read x, text, the [B, M] bias and 6 D x D weights
-    (q_v, q_t, k, v, o_v, o_t) once, write out."""
-    acts = 2 * batch * video_len * dim + batch * text_len * dim + batch * text_len
-    return (acts + 6 * dim * dim) * elem
+    """Bytes a perfectly fused layer moves through HBM: read video, pos, text, the [B, M] bias
+    and 10 D x D weights (flow 2, queries 2, K/V 4, outputs 2) once, write s."""
+    acts = 3 * batch * video_len * dim + batch * text_len * dim + batch * text_len
+    return (acts + 10 * dim * dim) * elem
 
 
 def flops(batch: int, video_len: int, text_len: int, dim: int) -> int:
-    """Multiply-adds x 2: two Q projections, K and V, two attentions (QK^T and PV), two
-    output projections (= one [L, 2D] x [2D, D] GEMM)."""
+    """Multiply-adds x 2: flow projection (2 D x D), two query projections, four text
+    projections (K, V per branch), two attentions (QK^T and PV each), two output projections."""
     b, n, m, d = batch, video_len, text_len, dim
-    return 2 * (2 * b * n * d * d + 2 * b * m * d * d + 2 * 2 * b * n * m * d + 2 * b * n * d * d)
+    return 2 * (6 * b * n * d * d + 4 * b * m * d * d + 2 * 2 * b * n * m * d)
 
 
 def _warm(fn, warmup_s: float = 0.5) -> None:
@@ -100,9 +102,10 @@ def copy_bandwidth(device: str) -> float:
 
 
 def bench_gpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
+    from tdfast.kernels import all_configs
     from tdfast.kernels.fuse import FusedTDCrossAttention
     from tdfast.kernels.packing import pack_weights
-    from tdfast.kernels.td_attention import td_cross_attention
+    from tdfast.kernels.td_interaction import td_interaction
 
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     name = torch.cuda.get_device_name()
@@ -113,31 +116,28 @@ def bench_gpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
     peak = spec or meta["copy_bandwidth_measured"]
     rows = []
     for batch, video_len in itertools.product(args.batches, args.video_lens):
-        layer, x, text, mask, bias = make_case(batch, video_len, args.text_len, args.dim, args.heads,
-                                               dtype, "cuda")
-        packed = pack_weights(layer.weights(), args.heads, layer.beta, dtype)
+        layer, start, video, pos, text, mask, bias = make_case(batch, video_len, args.text_len,
+                                                               args.dim, args.heads, dtype, "cuda")
+        w = layer.weights(start)
+        packed = pack_weights(w, args.heads, layer.beta, dtype)
         fused_module = FusedTDCrossAttention(layer)
         compiled = torch.compile(layer, dynamic=False)
-        ref = td_cross_attention_reference(x, text, mask, layer.weights(), args.heads, layer.beta)
+        ref = td_interaction_reference(video, pos, text, mask, w, args.heads, layer.beta)
         variants = {
-            "eager": lambda: layer(x, text, bias),
-            "compile": lambda: compiled(x, text, bias),
-            "fused": lambda: td_cross_attention(x, text, bias, packed, check_values=False),
-            "fused_module": lambda: fused_module(x, text, bias),  # as fuse_model runs it
+            "eager": lambda: layer(video, pos, start, text, bias),
+            "compile": lambda: compiled(video, pos, start, text, bias),
+            "fused": lambda: td_interaction(video, pos, start, text, bias, packed),
+            "fused_module": lambda: fused_module(video, pos, start, text, bias),  # as fuse_model runs it
         }
         if args.sweep:
-            for bl, hg, pk, nw, ns in itertools.product((32, 64, 128), (1, 8), (False, True), (4, 8),
-                                                        (2, 3)):
-                variants[f"fused[block_l={bl},head_groups={hg},precompute_kv={pk},num_warps={nw},"
-                         f"num_stages={ns}]"] = (
-                    lambda bl=bl, hg=hg, pk=pk, nw=nw, ns=ns: td_cross_attention(
-                        x, text, bias, packed, check_values=False, block_l=bl, head_groups=hg,
-                        precompute_kv=pk, num_warps=nw, num_stages=ns))
-        nbytes = traffic_bytes(batch, video_len, args.text_len, args.dim, x.element_size())
+            for cfg in all_configs(dtype, args.dim, args.heads, args.tf32):
+                variants[f"fused[{cfg.name}/{cfg.kv_name}]"] = (
+                    lambda cfg=cfg: td_interaction(video, pos, start, text, bias, packed, config=cfg))
+        nbytes = traffic_bytes(batch, video_len, args.text_len, args.dim, video.element_size())
         nflops = flops(batch, video_len, args.text_len, args.dim)
         with torch.inference_mode():
             for impl, fn in variants.items():
-                row = {"scope": "td_cross_attention", "impl": impl, "B": batch, "L": video_len,
+                row = {"scope": "td_interaction", "impl": impl, "B": batch, "L": video_len,
                        "M": args.text_len, "D": args.dim, "heads": args.heads, "bytes": nbytes,
                        "flops": nflops}
                 try:
@@ -166,8 +166,6 @@ def bench_model_gpu(args, dtype: torch.dtype) -> list[dict]:
     config = TDDETRConfig.from_name("qvhighlights")
     eager = TDDETR(config).cuda().to(dtype).eval()
     fused = fuse_model(copy.deepcopy(eager))
-    for layer in fused.td_layers:
-        layer.cross.check_values = False  # the Retriever validates masks before the model
     rows = []
     for batch in args.batches:
         g = torch.Generator(device="cuda").manual_seed(0)
@@ -195,19 +193,19 @@ def bench_cpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
                      f"interleaved round by round, after >= 0.5 s of warm-up each (tdfast.bench.timing)"}
     rows = []
     for batch, video_len in itertools.product(args.batches, args.video_lens):
-        layer, x, text, mask, bias = make_case(batch, video_len, args.text_len, args.dim, args.heads,
-                                               dtype, "cpu")
-        w = layer.weights()
-        impls = {"eager": lambda: layer(x, text, bias),
-                 "reference_fp64": lambda: td_cross_attention_reference(x, text, mask, w, args.heads,
-                                                                        layer.beta)}
+        layer, start, video, pos, text, mask, bias = make_case(batch, video_len, args.text_len,
+                                                               args.dim, args.heads, dtype, "cpu")
+        w = layer.weights(start)
+        impls = {"eager": lambda: layer(video, pos, start, text, bias),
+                 "reference_fp64": lambda: td_interaction_reference(video, pos, text, mask, w, args.heads,
+                                                                    layer.beta)}
         with torch.inference_mode():
             for fn in impls.values():
                 _warm(fn)
             seconds, _ = interleaved_rounds(impls, args.reps, synchronizer("cpu"))
         for impl, secs in seconds.items():
             t = summarize_ms(secs)
-            row = {"scope": "td_cross_attention", "impl": impl, "B": batch, "L": video_len,
+            row = {"scope": "td_interaction", "impl": impl, "B": batch, "L": video_len,
                    "M": args.text_len, "D": args.dim, "heads": args.heads, "us": t["p50_ms"] * 1e3,
                    "min_us": t["min_ms"] * 1e3,
                    "GFLOP_per_s": flops(batch, video_len, args.text_len, args.dim) / (t["p50_ms"] * 1e3) / 1e3}
@@ -263,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_model_gpu(args, dtype)
     machine["loadavg_end"] = load_average()
     setup = {**vars(args), "out": str(args.out), "dtype": str(dtype).removeprefix("torch."), **meta}
-    record = make_record("kernels", "one TD layer's cross-attention (TDCrossAttention.forward)",
+    record = make_record("kernels", "one TD layer's interaction (TDCrossAttention.forward)",
                          machine, setup, rows)
     if args.out:
         write_record(record, args.out)

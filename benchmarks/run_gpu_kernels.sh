@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything in tdfast.kernels that needs a CUDA GPU, in one command (from the repo root):
 #   bash benchmarks/run_gpu_kernels.sh                  # all three steps (~15 min on an H100)
+# (For a single device call of under 8 minutes use benchmarks/gpu_session.sh instead.)
 #   bash benchmarks/run_gpu_kernels.sh tests memcheck   # or any subset of: tests memcheck bench
 # 1. every kernel test compiled on the GPU (tests/test_kernels_*.py, the gpu-marked parity
 #    matrix in fp32 / TF32 / fp16 / bf16 included);
@@ -31,8 +32,8 @@ if [[ $steps == *" memcheck "* ]]; then
 echo "== compute-sanitizer memcheck"
 if command -v compute-sanitizer >/dev/null; then
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1 \
-    "$PY" -m pytest -q -p no:cacheprovider -x tests/test_kernels_td_attention.py \
-    -k "diagonal or variants or odd_width or without_tdem" 2>&1 | tee "$out/kernels_${gpu}_memcheck.log"
+    "$PY" benchmarks/gpu_session.py --out "$out/memcheck_probe" memcheck 2>&1 \
+    | tee "$out/kernels_${gpu}_memcheck.log"
 else
   echo "compute-sanitizer not on PATH: memcheck skipped" | tee "$out/kernels_${gpu}_memcheck.log"
 fi

@@ -20,7 +20,7 @@ def require_triton(device: torch.device | str) -> None:
 
     CUDA needs triton installed; CPU additionally needs ``TRITON_INTERPRET=1`` set before
     the kernels are first used (Triton decides compiled vs interpreted when a kernel is
-    defined, i.e. on the first import of ``tdfast.kernels.td_attention``).
+    defined, i.e. on the first import of ``tdfast.kernels.td_interaction``).
     """
     device = torch.device(device)
     try:
@@ -39,9 +39,9 @@ def require_triton(device: torch.device | str) -> None:
             "TRITON_INTERPRET=1 before importing tdfast.kernels, or use backend='eager'")
     import sys
 
-    kernel_module = sys.modules.get("tdfast.kernels.td_attention")
+    kernel_module = sys.modules.get("tdfast.kernels.td_interaction")
     if kernel_module is not None and kernel_module.INTERPRETED != interpreting():
         raise BackendUnavailableError(
             f"triton backend: the kernels were defined with TRITON_INTERPRET="
             f"{int(kernel_module.INTERPRETED)} but it is now {int(interpreting())}; set "
-            f"TRITON_INTERPRET before tdfast.kernels.td_attention is first imported")
+            f"TRITON_INTERPRET before tdfast.kernels.td_interaction is first imported")

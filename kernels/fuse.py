@@ -1,11 +1,10 @@
-"""The ``triton`` backend for a whole model: swap each TD cross-attention for the fused kernel.
+"""The ``triton`` backend for a whole model: swap each TD interaction for the fused kernels.
 
-``fuse_model(model)`` replaces every ``TDCrossAttention`` inside ``model`` (one
-per ``TDInteractionLayer``, as ``layer.cross``) by a ``FusedTDCrossAttention``
-that holds the very same parameter tensors under the same names, so
-``state_dict``, ``save_pretrained``, ``.to()`` and ``.half()`` behave exactly
-as before; only ``forward`` changes. Inference only: the kernel has no
-backward, and asking for gradients through it is an error.
+``fuse_model(model)`` replaces every ``TDCrossAttention`` inside ``model`` (one per
+``TDInteractionLayer``, as ``layer.cross``) by a ``FusedTDCrossAttention`` that holds the very
+same parameter tensors under the same names, so ``state_dict``, ``save_pretrained``, ``.to()``
+and ``.half()`` behave exactly as before; only ``forward`` changes (same signature). Inference
+only: the kernels have no backward, and asking for gradients through them is an error.
 """
 from __future__ import annotations
 
@@ -19,11 +18,13 @@ from tdfast.model.td_interaction import TDCrossAttention
 
 
 class FusedTDCrossAttention(TDCrossAttention):
-    """``TDCrossAttention`` whose forward is the fused Triton kernel (same weights, same output).
+    """``TDCrossAttention`` whose forward is the fused Triton kernels (same weights, same output).
 
-    Built from an eager module, sharing its parameters (not copies). The packed kernel
-    layout is cached per (dtype, device) and rebuilt when any parameter changes in place
-    (optimizer step, ``load_state_dict``) or is replaced (``.to()``).
+    Built from an eager module, adopting its submodules and parameters (not copies). The
+    packed kernel layout is cached per (dtype, device) and rebuilt when a parameter changes in
+    place (optimizer step, ``load_state_dict``) or is replaced (``.to()``). The cache check
+    reads only host-side counters, so a CUDA-graph replay never repacks (pack before capture:
+    one warm-up call, as any capture needs).
     """
 
     def __init__(self, eager: TDCrossAttention) -> None:
@@ -33,43 +34,44 @@ class FusedTDCrossAttention(TDCrossAttention):
             self.add_module(name, child)
         for name, param in eager.named_parameters(recurse=False):
             self.register_parameter(name, param)
-        self.check_values = True  # reject all-padding text rows (one GPU sync per call)
         self._packed: tuple[tuple, PackedTDWeights] | None = None
 
     def packed(self, dtype: torch.dtype, device: torch.device) -> PackedTDWeights:
         """The weights in kernel layout for activations of ``dtype`` on ``device`` (cached)."""
         params = list(self.parameters())
-        key = (dtype, device, tuple(p._version for p in params), tuple(p.data_ptr() for p in params))
+        key = (dtype, device, self.beta, tuple(p._version for p in params),
+               tuple(p.data_ptr() for p in params))
         if self._packed is None or self._packed[0] != key:
-            self._packed = (key, pack_weights(self.weights(), self.num_heads, self.beta, dtype, device))
+            w = self.weights(None)  # the start token is passed to forward, not packed
+            self._packed = (key, pack_weights(w, self.num_heads, self.beta, dtype, device))
         return self._packed[1]
 
-    def forward(self, x: Tensor, text: Tensor, text_bias: Tensor) -> Tensor:
-        """x [B, L, D] (video + positions), text [B, M, D], text_bias [B, 1, 1, M] -> [B, L, D]."""
-        from tdfast.kernels.td_attention import td_cross_attention
+    def forward(self, video: Tensor, pos: Tensor, start: Tensor | None, text: Tensor,
+                text_bias: Tensor) -> Tensor:
+        """video, pos [B, L, D]; start [D] (None without TDEM); text [B, M, D];
+        text_bias [B, 1, 1, M] -> s [B, L, D] (``TDCrossAttention.forward``)."""
+        from tdfast.kernels.td_interaction import td_interaction
 
-        if torch.is_grad_enabled() and (x.requires_grad or text.requires_grad
+        if torch.is_grad_enabled() and (video.requires_grad or text.requires_grad
                                         or any(p.requires_grad for p in self.parameters())):
             raise BackendUnavailableError(
-                "triton backend: the fused TD kernel has no backward pass; run the model under "
+                "triton backend: the fused TD kernels have no backward pass; run the model under "
                 "torch.no_grad() or torch.inference_mode(), or use backend='eager' to train")
-        weights = self.packed(x.dtype, x.device)
-        # fp32 follows torch's own matmul setting, so fused and eager use the same precision.
-        return td_cross_attention(x, text, text_bias, weights, check_values=self.check_values,
-                                  allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+        # fp32 follows torch's own matmul precision switch, so fused and eager match.
+        return td_interaction(video, pos, start, text, text_bias, self.packed(video.dtype, video.device))
 
 
 def fuse_model(model: nn.Module) -> nn.Module:
-    """Switch ``model`` (e.g. a ``TDDETR``) to the fused TD kernel, in place; returns ``model``.
+    """Switch ``model`` (e.g. a ``TDDETR``) to the fused TD kernels, in place; returns ``model``.
 
     Every ``TDCrossAttention`` submodule becomes a ``FusedTDCrossAttention`` with the same
     parameters. Raises ``BackendUnavailableError`` when triton is missing or the model is
     on CPU without ``TRITON_INTERPRET=1``, and ``InputError`` when ``model`` has no TD
-    cross-attention. Calling it twice is harmless.
+    interaction. Calling it twice is harmless.
     """
     param = next(model.parameters(), None)
     require_triton(param.device if param is not None else "cpu")
-    import tdfast.kernels.td_attention  # noqa: F401  define the kernel now, under today's env
+    import tdfast.kernels.td_interaction  # noqa: F401  define the kernels now, under today's env
 
     found = 0
     for module in list(model.modules()):

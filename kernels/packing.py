@@ -1,17 +1,25 @@
-"""Pack a TD layer's weights into the layout the fused kernel reads.
+"""Pack a TD layer's weights (``TDWeights``, nn.Linear layout) into the layout the fused kernels read.
 
-The kernel multiplies row tiles by weight tiles ``[in, out]`` (row-major,
-contiguous along the output features), so every projection is stored
-transposed from nn.Linear's ``[out, in]``. The beta-merge is folded into one
-output matrix (DESIGN.md, "The fused kernel"):
+The kernels multiply row tiles by weight tiles ``[in, out]`` (row-major, contiguous along
+the output features), so every matrix is stored transposed from nn.Linear's ``[out, in]``.
 
-    out = beta * (A_v Wo_v^T + bo_v) + (1 - beta) * (A_t Wo_t^T + bo_t)
-        = [A_v | A_t] @ [beta Wo_v^T ; (1 - beta) Wo_t^T] + (beta bo_v + (1 - beta) bo_t)
+Heads are padded: a head of Dh features takes ``BDH = max(16, next_pow2(Dh))`` columns
+(``tl.dot`` needs every dim >= 16), so the query / key / value projections are
+``[D, H * BDH]`` with zero columns after each head's Dh real ones, and the output
+projections ``[H * BDH, D]`` with zero rows there. At qvhighlights widths (Dh = 32) the
+padding is empty; at the tiny preset (Dh = 8) it doubles the head width.
 
-Weight matrices take the activations' dtype (the kernel feeds them to the
-tensor cores as is); biases stay float32 because they are added to float32
-accumulators. Packing is pure PyTorch and runs once per (dtype, device,
-weight version) in ``FusedTDCrossAttention``.
+The first flow unit's LayerNorm is folded into its Linear (``_fold_layer_norm``); the second
+stays a LayerNorm on the kernel's register tile.
+
+The official merge ``s = beta * V + (1 - beta) * (A_t Wo_t^T + bo_t) + (A_v Wo_v^T + bo_v)`` is
+folded into the packing: ``wo_t`` holds ``(1 - beta) Wo_t^T`` and ``bo`` the merged bias
+``bo_v + (1 - beta) bo_t``, so the kernel adds ``beta * V`` and two GEMMs. Without TDEM,
+or with beta = 1, the dynamics branch has weight zero (``has_dyn`` False) and is compiled out;
+the layer is then ``V + A_v Wo_v^T + bo_v`` (``beta`` = 1).
+
+Matrices take the activations' dtype (fed to the tensor cores as is); biases, LayerNorm
+parameters and beta stay float32 (added to float32 accumulators).
 """
 from __future__ import annotations
 
@@ -23,69 +31,123 @@ from torch import Tensor
 from tdfast.model.td_interaction import TDWeights
 
 
+def padded_head_dim(head_dim: int) -> int:
+    """Columns one head takes in the packed layout: a power of two >= 16 (``tl.dot``'s minimum)."""
+    return max(16, 1 << (head_dim - 1).bit_length())
+
+
 @dataclass(frozen=True)
 class PackedTDWeights:
-    """One TD layer's weights, kernel layout. D = hidden dim.
+    """One TD layer's weights in kernel layout. D = hidden dim, P = H * BDH (padded heads).
 
-    ``has_video``/``has_dyn`` say which attention branches contribute: without
-    TDEM only the video branch; with TDEM and beta = 1 (or 0) the other branch
-    has weight zero and the kernel skips it.
+    ``has_dyn``: the dynamics branch (flow projection, A_t) contributes; False without TDEM
+    and when beta = 1. Unused tensors (no dynamics branch) are zero-size placeholders.
     """
 
     num_heads: int
-    has_video: bool
+    head_dim: int  # Dh (real)
+    beta: float  # weight of the video residual (1.0 without the dynamics branch)
     has_dyn: bool
-    wq_v: Tensor  # [D, D] (in, out), p_d; unused (zeros) when not has_video
-    bq_v: Tensor  # [D] float32
-    wq_t: Tensor  # [D, D] (in, out), p_t; unused (zeros) when not has_dyn
-    bq_t: Tensor  # [D] float32
-    start: Tensor  # [D] start token st (Eq. 2); zeros when not has_dyn
-    wkv: Tensor  # [D, 2D] (in, out): K columns then V columns
-    bkv: Tensor  # [2D] float32
-    wo: Tensor  # [2D, D] (in, out): beta * Wo_v^T on top of (1 - beta) * Wo_t^T
-    bo: Tensor  # [D] float32, merged output bias
+    wq_v: Tensor  # [D, P] video query projection
+    bq_v: Tensor  # [P] float32
+    wo_v: Tensor  # [P, D] video output projection
+    wkv: Tensor  # [S, D, P]: K_v, V_v (, K_t, V_t) text projections; S = 4 with has_dyn, else 2
+    bkv: Tensor  # [S, P] float32
+    bo: Tensor  # [D] float32: bo_v + (1 - beta) bo_t
+    ln1_w: Tensor  # [D] float32: g1 W1^T, column sums of the folded flow unit 1 weight
+    ln1_b: Tensor  # [D] float32: b1_ln W1^T + b1 (unit 1 LayerNorm bias through the Linear)
+    w_f1: Tensor  # [D, D] flow unit 1: diag(g1) W1^T (LayerNorm scale folded in)
+    b_f1: Tensor  # [0]: folded into ln1_b
+    ln2_w: Tensor  # flow unit 2
+    ln2_b: Tensor
+    w_f2: Tensor
+    b_f2: Tensor
+    wq_t: Tensor  # [D, P] dynamics query projection
+    bq_t: Tensor  # [P] float32
+    wo_t: Tensor  # [P, D]: (1 - beta) Wo_t^T
 
     @property
     def dim(self) -> int:
+        return self.wq_v.shape[0]
+
+    @property
+    def padded_head_dim(self) -> int:
+        return self.wq_v.shape[1] // self.num_heads
+
+    @property
+    def kv_sets(self) -> int:
         return self.wkv.shape[0]
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.wkv.dtype
+        return self.wq_v.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.wkv.device
+        return self.wq_v.device
+
+
+def _fold_layer_norm(g: Tensor, b: Tensor, weight: Tensor, bias: Tensor, dtype: torch.dtype
+                     ) -> dict[str, Tensor]:
+    """LayerNorm(g, b) then Linear(weight [out, in], bias), as the kernel computes it:
+
+        LN(t) W^T + c = rstd (t (g o W^T)) - rstd mu (g W^T) + (b W^T + c)
+
+    so a program needs only the row sums of t and t^2, gathered in the GEMM's own K-loop."""
+    wt = weight.T  # [in, out]
+    return dict(w_f1=(g[:, None] * wt).to(dtype).contiguous(), ln1_w=(g @ wt).contiguous(),
+                ln1_b=(b @ wt + bias).contiguous(), b_f1=torch.empty(0, device=g.device))
 
 
 def pack_weights(w: TDWeights, num_heads: int, beta: float, dtype: torch.dtype,
                  device: torch.device | str | None = None) -> PackedTDWeights:
     """``TDWeights`` (nn.Linear layout) -> ``PackedTDWeights`` in ``dtype`` on ``device``.
 
-    ``beta`` is the merge weight of the video branch (Eq. 6); it is ignored
-    without TDEM (``w.wq_t is None``), where the layer is ``out_video(A_v)``.
-    The merge is computed in float32 before the cast to ``dtype``.
+    ``beta`` is ignored without TDEM (``w.wq_t is None``). Products with beta are taken in
+    float32 before the cast to ``dtype``. ``w.start`` is not packed: the kernel reads the
+    model's start token as passed to ``forward``.
     """
     device = w.wq_v.device if device is None else torch.device(device)
-    f32 = lambda t: t.detach().to(device=device, dtype=torch.float32)  # noqa: E731
-    use_tdem = w.wq_t is not None
-    beta_v = float(beta) if use_tdem else 1.0
-    has_video = beta_v != 0.0
-    has_dyn = use_tdem and beta_v != 1.0
     d = w.wq_v.shape[1]
-    zeros_dd = torch.zeros(d, d, device=device)
-    zeros_d = torch.zeros(d, device=device)
-    wo_t = f32(w.wo_t).T * (1.0 - beta_v) if has_dyn else zeros_dd
-    bo = f32(w.bo_v) * beta_v + (f32(w.bo_t) * (1.0 - beta_v) if has_dyn else 0.0)
-    cast = lambda t: t.to(dtype).contiguous()  # noqa: E731
+    dh = d // num_heads
+    bdh = padded_head_dim(dh)
+    has_dyn = w.wq_t is not None and float(beta) != 1.0
+    beta = float(beta) if has_dyn else 1.0
+
+    def f32(t: Tensor) -> Tensor:
+        return t.detach().to(device=device, dtype=torch.float32)
+
+    def heads_out(weight: Tensor) -> Tensor:  # nn.Linear [D(out), D(in)] -> [D(in), P]
+        t = f32(weight).T.reshape(d, num_heads, dh)
+        return torch.nn.functional.pad(t, (0, bdh - dh)).reshape(d, num_heads * bdh)
+
+    def heads_bias(bias: Tensor) -> Tensor:  # [D] -> [P]
+        return torch.nn.functional.pad(f32(bias).reshape(num_heads, dh), (0, bdh - dh)).flatten()
+
+    def heads_in(weight: Tensor) -> Tensor:  # out_proj [D(out), D(in)] -> [P, D(out)]
+        t = f32(weight).T.reshape(num_heads, dh, d)
+        return torch.nn.functional.pad(t, (0, 0, 0, bdh - dh)).reshape(num_heads * bdh, d)
+
+    def mat(t: Tensor) -> Tensor:
+        return t.to(dtype).contiguous()
+
+    def vec(t: Tensor) -> Tensor:
+        return t.contiguous()
+
+    none_m = torch.empty(0, device=device, dtype=dtype)
+    none_v = torch.empty(0, device=device, dtype=torch.float32)
+    kv = [(w.wk_v, w.bk_v), (w.wv_v, w.bv_v)] + ([(w.wk_t, w.bk_t), (w.wv_t, w.bv_t)] if has_dyn else [])
+    bo = f32(w.bo_v) + ((1.0 - beta) * f32(w.bo_t) if has_dyn else 0.0)
     return PackedTDWeights(
-        num_heads=num_heads, has_video=has_video, has_dyn=has_dyn,
-        wq_v=cast(f32(w.wq_v).T), bq_v=f32(w.bq_v).contiguous(),
-        wq_t=cast(f32(w.wq_t).T if has_dyn else zeros_dd),
-        bq_t=(f32(w.bq_t) if has_dyn else zeros_d).contiguous(),
-        start=cast(f32(w.start) if has_dyn else zeros_d),
-        wkv=cast(torch.cat((f32(w.wk).T, f32(w.wv).T), dim=1)),  # [D, 2D]
-        bkv=torch.cat((f32(w.bk), f32(w.bv))).contiguous(),
-        wo=cast(torch.cat((f32(w.wo_v).T * beta_v, wo_t), dim=0)),  # [2D, D]
-        bo=bo.contiguous(),
+        num_heads=num_heads, head_dim=dh, beta=beta, has_dyn=has_dyn,
+        wq_v=mat(heads_out(w.wq_v)), bq_v=vec(heads_bias(w.bq_v)), wo_v=mat(heads_in(w.wo_v)),
+        wkv=mat(torch.stack([heads_out(m) for m, _ in kv])),
+        bkv=vec(torch.stack([heads_bias(b) for _, b in kv])), bo=vec(bo),
+        **(_fold_layer_norm(f32(w.ln1_w), f32(w.ln1_b), f32(w.w_f1), f32(w.b_f1), dtype) if has_dyn
+           else dict(ln1_w=none_v, ln1_b=none_v, w_f1=none_m, b_f1=none_v)),
+        ln2_w=vec(f32(w.ln2_w)) if has_dyn else none_v, ln2_b=vec(f32(w.ln2_b)) if has_dyn else none_v,
+        w_f2=mat(f32(w.w_f2).T) if has_dyn else none_m, b_f2=vec(f32(w.b_f2)) if has_dyn else none_v,
+        wq_t=mat(heads_out(w.wq_t)) if has_dyn else none_m,
+        bq_t=vec(heads_bias(w.bq_t)) if has_dyn else none_v,
+        wo_t=mat((1.0 - beta) * heads_in(w.wo_t)) if has_dyn else none_m,
     )

@@ -1,9 +1,11 @@
-"""Checks the fused TD kernel's launcher runs before every launch.
+"""The fused TD kernels' launcher checks, run before every launch.
 
-A kernel does not bounds-check: a wrong shape, a transposed view or a text
-row with no real token would read garbage or return a uniform average of
-padding. Every such case is an ``InputError`` naming the argument, the
-expected value and the value seen.
+A kernel does not bounds-check: a wrong shape or a transposed view would read garbage.
+Every such case is an ``InputError`` naming the argument, the expected value and the value
+seen. Only metadata is read (shapes, dtypes, strides, devices): no check looks at tensor
+values, so the launcher never syncs a GPU and the model stays capturable in a CUDA graph.
+A text row with no real token is the API boundary's business (``tdfast.model.inputs.
+check_inputs`` rejects it); the kernel's finite mask would average such a row's padding.
 """
 from __future__ import annotations
 
@@ -11,35 +13,31 @@ import torch
 from torch import Tensor
 
 from tdfast.errors import InputError
+from tdfast.kernels.launch_config import MAX_TEXT_LEN, is_pow2
 from tdfast.kernels.packing import PackedTDWeights
 from tdfast.model.attention import MASK_BIAS
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-MAX_TEXT_LEN = 64  # M: all text keys are one tile of the kernel
-MAX_VIDEO_LEN = 512  # L: the range the kernel is tested on
+MAX_ELEMENTS = 2**31 - 1  # the kernels index activations with int32 offsets
 
 
-def _check_rank_dtype(name: str, t: object, rank: int) -> Tensor:
+def _tensor(name: str, t: object, rank: int) -> Tensor:
     if not isinstance(t, Tensor):
         raise InputError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.dim() != rank:
         raise InputError(f"{name}: expected a rank-{rank} tensor, got shape {tuple(t.shape)}")
-    if t.dtype not in KERNEL_DTYPES:
-        raise InputError(f"{name}: expected dtype float32, float16 or bfloat16, got {t.dtype}")
     return t
 
 
-def _check_contiguous(name: str, t: Tensor) -> None:
+def _contiguous(name: str, t: Tensor) -> None:
     if not t.is_contiguous():
         raise InputError(f"{name}: expected a contiguous tensor, got strides {tuple(t.stride())} "
                          f"for shape {tuple(t.shape)}; call .contiguous() first")
 
 
-def text_bias_rows(text_bias: Tensor, batch: int, text_len: int) -> Tensor:
-    """text_bias [B, 1, 1, M] (as ``mask_to_bias`` makes it) or [B, M] -> a [B, M] view.
-
-    The view keeps the batch stride; the key dim must be unit-stride.
-    """
+def text_bias_rows(text_bias: object, batch: int, text_len: int) -> Tensor:
+    """text_bias [B, 1, 1, M] (as ``mask_to_bias`` makes it) or [B, M] -> a [B, M] view
+    (batch stride kept; the token dim must be unit-stride)."""
     if not isinstance(text_bias, Tensor):
         raise InputError(f"text_bias: expected a torch.Tensor, got {type(text_bias).__name__}")
     if tuple(text_bias.shape) not in ((batch, 1, 1, text_len), (batch, text_len)):
@@ -55,44 +53,58 @@ def text_bias_rows(text_bias: Tensor, batch: int, text_len: int) -> Tensor:
     return rows
 
 
-def check_td_inputs(x: Tensor, text: Tensor, text_bias: Tensor, weights: PackedTDWeights,
-                    check_values: bool = True) -> Tensor:
-    """Validate a launch of the fused TD cross-attention; returns text_bias as a [B, M] view.
+def check_td_inputs(video: Tensor, pos: Tensor, start: Tensor | None, text: Tensor,
+                    text_bias: Tensor, weights: PackedTDWeights) -> Tensor:
+    """Validate a launch of the fused TD interaction; returns text_bias as a [B, M] view.
 
-    x [B, L, D] (video + positions), text [B, M, D], text_bias [B, 1, 1, M] or [B, M]:
-    same device, x and text in one of ``KERNEL_DTYPES`` and contiguous, 1 <= L <= 512,
-    1 <= M <= 64, D = the weights' dim, weights packed for x's dtype and device.
-    ``check_values`` also rejects a text row with no real token (every bias at the
-    padding value); it reads the bias, which syncs a GPU.
+    video, pos [B, L, D] and text [B, M, D]: one dtype of ``KERNEL_DTYPES``, contiguous, one
+    device; D = the weights' dim; 1 <= M <= 64; start [D] (any float dtype) when the
+    weights have a dynamics branch; weights packed for video's dtype and device.
     """
-    _check_rank_dtype("x", x, 3)
-    _check_rank_dtype("text", text, 3)
-    b, n, d = x.shape
+    _tensor("video", video, 3)
+    if video.dtype not in KERNEL_DTYPES:
+        raise InputError(f"video: expected dtype float32, float16 or bfloat16, got {video.dtype}")
+    b, n, d = video.shape
+    for name, t in (("pos", pos), ("text", text)):
+        _tensor(name, t, 3)
+        if t.dtype != video.dtype:
+            raise InputError(f"{name}: expected dtype {video.dtype} to match video, got {t.dtype}")
+        if t.device != video.device:
+            raise InputError(f"{name}: expected device {video.device} to match video, got {t.device}")
+    if tuple(pos.shape) != (b, n, d):
+        raise InputError(f"pos: expected shape {(b, n, d)} to match video, got {tuple(pos.shape)}")
     m = text.shape[1]
-    if text.dtype != x.dtype:
-        raise InputError(f"text: expected dtype {x.dtype} to match x, got {text.dtype}")
     if text.shape[0] != b:
-        raise InputError(f"text: expected batch size {b} to match x, got {text.shape[0]}")
+        raise InputError(f"text: expected batch size {b} to match video, got {text.shape[0]}")
     if text.shape[2] != d:
-        raise InputError(f"text: expected hidden dim {d} to match x, got {text.shape[2]}")
+        raise InputError(f"text: expected hidden dim {d} to match video, got {text.shape[2]}")
     if d != weights.dim:
-        raise InputError(f"x: expected hidden dim {weights.dim} (the layer's), got {d}")
-    if not 1 <= n <= MAX_VIDEO_LEN:
-        raise InputError(f"x: expected 1 to {MAX_VIDEO_LEN} video rows (L), got {n}")
+        raise InputError(f"video: expected hidden dim {weights.dim} (the layer's), got {d}")
+    if n < 1 or b < 1:
+        raise InputError(f"video: expected at least one batch element and one clip, got shape "
+                         f"{tuple(video.shape)}")
     if not 1 <= m <= MAX_TEXT_LEN:
         raise InputError(f"text: expected 1 to {MAX_TEXT_LEN} text tokens (M), got {m}")
-    _check_contiguous("x", x)
-    _check_contiguous("text", text)
+    if video.numel() > MAX_ELEMENTS:
+        raise InputError(f"video: expected at most {MAX_ELEMENTS} elements (int32 offsets), got "
+                         f"{video.numel()}; split the batch")
+    for name, t in (("video", video), ("pos", pos), ("text", text)):
+        _contiguous(name, t)
     rows = text_bias_rows(text_bias, b, m)
-    for name, t in (("text", text), ("text_bias", text_bias)):
-        if t.device != x.device:
-            raise InputError(f"{name}: expected device {x.device} to match x, got {t.device}")
-    if weights.device != x.device or weights.dtype != x.dtype:
-        raise InputError(f"weights: expected weights packed for {x.dtype} on {x.device}, got "
-                         f"{weights.dtype} on {weights.device} (re-run pack_weights)")
-    if check_values:
-        empty = (~(rows > MASK_BIAS / 2).any(dim=1)).nonzero().flatten()
-        if empty.numel():
-            raise InputError(f"text_bias: row {int(empty[0])} has no real text token (every "
-                             f"key is padding); expected at least one per row")
+    if text_bias.device != video.device:
+        raise InputError(f"text_bias: expected device {video.device} to match video, got "
+                         f"{text_bias.device}")
+    if weights.has_dyn:
+        if not isinstance(start, Tensor) or tuple(start.shape) != (d,):
+            seen = tuple(start.shape) if isinstance(start, Tensor) else type(start).__name__
+            raise InputError(f"start: expected the start token, a tensor of shape ({d},), got {seen}")
+        if start.device != video.device or not start.is_floating_point():
+            raise InputError(f"start: expected a float tensor on {video.device}, got {start.dtype} "
+                             f"on {start.device}")
+    if weights.device != video.device or weights.dtype != video.dtype:
+        raise InputError(f"weights: expected weights packed for {video.dtype} on {video.device}, "
+                         f"got {weights.dtype} on {weights.device} (re-run pack_weights)")
+    if not is_pow2(weights.num_heads) or weights.num_heads < 2:
+        raise InputError(f"num_heads: expected a power of two >= 2 (two halves of the heads "
+                         f"are tile dims of the kernel), got {weights.num_heads}")
     return rows

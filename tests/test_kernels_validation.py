@@ -1,4 +1,5 @@
-"""The fused kernel's launcher and backend switch reject bad input with exact errors."""
+"""The fused kernels' launcher and backend switch reject bad input with exact errors, each an
+``InputError`` (or ``BackendUnavailableError``) naming the argument, before any launch."""
 from __future__ import annotations
 
 import sys
@@ -7,73 +8,117 @@ import pytest
 import torch
 
 import kernels_support  # noqa: F401  (sets TRITON_INTERPRET=1 without CUDA, before the kernel import)
-from kernels_support import KERNEL_DEVICE, td_case
+from kernels_support import td_case, td_layer
 from tdfast.errors import BackendUnavailableError, InputError
-from tdfast.kernels import td_attention
+from tdfast.kernels import td_interaction as kernel_module
 from tdfast.kernels.availability import require_triton
+from tdfast.kernels.launch_config import LaunchConfig, check_config, default_config
 from tdfast.kernels.packing import pack_weights
-from tdfast.kernels.td_attention import td_cross_attention
+from tdfast.kernels.td_interaction import td_interaction
 from tdfast.model.attention import mask_to_bias
-from tdfast.model.td_interaction import TDCrossAttention
 
 D, H = 32, 4
 
 
 @pytest.fixture
 def case():
-    layer = TDCrossAttention(D, H, use_tdem=True, beta=0.5).to(KERNEL_DEVICE)
-    x, text, mask = td_case(2, 9, 5, D, seed=0)
-    return x, text, mask_to_bias(mask, x.dtype), pack_weights(layer.weights(), H, 0.5, x.dtype)
+    layer, start = td_layer(D, H, use_tdem=True, seed=0)
+    video, pos, text, mask = td_case(2, 9, 5, D, seed=0)
+    w = pack_weights(layer.weights(start), H, 0.5, torch.float32)
+    return video, pos, start, text, mask_to_bias(mask, video.dtype), w
 
 
 @pytest.fixture
 def no_launch(monkeypatch):
-    """Replace the kernel with one that fails the test if it is ever launched."""
+    """Replace both kernels with traps that fail the test if they are ever launched."""
     class Trap:
         def __getitem__(self, grid):
-            raise AssertionError("the kernel was launched; the input should have been rejected")
-    monkeypatch.setattr(td_attention, "_td_cross_attention_fwd", Trap())
-
-
-def test_all_masked_text_row_rejected_before_the_kernel(case, no_launch):
-    x, text, bias, w = case
-    bias[1] = mask_to_bias(torch.zeros(1, 5, dtype=torch.bool), x.dtype)[0]
-    with pytest.raises(InputError, match=r"text_bias: row 1 has no real text token"):
-        td_cross_attention(x, text, bias, w)
+            raise AssertionError("a kernel was launched; the input should have been rejected")
+    monkeypatch.setattr(kernel_module, "_text_kv_kernel", Trap())
+    monkeypatch.setattr(kernel_module, "_rows_kernel", Trap())
 
 
 @pytest.mark.parametrize("mutate,message", [
-    (lambda x, t, b: (x.double(), t.double(), b), r"x: expected dtype float32, float16 or bfloat16, got torch.float64"),
-    (lambda x, t, b: (x.int(), t, b), r"x: expected dtype .* got torch.int32"),
-    (lambda x, t, b: (x, t.half(), b), r"text: expected dtype torch.float32 to match x, got torch.float16"),
-    (lambda x, t, b: (x[0], t, b), r"x: expected a rank-3 tensor, got shape \(9, 32\)"),
-    (lambda x, t, b: (x, t[:1], b), r"text: expected batch size 2 to match x, got 1"),
-    (lambda x, t, b: (x, t[..., :16], b), r"text: expected hidden dim 32 to match x, got 16"),
-    (lambda x, t, b: (x[..., :16], t[..., :16], b), r"x: expected hidden dim 32 \(the layer's\), got 16"),
-    (lambda x, t, b: (x.transpose(0, 1).contiguous().transpose(0, 1), t, b),
-     r"x: expected a contiguous tensor, got strides \(32, 64, 1\) for shape \(2, 9, 32\)"),
-    (lambda x, t, b: (x, t.transpose(1, 2).contiguous().transpose(1, 2), b), r"text: expected a contiguous tensor"),
-    (lambda x, t, b: (x.new_zeros(2, 513, 32), t, b), r"x: expected 1 to 512 video rows \(L\), got 513"),
-    (lambda x, t, b: (x, t.new_zeros(2, 65, 32), b.new_zeros(2, 1, 1, 65)),
+    (lambda v, p, s, t, b: (v.double(), p.double(), s, t.double(), b),
+     r"video: expected dtype float32, float16 or bfloat16, got torch.float64"),
+    (lambda v, p, s, t, b: (v, p.half(), s, t, b), r"pos: expected dtype torch.float32 to match video, got torch.float16"),
+    (lambda v, p, s, t, b: (v, p, s, t.half(), b), r"text: expected dtype torch.float32 to match video, got torch.float16"),
+    (lambda v, p, s, t, b: (v[0], p, s, t, b), r"video: expected a rank-3 tensor, got shape \(9, 32\)"),
+    (lambda v, p, s, t, b: (v, p[:, :8], s, t, b), r"pos: expected shape \(2, 9, 32\) to match video, got \(2, 8, 32\)"),
+    (lambda v, p, s, t, b: (v, p, s, t[:1], b), r"text: expected batch size 2 to match video, got 1"),
+    (lambda v, p, s, t, b: (v, p, s, t[..., :16], b), r"text: expected hidden dim 32 to match video, got 16"),
+    (lambda v, p, s, t, b: (v[..., :16], p[..., :16], s, t[..., :16], b),
+     r"video: expected hidden dim 32 \(the layer's\), got 16"),
+    (lambda v, p, s, t, b: (v.transpose(0, 1).contiguous().transpose(0, 1), p, s, t, b),
+     r"video: expected a contiguous tensor, got strides \(32, 64, 1\) for shape \(2, 9, 32\)"),
+    (lambda v, p, s, t, b: (v, p, s, t.transpose(1, 2).contiguous().transpose(1, 2), b),
+     r"text: expected a contiguous tensor"),
+    (lambda v, p, s, t, b: (v, p, s, t.new_zeros(2, 65, 32), b.new_zeros(2, 1, 1, 65)),
      r"text: expected 1 to 64 text tokens \(M\), got 65"),
-    (lambda x, t, b: (x, t, b[..., :4]), r"text_bias: expected shape \(2, 1, 1, 5\) or \(2, 5\), got \(2, 1, 1, 4\)"),
-    (lambda x, t, b: (x, t, b.bool()), r"text_bias: expected an additive float bias .* got dtype torch.bool"),
-    (lambda x, t, b: (x, t, b.reshape(2, 5).t().contiguous().t()),
+    (lambda v, p, s, t, b: (v, p, s, t, b[..., :4]),
+     r"text_bias: expected shape \(2, 1, 1, 5\) or \(2, 5\), got \(2, 1, 1, 4\)"),
+    (lambda v, p, s, t, b: (v, p, s, t, b.bool()), r"text_bias: expected an additive float bias .* got dtype torch.bool"),
+    (lambda v, p, s, t, b: (v, p, s, t, b.reshape(2, 5).t().contiguous().t()),
      r"text_bias: expected unit stride along the text tokens, got strides \(1, 2\)"),
-    (lambda x, t, b: (x, t.to("meta"), b), r"text: expected device .* to match x, got meta"),
+    (lambda v, p, s, t, b: (v, p, None, t, b), r"start: expected the start token, a tensor of shape \(32,\), got NoneType"),
+    (lambda v, p, s, t, b: (v, p, s[:16], t, b), r"start: expected the start token, a tensor of shape \(32,\), got \(16,\)"),
+    (lambda v, p, s, t, b: (v, p, s, t.to("meta"), b), r"text: expected device .* to match video, got meta"),
 ])
 def test_bad_tensors_rejected(case, no_launch, mutate, message):
-    x, text, bias, w = case
-    x, text, bias = mutate(x, text, bias)
+    video, pos, start, text, bias, w = case
+    video, pos, start, text, bias = mutate(video, pos, start, text, bias)
     with pytest.raises(InputError, match=message):
-        td_cross_attention(x, text, bias, w)
+        td_interaction(video, pos, start, text, bias, w)
 
 
 def test_weights_packed_for_another_dtype_rejected(case, no_launch):
-    x, text, bias, w = case
+    video, pos, start, text, bias, w = case
     with pytest.raises(InputError, match=r"weights: expected weights packed for torch.float16 .* got "
                                          r"torch.float32"):
-        td_cross_attention(x.half(), text.half(), bias, w)
+        td_interaction(video.half(), pos.half(), start, text.half(), bias, w)
+
+
+def test_heads_not_a_power_of_two_rejected(no_launch):
+    layer, start = td_layer(48, 3, use_tdem=True, seed=0)
+    video, pos, text, mask = td_case(1, 4, 2, 48, seed=0)
+    w = pack_weights(layer.weights(start), 3, 0.5, torch.float32)
+    with pytest.raises(InputError, match=r"num_heads: expected a power of two >= 2 .* got 3"):
+        td_interaction(video, pos, start, text, mask_to_bias(mask, torch.float32), w)
+
+
+GOOD = LaunchConfig(block_l=16, block_k=32, block_n=32, num_warps=4, num_stages=2, kv_block_t=16,
+                    kv_block_c=64, kv_num_warps=4)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("block_l", 24, r"block_l: expected a power of two in \[16, 128\], got 24"),
+    ("block_l", 256, r"block_l: expected a power of two in \[16, 128\], got 256"),
+    ("block_l", 8, r"block_l: expected a power of two in \[16, 128\], got 8"),
+    ("block_k", 64, r"block_k: expected a power of two in \[16, 32\], got 64"),
+    ("block_n", 48, r"block_n: expected a power of two in \[16, 32\], got 48"),
+    ("num_warps", 3, r"num_warps: expected a power of two in \[1, 16\], got 3"),
+    ("kv_block_c", 128, r"kv_block_c: expected a power of two in \[16, 64\], got 128"),
+    ("kv_block_t", 12, r"kv_block_t: expected a power of two in \[16, 128\], got 12"),
+    ("kv_num_warps", 0, r"kv_num_warps: expected a power of two in \[1, 16\], got 0"),
+    ("num_stages", 0, r"num_stages: expected an integer in \[1, 4\], got 0"),
+    ("block_l", True, r"block_l: expected a power of two in \[16, 128\], got True"),
+    ("head_groups", 8, r"head_groups: expected 2 or 4 dividing num_heads=4, got 8"),
+    ("kv_num_stages", 5, r"kv_num_stages: expected an integer in \[1, 4\], got 5"),
+])
+def test_bad_tiles_rejected(case, no_launch, field, value, message):
+    video, pos, start, text, bias, w = case
+    cfg = LaunchConfig(**{**GOOD.__dict__, field: value})
+    with pytest.raises(InputError, match=message):
+        td_interaction(video, pos, start, text, bias, w, config=cfg)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch,video_len", [(1, 75), (32, 150), (256, 75), (1, 1)])
+def test_default_tiles_are_valid(dtype, batch, video_len):
+    cfg = default_config(dtype, batch, video_len, 32, 256, 8)
+    check_config(cfg, 256, 8)
+    programs = -(-batch * video_len // cfg.block_l)
+    assert programs >= min(132, -(-batch * video_len // 16)), "the row split should fill the GPU"
 
 
 def test_cpu_without_interpreter_refused(monkeypatch):
@@ -87,3 +132,14 @@ def test_missing_triton_says_how_to_install(monkeypatch):
     with pytest.raises(BackendUnavailableError, match=r"triton package is not installed; pip install "
                                                       r"triton \(or: pip install 'tdfast\[gpu\]'\)"):
         require_triton("cuda")
+
+
+def test_launcher_reads_no_values(case, monkeypatch):
+    """No host sync in the forward: the launcher never turns device data into Python values
+    (no .item(), .nonzero(), .tolist(), bool()), so the model stays CUDA-graph capturable."""
+    video, pos, start, text, bias, w = case
+    def trap(*a, **k):
+        raise AssertionError("the launcher read a tensor value (a GPU sync)")
+    for name in ("item", "nonzero", "tolist", "__bool__", "any", "all"):
+        monkeypatch.setattr(torch.Tensor, name, trap)
+    td_interaction(video, pos, start, text, bias, w)

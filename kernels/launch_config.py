@@ -1,0 +1,143 @@
+"""Tile sizes of the fused TD kernels: the default the launcher picks, every choice it can make,
+and the checks that turn a bad explicit choice into an ``InputError``.
+
+Two kernels per TD layer (``kernels/td_interaction.py``):
+
+* ``text_kv`` -- grid ceil(B * M / kv_block_t) x (S * P / kv_block_c): projects the flattened
+  text into K_v, V_v (, K_t, V_t) once (P = H * padded head dim, S = 2 or 4 sets);
+* ``rows`` -- grid ceil(B * L / block_l): one program owns ``block_l`` rows of the flattened
+  [B * L, D] video and every head, so the LayerNorms of the flow projection see whole rows
+  and the output projection sums heads in registers.
+
+The default is a function of (dtype, B, L, M, D, H) only, so ``python -m tdfast.kernels.aot``
+compiles exactly what the launcher will run. docs/kernels.md has the arithmetic behind it.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from tdfast.errors import InputError
+from tdfast.kernels.packing import padded_head_dim
+
+SMS = 132  # streaming multiprocessors of an H100 SXM: the wave the row split aims to fill
+BLOCK_LS = (16, 32, 64)  # rows per program the default can pick
+MAX_TEXT_LEN = 64  # M: all text keys are one register tile
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def is_pow2(n: object) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n > 0 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Tiles and launch parameters of both kernels (all powers of two)."""
+
+    block_l: int  # rows kernel: flattened video rows per program
+    block_k: int  # rows kernel: reduction chunk of the x-side GEMMs (flow 1, video query)
+    block_n: int  # rows kernel: output-column chunk (flow 2 -> dynamics query, output projection)
+    num_warps: int  # rows kernel
+    num_stages: int  # rows kernel: software pipelining depth of its K / N loops
+    kv_block_t: int  # text_kv kernel: flattened text rows per program
+    kv_block_c: int  # text_kv kernel: projection columns per program (divides P)
+    kv_num_warps: int
+    head_groups: int = 2  # rows kernel: heads attend in this many groups, one after the other
+    kv_num_stages: int = 2  # text_kv kernel
+
+    @property
+    def name(self) -> str:
+        """The rows kernel's tiles, e.g. ``bl64_bk64_bn64_w8_s2``."""
+        return (f"bl{self.block_l}_bk{self.block_k}_bn{self.block_n}_hg{self.head_groups}"
+                f"_w{self.num_warps}_s{self.num_stages}")
+
+    @property
+    def kv_name(self) -> str:
+        """The text kernel's tiles, e.g. ``bt128_bc128_bk64_w8_s2``."""
+        return (f"bt{self.kv_block_t}_bc{self.kv_block_c}_bk{self.block_k}_w{self.kv_num_warps}"
+                f"_s{self.kv_num_stages}")
+
+
+def block_ls(dtype: torch.dtype, tf32: bool = False) -> tuple[int, ...]:
+    """Row tiles the default may pick. fp32 (IEEE or TF32) stays at 16 rows: at 32 ptxas
+    spills (IEEE products are FMA outer products with register operands; TF32 spills 1.5 KB
+    at 4 warps), see the AOT record (``python -m tdfast.kernels.aot``)."""
+    return BLOCK_LS if dtype in (torch.float16, torch.bfloat16) else BLOCK_LS[:1]
+
+
+def _tile_for(dtype: torch.dtype, tf32: bool) -> int:
+    """K / N chunk: one [chunk, 256] weight tile is 32 KB in 16-bit at 64, 32 KB in fp32 at 32."""
+    return 64 if dtype in (torch.float16, torch.bfloat16) else 32
+
+
+def default_config(dtype: torch.dtype, batch: int, video_len: int, text_len: int, dim: int,
+                   num_heads: int, tf32: bool = False) -> LaunchConfig:
+    """What the launcher runs when the caller passes no tiles.
+
+    rows kernel, block_l: the largest row tile (16 / 32 / 64; fp32: 16) that still gives one
+    full wave (>= SMS programs). Every program reads all six D x D row-side weights, so larger
+    tiles read them fewer times in total (that decides B = 256), while small batches get
+    16-row programs (5 at B = 1, L = 75) that spread the weight reads over more SMs.
+    text kernel: the same rule for its row tile (16 .. 128 text rows; fp32: 16 .. 32), with
+    128-column blocks once there are >= 1024 text rows, else 64 (more programs at small B).
+    """
+    chunk = min(_tile_for(dtype, tf32), max(16, next_pow2(dim)))
+    block_l = _fill(batch * video_len, block_ls(dtype, tf32), 1)
+    padded = num_heads * padded_head_dim(dim // num_heads)
+    wide = dtype in (torch.float16, torch.bfloat16) and batch * text_len >= 1024
+    kv_block_c = min(128 if wide else 64, padded)
+    kv_block_t = _fill(batch * text_len, (16, 32, 64, 128) if wide else (16, 32), 4 * padded // kv_block_c)
+    # Register budget, from the AOT records (python -m tdfast.kernels.aot): four head groups
+    # where score / output tiles are large (64 rows or 64 keys); 64-row tiles without software
+    # pipelining (its prefetched operands spilled 0.9 KB a thread; without it: 235 registers, no
+    # spill); fp32 with 64 keys on 8 warps (4 spilled).
+    block_m = max(16, next_pow2(text_len))
+    big = block_l >= 64 or block_m >= 64
+    head_groups = 4 if big and num_heads >= 4 and num_heads % 4 == 0 else 2
+    sixteen_bit = dtype in (torch.float16, torch.bfloat16)
+    num_warps = 4 if block_l <= 16 and (sixteen_bit or block_m <= 32) else 8
+    return LaunchConfig(block_l=block_l, block_k=chunk, block_n=chunk, num_warps=num_warps,
+                        num_stages=1 if block_l >= 64 else 2, head_groups=head_groups,
+                        kv_block_t=kv_block_t, kv_block_c=kv_block_c,
+                        kv_num_warps=8 if kv_block_t * kv_block_c >= 64 * 128 else 4)
+
+
+def _fill(rows: int, tiles: tuple[int, ...], col_blocks: int) -> int:
+    """The largest tile that still gives >= SMS programs (else the smallest)."""
+    return next((t for t in reversed(tiles) if -(-rows // t) * col_blocks >= SMS), tiles[0])
+
+
+def all_configs(dtype: torch.dtype, dim: int, num_heads: int, tf32: bool = False) -> list[LaunchConfig]:
+    """Every configuration ``default_config`` can return for this dtype and width, found by
+    running it over batch sizes 1 .. 4096, L = 16 / 75 / 150 and M tiles 32 / 64 (the choices
+    depend only on B * L, B * M and the M tile, through thresholds those sizes cross)."""
+    seen: dict[str, LaunchConfig] = {}
+    for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
+        for video_len, text_len in itertools.product((16, 75, 150), (32, 64)):
+            cfg = default_config(dtype, batch, video_len, text_len, dim, num_heads, tf32)
+            seen.setdefault(cfg.name + cfg.kv_name, cfg)
+    return list(seen.values())
+
+
+def check_config(cfg: LaunchConfig, dim: int, num_heads: int) -> None:
+    """``InputError`` naming the field if a tile is not a power of two or out of its range."""
+    bd = max(16, next_pow2(dim))
+    padded = num_heads * padded_head_dim(dim // num_heads)
+    limits = {"block_l": (16, 128), "block_k": (16, bd), "block_n": (16, bd), "num_warps": (1, 16),
+              "kv_block_t": (16, 128), "kv_block_c": (16, padded), "kv_num_warps": (1, 16)}
+    for name, (lo, hi) in limits.items():
+        value = getattr(cfg, name)
+        if not is_pow2(value) or not lo <= value <= hi:
+            raise InputError(f"{name}: expected a power of two in [{lo}, {hi}], got {value!r}")
+    if cfg.head_groups not in (2, 4) or num_heads % cfg.head_groups:
+        raise InputError(f"head_groups: expected 2 or 4 dividing num_heads={num_heads}, got "
+                         f"{cfg.head_groups!r}")
+    for name in ("num_stages", "kv_num_stages"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 4:
+            raise InputError(f"{name}: expected an integer in [1, 4], got {value!r}")
