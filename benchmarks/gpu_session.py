@@ -130,16 +130,14 @@ def _worker_init(device: str, dim: int, heads: int) -> None:
 
 def variant_key(case: tuple) -> tuple:
     """What decides which compiled kernels a case needs: dtype and precision, the dynamics
-    branch, the text tile, the tiles, and the integer specialisations Triton makes (== 1,
-    divisible by 16) of L, M, B * L and B * M."""
+    branch, the text tile and the tiles (the kernels do not specialise on runtime sizes)."""
     from tdfast.kernels import default_config
     from tdfast.kernels.launch_config import next_pow2
 
     precision, use_tdem, b, n, m, beta, cfg, _ = case
     dtype, tf32, _ = PRECISIONS[precision]
     cfg = cfg or default_config(dtype, b, n, m, DIM, HEADS, tf32)
-    ints = tuple((v == 1, v % 16 == 0) for v in (n, m, b * n, b * m))
-    return (precision, use_tdem and beta != 1.0, max(16, next_pow2(m)), cfg, ints)
+    return (precision, use_tdem and beta != 1.0, max(16, next_pow2(m)), cfg)
 
 
 def parity_cases(small: bool) -> list[tuple]:

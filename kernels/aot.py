@@ -61,9 +61,12 @@ def _weights(dtype: torch.dtype, use_tdem: bool) -> PackedTDWeights:
 def _signature(fn, args: dict, constexprs: dict) -> tuple[dict, dict]:
     """(signature, attrs) for ``ASTSource``: pointer / int / float types of the runtime
     arguments, and the 16-divisibility hints the JIT would give them at launch (every torch
-    allocation is 16-byte aligned; ints divisible by 16)."""
+    allocation is 16-byte aligned; none on the kernels' ``do_not_specialize`` ints)."""
     import inspect
 
+    from tdfast.kernels import td_interaction as k
+
+    plain = set(k.TEXT_KV_RUNTIME_INTS if fn.fn.__name__ == "_text_kv_kernel" else k.ROWS_RUNTIME_INTS)
     signature, attrs = {}, {}
     for i, name in enumerate(inspect.signature(fn.fn).parameters):
         if name in constexprs:
@@ -77,7 +80,7 @@ def _signature(fn, args: dict, constexprs: dict) -> tuple[dict, dict]:
             signature[name] = "fp32"
         else:
             signature[name] = "i32"
-            if value % 16 == 0:
+            if value % 16 == 0 and name not in plain:  # do_not_specialize: no hint at launch
                 attrs[(i,)] = [["tt.divisibility", 16]]
     return signature, attrs
 
@@ -205,12 +208,12 @@ def kernel_launches(weights: PackedTDWeights, batch: int, video_len: int, text_l
     n_tblocks = -(-batch * text_len // cfg.kv_block_t)
     kv_args = dict(text_ptr=act, wkv_ptr=w.wkv, bkv_ptr=w.bkv, kv_ptr=act, M=text_len,
                    TR=batch * text_len, n_tblocks=n_tblocks)
-    dyn = [w.ln1_w, w.ln1_b, w.w_f1, w.b_f1, w.ln2_w, w.ln2_b, w.w_f2, w.b_f2, w.wq_t, w.bq_t, w.wo_t]
-    rows_names = ["ln1_w_ptr", "ln1_b_ptr", "w_f1_ptr", "b_f1_ptr", "ln2_w_ptr", "ln2_b_ptr",
+    dyn = [w.ln1_w, w.ln1_b, w.w_f1, w.ln2_w, w.ln2_b, w.w_f2, w.b_f2, w.wq_t, w.bq_t, w.wo_t]
+    rows_names = ["ln1_w_ptr", "ln1_b_ptr", "w_f1_ptr", "ln2_w_ptr", "ln2_b_ptr",
                   "w_f2_ptr", "b_f2_ptr", "wq_t_ptr", "bq_t_ptr", "wo_t_ptr"]
     rows_args = dict(video_ptr=act, pos_ptr=act, start_ptr=act, kv_ptr=act, bias_ptr=act, out_ptr=act,
                      wq_v_ptr=w.wq_v, bq_v_ptr=w.bq_v, wo_v_ptr=w.wo_v, bo_ptr=w.bo,
-                     **dict(zip(rows_names, dyn if w.has_dyn else [f32] * 11)),
+                     **dict(zip(rows_names, dyn if w.has_dyn else [f32] * 10)),
                      L=video_len, M=text_len, R=batch * video_len, stride_bias_b=text_len,
                      beta=float(w.beta), qk_scale=1.0, eps=1e-5)
     return [("text_kv", k._text_kv_kernel, kv_args, kv_meta, cfg.kv_num_warps, cfg.kv_num_stages),

@@ -95,12 +95,12 @@ def default_config(dtype: torch.dtype, batch: int, video_len: int, text_len: int
     # Register budget, from the AOT records (python -m tdfast.kernels.aot): four head groups
     # where score / output tiles are large (64 rows or 64 keys); 64-row tiles without software
     # pipelining (its prefetched operands spilled 0.9 KB a thread; without it: 235 registers, no
-    # spill); fp32 with 64 keys on 8 warps (4 spilled).
+    # spill); TF32, and fp32 with 64 keys, on 8 warps (4 spilled).
     block_m = max(16, next_pow2(text_len))
     big = block_l >= 64 or block_m >= 64
     head_groups = 4 if big and num_heads >= 4 and num_heads % 4 == 0 else 2
     sixteen_bit = dtype in (torch.float16, torch.bfloat16)
-    num_warps = 4 if block_l <= 16 and (sixteen_bit or block_m <= 32) else 8
+    num_warps = 4 if block_l <= 16 and sixteen_bit else 8
     return LaunchConfig(block_l=block_l, block_k=chunk, block_n=chunk, num_warps=num_warps,
                         num_stages=1 if block_l >= 64 else 2, head_groups=head_groups,
                         kv_block_t=kv_block_t, kv_block_c=kv_block_c,

@@ -48,7 +48,14 @@ LOG2E = 1.4426950408889634
 LN_EPS = 1e-5  # nn.LayerNorm's default, as the flow projection's LinearLayer uses it
 
 
-@triton.jit
+# Runtime sizes are not specialised on (== 1, divisible by 16): one compiled kernel serves every
+# (B, L, M) instead of a recompile whenever a new batch or padded length changes those
+# properties (offsets use the constexpr D, so the hints would buy nothing measurable).
+TEXT_KV_RUNTIME_INTS = ["M", "TR", "n_tblocks"]
+ROWS_RUNTIME_INTS = ["L", "M", "R", "stride_bias_b"]
+
+
+@triton.jit(do_not_specialize=TEXT_KV_RUNTIME_INTS)
 def _text_kv_kernel(
     text_ptr, wkv_ptr, bkv_ptr, kv_ptr, M, TR, n_tblocks,
     D: tl.constexpr, H: tl.constexpr, BDH: tl.constexpr, S: tl.constexpr,
@@ -180,11 +187,11 @@ def _project_out(acc, a0, a1, a2, a3, wo_ptr, nn, n_ok, D: tl.constexpr, C: tl.c
     return acc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=ROWS_RUNTIME_INTS)
 def _rows_kernel(
     video_ptr, pos_ptr, start_ptr, kv_ptr, bias_ptr, out_ptr,
     wq_v_ptr, bq_v_ptr, wo_v_ptr, bo_ptr,
-    ln1_w_ptr, ln1_b_ptr, w_f1_ptr, b_f1_ptr, ln2_w_ptr, ln2_b_ptr, w_f2_ptr, b_f2_ptr,
+    ln1_w_ptr, ln1_b_ptr, w_f1_ptr, ln2_w_ptr, ln2_b_ptr, w_f2_ptr, b_f2_ptr,
     wq_t_ptr, bq_t_ptr, wo_t_ptr,
     L, M, R, stride_bias_b, beta, qk_scale, eps,
     D: tl.constexpr, H: tl.constexpr, BDH: tl.constexpr, S: tl.constexpr,
@@ -228,9 +235,9 @@ def _rows_kernel(
             f1 = tl.dot(t.to(dtype), w1, f1, input_precision=PRECISION)
         mu1 = s1 / D
         rstd1 = 1.0 / tl.sqrt(tl.maximum(s2 / D - mu1 * mu1, 0.0) + eps)
-        c1 = tl.load(ln1_w_ptr + cols_d, mask=d_ok, other=0.0)  # g1 W1 (column sums)
-        c2 = tl.load(ln1_b_ptr + cols_d, mask=d_ok, other=0.0)  # b1_ln W1 + b1
-        f1 = rstd1[:, None] * f1 - (rstd1 * mu1)[:, None] * c1[None, :] + c2[None, :]
+        g1w = tl.load(ln1_w_ptr + cols_d, mask=d_ok, other=0.0)  # g1 W1 (column sums)
+        b1w = tl.load(ln1_b_ptr + cols_d, mask=d_ok, other=0.0)  # b1_ln W1 + b1
+        f1 = rstd1[:, None] * f1 - (rstd1 * mu1)[:, None] * g1w[None, :] + b1w[None, :]
         f1 = tl.where(d_ok[None, :], tl.maximum(f1, 0.0), 0.0)
         # LN2 on the F1 rows in registers (padded columns are 0 and stay out of the statistics).
         mu2 = tl.sum(f1, axis=1) / D
@@ -341,9 +348,9 @@ def td_interaction(video: Tensor, pos: Tensor, start: Tensor | None, text: Tenso
     _rows_kernel[(triton.cdiv(rows, cfg.block_l),)](
         video, pos, start_arg, kv, bias_rows, out,
         weights.wq_v, weights.bq_v, weights.wo_v, weights.bo,
-        *((weights.ln1_w, weights.ln1_b, weights.w_f1, weights.b_f1, weights.ln2_w, weights.ln2_b,
+        *((weights.ln1_w, weights.ln1_b, weights.w_f1, weights.ln2_w, weights.ln2_b,
            weights.w_f2, weights.b_f2, weights.wq_t, weights.bq_t, weights.wo_t)
-          if weights.has_dyn else (weights.bo,) * 11),  # unused pointers without the branch
+          if weights.has_dyn else (weights.bo,) * 10),  # unused pointers without the branch
         n, m, rows, bias_rows.stride(0), weights.beta, LOG2E / weights.head_dim**0.5, LN_EPS,
         **rows_meta, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
