@@ -5,6 +5,9 @@ which clips hold the moment, its context and the decoy), with the TD layer's mer
 ``s = beta * V + (1 - beta) * A_t + A_v`` (``tdfast.model.td_interaction``):
 
 - ``term_norms``: per TD layer and clip kind, the mean L2 norm of each of the three terms;
+- ``term_variation``: per TD layer, how much each term changes along a video: mean over real
+  clips of ||term - its mean over the video's clips|| / mean ||term|| (0 = the same vector
+  on every clip, i.e. a bias that cannot tell one clip from another);
 - ``concept_attention``: per TD layer and clip kind, the attention mass that the video ->
   text (A_v) and the dynamics -> text (A_t) attentions put on the query's concept word;
 - ``difference_signal``: in the first TD layer, how much of the temporal difference
@@ -122,6 +125,7 @@ def inspect_layers(model: torch.nn.Module, ann_path: str | Path, meta_path: str 
     n_layers = len(model.td_layers)
     sums = {k: np.zeros((n_layers, len(KINDS))) for k in ("beta*V", "(1-beta)*A_t", "A_v", "att_v", "att_t")}
     counts = np.zeros((n_layers, len(KINDS)))
+    spread = {k: np.zeros((n_layers, 2)) for k in ("beta*V", "(1-beta)*A_t", "A_v")}  # [sum dev, sum norm]
     diff = {"pos_share": [], "edge": {k: [[], []] for k in ("raw", "V", "T", "F")}}
     captured: list[tuple] = []
     hooks = [layer.cross.register_forward_pre_hook(lambda m, a: captured.append((m, a)))
@@ -152,6 +156,11 @@ def inspect_layers(model: torch.nn.Module, ann_path: str | Path, meta_path: str 
                     f = cross.flow_proj(t)
                     terms["(1-beta)*A_t"] = (1 - beta) * cross.attn_dyn(f, text, text, bias)
                     att["att_t"] = _attention_probs(cross.attn_dyn, f, text, bias)
+                real = batch["video_mask"][..., None].float()  # [B, L, 1]
+                for name, v in terms.items():
+                    centre = (v * real).sum(1, keepdim=True) / real.sum(1, keepdim=True)  # [B, 1, D]
+                    spread[name][li, 0] += float(((v - centre).norm(dim=-1) * real[..., 0]).sum())
+                    spread[name][li, 1] += float((v.norm(dim=-1) * real[..., 0]).sum())
                 for ki in range(len(KINDS)):
                     sel = kinds == ki
                     counts[li, ki] += int(sel.sum())
@@ -183,6 +192,8 @@ def inspect_layers(model: torch.nn.Module, ann_path: str | Path, meta_path: str 
     out: dict[str, Any] = {"clips": {k: int(counts[0, i]) for i, k in enumerate(KINDS)}}
     out["term_norms"] = {name: (sums[name] / safe).round(3).tolist()
                          for name in ("beta*V", "(1-beta)*A_t", "A_v") if sums[name].any()}
+    out["term_variation"] = {name: (v[:, 0] / np.maximum(v[:, 1], 1e-12)).round(3).tolist()
+                             for name, v in spread.items() if v[:, 1].any()}
     out["concept_attention"] = {name: (sums[name] / safe).round(3).tolist()
                                 for name in ("att_v", "att_t") if sums[name].any()}
     if diff["pos_share"]:
