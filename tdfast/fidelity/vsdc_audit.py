@@ -98,3 +98,39 @@ def audit_batches(data_dir: str | Path, config: TDDETRConfig, seed: int = 0, epo
             "rows_flanked": round(100 * totals["rows_flanked"] / rows, 1),
             "rows_stray_ctx": round(100 * totals["stray"] / rows, 1),
             "rows_partner_concept": round(100 * totals["partner"] / rows, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tdfast.fidelity.vsdc_audit --data DIR --record FILE [--set K=V ...]...``:
+    the audit for the plain batches and for each ``--variant`` (space-separated ``--set``
+    assignments) on the benchmark's ``tiny`` config, one epoch, written as JSON."""
+    import argparse
+    import sys
+
+    from tdfast.bench.machine import machine_info
+    from tdfast.checkpoint import atomic_write_bytes
+    from tdfast.fidelity.shortcut import SHORTCUT_PRESET, SHORTCUT_SETS
+
+    p = argparse.ArgumentParser(prog="python -m tdfast.fidelity.vsdc_audit")
+    p.add_argument("--data", required=True, help="a synthetic dataset (e.g. the benchmark's DIR/data)")
+    p.add_argument("--variant", action="append", default=[], help="e.g. 'use_vsdc=true alpha=0.5'")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--record", required=True)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    base = TDDETRConfig.from_name(SHORTCUT_PRESET).override(SHORTCUT_SETS)
+    variants = {"use_vsdc=false": ["use_vsdc=false"], **{v: v.split() for v in args.variant}}
+    results = {name: audit_batches(args.data, base.override(sets), epochs=args.epochs)
+               for name, sets in variants.items()}
+    for name, r in results.items():
+        print(f"{name}: {r}")
+    record = {"results": results, "epochs": args.epochs, "preset": SHORTCUT_PRESET, "set": SHORTCUT_SETS,
+              "command": "python -m tdfast.fidelity.vsdc_audit " + " ".join(sys.argv[1:] if argv is None else argv),
+              "machine": machine_info("cpu")}
+    Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(args.record), json.dumps(record, indent=1).encode("utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
