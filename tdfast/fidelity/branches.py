@@ -207,7 +207,7 @@ def inspect_layers(model: torch.nn.Module, ann_path: str | Path, meta_path: str 
 
 
 def probe_ablation(out_dir: str | Path, rows: list[str], seeds: list[int]) -> dict[str, Any]:
-    """``inspect_layers`` on val and test and ``branch_ablation`` on test for every
+    """``inspect_layers`` on test (the split with decoys) and ``branch_ablation`` on val and test for every
     ``out_dir/runs/<row>/seed<s>`` of a shortcut benchmark directory (data in ``out_dir/data``)."""
     from tdfast.checkpoint import load_checkpoint
 
@@ -221,9 +221,8 @@ def probe_ablation(out_dir: str | Path, rows: list[str], seeds: list[int]) -> di
                 continue
             model = load_checkpoint(run)
             runs.append({"row": row, "seed": seed,
-                         "layers": {split: inspect_layers(model, data / f"{split}.jsonl",
-                                                          data / "synthetic_meta.json", dirs, text)
-                                    for split in ("val", "test")},
+                         "layers": {"test": inspect_layers(model, data / "test.jsonl",
+                                                           data / "synthetic_meta.json", dirs, text)},
                          "ablation": {split: branch_ablation(model, data / f"{split}.jsonl", dirs, text)
                                       for split in ("val", "test")}})
     return {"runs": runs}
