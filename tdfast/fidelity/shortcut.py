@@ -130,6 +130,7 @@ def shift_markdown(table: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from tdfast.checkpoint import atomic_write_bytes
     from tdfast.data.synthetic import make_synthetic_dataset
+    from tdfast.errors import InputError
     from tdfast.fidelity.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
                                           run_ablation, run_dir)
     from tdfast.fidelity.summary import make_record, markdown, write_record
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--betas", default="", help="comma list or 'paper'")
     p.add_argument("--epochs", type=int, default=SHORTCUT_EPOCHS)
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--spec", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a SHORTCUT_SPEC field of the dataset (number), e.g. context_signal=2.5")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config field after SHORTCUT_SETS (repeatable)")
     p.add_argument("--name", default="ablation", help="file name of DIR/<name>.json and .md (default ablation)")
@@ -151,8 +154,14 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     data = out / "data"
+    spec = dict(SHORTCUT_SPEC)
+    for item in args.spec:
+        key, _, value = item.partition("=")
+        if key not in spec:
+            raise InputError(f"--spec: expected KEY=VALUE with KEY in {sorted(spec)}, got {item!r}")
+        spec[key] = type(spec[key])(float(value)) if isinstance(spec[key], (int, float)) else value
     if not (data / "synthetic_meta.json").is_file():
-        make_synthetic_dataset(data, **SHORTCUT_SPEC)
+        make_synthetic_dataset(data, **spec)
     ds = {"train": data / "train.jsonl", "val": data / "val.jsonl", "test": data / "test.jsonl"}
     video_dirs, text_dir = [data / "video_feats"], data / "text_feats"
     sets = SHORTCUT_SETS + args.overrides
@@ -170,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             hits = decoy_hits(run, ds["test"], data / "synthetic_meta.json", video_dirs, text_dir)
             atomic_write_bytes(cache, json.dumps(hits).encode("utf-8"))
         r["decoy"] = json.loads(cache.read_text())
-    inputs = {"synthetic_spec": SHORTCUT_SPEC, "preset": SHORTCUT_PRESET, "set": sets,
+    inputs = {"synthetic_spec": spec, "preset": SHORTCUT_PRESET, "set": sets,
               "command": "python -m tdfast.fidelity.shortcut " + " ".join(sys.argv[1:] if argv is None else argv)}
     record = make_record(base.to_dict(), rows, seeds, args.epochs, inputs, results)
     record["shift"] = shift_table(results)
