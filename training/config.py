@@ -24,6 +24,9 @@ class TrainConfig(ConfigBase):
     use_negative_pair: bool = True
     alpha: float = 0.7  # VSDC: keep-probability of the anchor video's non-GT tokens
     vsdc_topk: int = 5  # VSDC: clip dot products averaged per video pair
+    # VSDC, opt-in (not in the paper or the official code): put the anchor's GT clips inside the
+    # partner's clips, so the moment's neighbours are new context (docs/fidelity.md, section 3)
+    vsdc_moment_in_context: bool = False
     # optimisation
     lr: float = 1e-4
     weight_decay: float = 1e-4

@@ -85,17 +85,18 @@ def protected_clips(batch: dict[str, Any]) -> Tensor:
     return keep & mask
 
 
-def _kept_first(keep: Tensor) -> Tensor:
-    """[P, L] bool -> [P, L] positions: the kept ones first, each group in original order."""
-    return torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
-
-
 def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_anchor: Tensor,
                u_context: Tensor, alpha: float, max_len: int, clip_len: float,
-               context_first: Tensor | None = None) -> dict[str, Any]:
+               context_first: Tensor | None = None, moment_slot: Tensor | None = None) -> dict[str, Any]:
     """Row p of the result: the clips of ``anchors[p]`` kept (GT, or ``u_anchor < alpha``)
     followed by the clips of ``contexts[p]`` kept (``u_context < 1 - alpha``); rows where
     ``context_first`` [P] bool is True put the context block first (default: none do).
+
+    ``moment_slot`` [P] in [0, 1) (opt-in, ``vsdc_moment_in_context``; None = the official
+    layout above): the anchor's GT clips leave the anchor block and go *inside* the context
+    block, after ``floor(slot * (n_c + 1))`` of its n_c kept clips, so the moment's neighbours
+    are context clips; the anchor's other kept clips stay one block, in order, after the
+    context block (before it where ``context_first``).
 
     batch: the collate keys (video [B, L, D], video_mask, query, query_mask, meta, spans,
     saliency, gt_clip_mask); anchors, contexts [P] int64; u_anchor, u_context [P, L]
@@ -114,27 +115,39 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
     keep_c = keep_c & (rank_c < budget[:, None])
     n_c = keep_c.sum(1)
     total = n_a + n_c  # [P] new lengths
+    p = len(anchors)
     if context_first is None:
-        context_first = torch.zeros(len(anchors), dtype=torch.bool, device=mask.device)
-    start_a = torch.where(context_first, n_c, 0)  # [P] first position of each block
-    start_c = torch.where(context_first, 0, n_a)
+        context_first = torch.zeros(p, dtype=torch.bool, device=mask.device)
+    # Every clip gets a sort key; the kept clips in key order are the new video.
+    j = torch.arange(length, device=mask.device, dtype=torch.float64)[None].expand(p, -1)  # [P, L]
+    first = context_first[:, None]
+    key_a = torch.where(first, j + length, j)  # official: anchor block, then context block
+    key_c = torch.where(first, j, j + length)
+    if moment_slot is not None:
+        gt_a = protect[anchors] & keep_a
+        before = (moment_slot.to(mask.device) * (n_c + 1).double()).floor()  # [P] context clips before GT
+        c_rank = keep_c.long().cumsum(1) - 1  # [P, L] rank among kept context clips
+        key_c = c_rank.double() + 0.5 * (c_rank.double() >= before[:, None])  # [0, n_c], GT at before
+        key_a = torch.where(gt_a, before[:, None] - 0.25 + j / (4 * length),
+                            torch.where(first, j - 2 * length, j + 2 * length))
+    keys = torch.cat((key_a.masked_fill(~keep_a, float("inf")),
+                      key_c.masked_fill(~keep_c, float("inf"))), dim=1)  # [P, 2L]
+    order = torch.argsort(keys, dim=1, stable=True)  # [P, 2L]: the kept ones first
     out_len = int(total.max())
-    t = torch.arange(out_len, device=mask.device)[None]  # [1, L']
-    from_anchor = (t >= start_a[:, None]) & (t < (start_a + n_a)[:, None])  # [P, L']
-    new_mask = t < total[:, None]
-    idx_a = _kept_first(keep_a).gather(1, (t - start_a[:, None]).clamp(0, length - 1))
-    idx_c = _kept_first(keep_c).gather(1, (t - start_c[:, None]).clamp(0, length - 1))
+    src = order[:, :out_len]  # [P, L'] position in cat(anchor, context) of each new clip
+    new_mask = torch.arange(out_len, device=mask.device)[None] < total[:, None]
+    from_anchor = (src < length) & new_mask
+    idx = src % length
     d = video.shape[-1]
-    v_a = video[anchors].gather(1, idx_a[..., None].expand(-1, -1, d))  # [P, L', D]
-    v_c = video[contexts].gather(1, idx_c[..., None].expand(-1, -1, d))
-    new_video = torch.where(from_anchor[..., None], v_a, v_c) * new_mask[..., None]
-    in_anchor = from_anchor & new_mask
-    new_saliency = batch["saliency"][anchors].gather(1, idx_a) * in_anchor
-    new_gt = batch["gt_clip_mask"][anchors].gather(1, idx_a) & in_anchor
-    new_spans = _move_spans(batch["spans"], anchors, keep_a, mask.sum(1), total, start_a)
+    both = torch.cat((video[anchors], video[contexts]), dim=1)  # [P, 2L, D]
+    new_video = both.gather(1, src[..., None].expand(-1, -1, d)) * new_mask[..., None]
+    new_saliency = batch["saliency"][anchors].gather(1, idx) * from_anchor
+    new_gt = batch["gt_clip_mask"][anchors].gather(1, idx) & from_anchor
+    dest = torch.argsort(order, dim=1)[:, :length]  # [P, L] new index of each anchor clip
+    new_spans = _move_spans(batch["spans"], anchors, dest, mask.sum(1), total)
     meta = []
-    for p, (a, c) in enumerate(zip(anchors.tolist(), contexts.tolist())):
-        n = int(total[p])
+    for q, (a, c) in enumerate(zip(anchors.tolist(), contexts.tolist())):
+        n = int(total[q])
         meta.append({**batch["meta"][a], "num_clips": n, "duration": n * clip_len,
                      "vsdc_context_vid": batch["meta"][c]["vid"]})
     return {"video": new_video, "video_mask": new_mask, "query": batch["query"][anchors],
@@ -142,27 +155,26 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
             "saliency": new_saliency, "gt_clip_mask": new_gt}
 
 
-def _move_spans(spans: list[Tensor], anchors: Tensor, keep_a: Tensor, old_len: Tensor,
-                new_len: Tensor, start_a: Tensor) -> list[Tensor]:
-    """Windows of each anchor shifted by the clips dropped before them and by the block in
-    front of the anchor's (``start_a`` [P] clips), renormalized.
+def _move_spans(spans: list[Tensor], anchors: Tensor, dest: Tensor, old_len: Tensor,
+                new_len: Tensor) -> list[Tensor]:
+    """Windows of each anchor moved to where their clips went, renormalized.
 
-    spans B x [n_i, 2] normalized by the old length; keep_a [P, L]; old_len [B], new_len [P]
-    in clips. A window's clips are all kept and contiguous, so one shift per window
-    (measured at the clip holding its center) moves it exactly.
+    spans B x [n_i, 2] normalized by the old length; dest [P, L] the new index of each kept
+    anchor clip; old_len [B], new_len [P] in clips. A window's clips are all kept and stay
+    contiguous and in order, so one shift per window (measured at the clip holding its
+    center) moves it exactly.
     """
     rows = [spans[a] for a in anchors.tolist()]
     sizes = [int(r.shape[0]) for r in rows]
     if not sum(sizes):
         return [r.clone() for r in rows]
-    device = keep_a.device
+    device = dest.device
     row_of = torch.cat([torch.full((n,), p, dtype=torch.int64) for p, n in enumerate(sizes)]).to(device)
     xx = cxw_to_xx(torch.cat(rows).to(device).double()) * old_len[anchors][row_of, None]  # [S, 2] clips
     center = (0.5 * (xx[:, 0] + xx[:, 1])).floor().long()
     first = torch.floor(xx[:, 0] + EDGE_EPS).long()
-    ref = torch.maximum(center, first).clamp(0, keep_a.shape[1] - 1)  # a kept clip of the window
-    kept_before = keep_a.long().cumsum(1)[row_of, ref] - 1  # new index of clip ``ref``
-    shift = (ref - kept_before - start_a[row_of]).double()
+    ref = torch.maximum(center, first).clamp(0, dest.shape[1] - 1)  # a kept clip of the window
+    shift = (ref - dest[row_of, ref]).double()
     moved = (xx - shift[:, None]) / new_len[row_of, None].double()
     cxw = xx_to_cxw(moved.clamp(0.0, 1.0)).float()
     return list(torch.split(cxw, sizes))
@@ -187,8 +199,10 @@ def vsdc(batch: dict[str, Any], config: TDDETRConfig, training: TrainConfig, gen
     anchors, contexts = torch.cat([own, partner]), torch.cat([partner, own])  # [2B]
     u = torch.rand(2, 2 * b, length, generator=generator).to(device)
     context_first = torch.arange(2 * b, device=device) >= b  # the symmetric rows
+    # Drawn only with the option on, so the official stream of draws is unchanged without it.
+    slot = torch.rand(2 * b, generator=generator).to(device) if training.vsdc_moment_in_context else None
     out = synthesize(batch, anchors, contexts, u[0], u[1], training.alpha, config.max_video_len,
-                     config.clip_len, context_first)
+                     config.clip_len, context_first, slot)
     out["owner"] = torch.cat([own, own])
     out["partner"] = partner
     return out

@@ -2,7 +2,7 @@
 query's concept in training, and flanks a decoy at test time.
 
     python -m tdfast.fidelity.shortcut --out DIR [--seeds 0,1,2] [--rows a,b,c,d,untrained]
-        [--alphas ...] [--betas ...] [--epochs 100] [--jobs 2] [--record FILE]
+        [--alphas ...] [--betas ...] [--epochs 100] [--jobs 2] [--set KEY=VALUE ...] [--record FILE]
 
 writes the dataset (``SHORTCUT_SPEC``) under ``DIR/data``, runs the ablation
 (``tdfast.fidelity.ablation``, base preset ``tiny`` + ``SHORTCUT_SETS``) under ``DIR``
@@ -92,9 +92,45 @@ def decoy_markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SHIFT_KEYS = ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP")
+
+
+def shift_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per row: in-distribution (val) and shifted (test) score and the fraction kept
+    (test / val, per seed, in percent) of each ``SHIFT_KEYS`` metric, mean ± std over seeds."""
+    from tdfast.fidelity.summary import mean_std
+
+    rows: dict[str, list[dict]] = {}
+    for r in results:
+        rows.setdefault(r["row"], []).append(r)
+    table = []
+    for name, runs in rows.items():
+        entry: dict[str, Any] = {"row": name, "seeds": [r["seed"] for r in runs]}
+        for key in SHIFT_KEYS:
+            val = [r["analysis"]["val"]["normal"][key] for r in runs]
+            test = [r["analysis"]["test"]["normal"][key] for r in runs]
+            kept = [100.0 * t / v if v else 0.0 for v, t in zip(val, test)]
+            entry[key] = {"in_dist": mean_std(val), "shifted": mean_std(test), "kept": mean_std(kept)}
+        table.append(entry)
+    return table
+
+
+def shift_markdown(table: list[dict[str, Any]]) -> str:
+    """Markdown: per row and ``SHIFT_KEYS`` metric, in-dist / shifted / kept %, mean ± std."""
+    head = " | ".join(f"{k.removeprefix('MR-full-')} in-dist | shifted | kept %" for k in SHIFT_KEYS)
+    lines = ["**in-distribution (val) vs shifted (test), kept = test / val per seed**\n",
+             f"| row | seeds | {head} |", "|---|---|" + "---|---|---|" * len(SHIFT_KEYS)]
+    for e in table:
+        cells = [f"{e[k][part]['mean']:.1f} ± {e[k][part]['std']:.1f}"
+                 for k in SHIFT_KEYS for part in ("in_dist", "shifted", "kept")]
+        lines.append(f"| {e['row']} | {len(e['seeds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     from tdfast.checkpoint import atomic_write_bytes
     from tdfast.data.synthetic import make_synthetic_dataset
+    from tdfast.errors import InputError
     from tdfast.fidelity.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
                                           run_ablation, run_dir)
     from tdfast.fidelity.summary import make_record, markdown, write_record
@@ -108,17 +144,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--betas", default="", help="comma list or 'paper'")
     p.add_argument("--epochs", type=int, default=SHORTCUT_EPOCHS)
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--spec", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a SHORTCUT_SPEC field of the dataset (number), e.g. context_signal=2.5")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a base config field after SHORTCUT_SETS (repeatable)")
     p.add_argument("--name", default="ablation", help="file name of DIR/<name>.json and .md (default ablation)")
     p.add_argument("--record", help="also copy ablation.json here (e.g. benchmarks/results/fidelity/ablation_synthetic.json)")
     args = p.parse_args(argv)
 
     out = Path(args.out)
     data = out / "data"
+    spec = dict(SHORTCUT_SPEC)
+    for item in args.spec:
+        key, _, value = item.partition("=")
+        if key not in spec:
+            raise InputError(f"--spec: expected KEY=VALUE with KEY in {sorted(spec)}, got {item!r}")
+        spec[key] = type(spec[key])(float(value)) if isinstance(spec[key], (int, float)) else value
     if not (data / "synthetic_meta.json").is_file():
-        make_synthetic_dataset(data, **SHORTCUT_SPEC)
+        make_synthetic_dataset(data, **spec)
     ds = {"train": data / "train.jsonl", "val": data / "val.jsonl", "test": data / "test.jsonl"}
     video_dirs, text_dir = [data / "video_feats"], data / "text_feats"
-    base = RunConfig.from_name(SHORTCUT_PRESET).override(SHORTCUT_SETS)
+    sets = SHORTCUT_SETS + args.overrides
+    base = RunConfig.from_name(SHORTCUT_PRESET).override(sets)
     rows = plan_rows([r for r in args.rows.split(",") if r], parse_values(args.alphas, "--alphas", PAPER_ALPHAS),
                      parse_values(args.betas, "--betas", PAPER_BETAS), base=base)
     seeds = parse_seeds(args.seeds)
@@ -132,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
             hits = decoy_hits(run, ds["test"], data / "synthetic_meta.json", video_dirs, text_dir)
             atomic_write_bytes(cache, json.dumps(hits).encode("utf-8"))
         r["decoy"] = json.loads(cache.read_text())
-    inputs = {"synthetic_spec": SHORTCUT_SPEC, "preset": SHORTCUT_PRESET, "set": SHORTCUT_SETS,
+    inputs = {"synthetic_spec": spec, "preset": SHORTCUT_PRESET, "set": sets,
               "command": "python -m tdfast.fidelity.shortcut " + " ".join(sys.argv[1:] if argv is None else argv)}
     record = make_record(base.to_dict(), rows, seeds, args.epochs, inputs, results)
+    record["shift"] = shift_table(results)
     json_path, md_path = write_record(out, record, args.name)
-    text = markdown(record["table"]) + "\n" + decoy_markdown(results)
+    text = shift_markdown(record["shift"]) + "\n" + markdown(record["table"]) + "\n" + decoy_markdown(results)
     atomic_write_bytes(md_path, text.encode("utf-8"))
     print(text)
     if args.record:
