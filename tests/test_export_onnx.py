@@ -141,9 +141,9 @@ def test_session_helper_threads_opt_level_and_providers(tiny):
     assert sess.get_providers() == ["CPUExecutionProvider"]  # the default device
     assert make_session(path).get_session_options().graph_optimization_level == \
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    with pytest.raises(InputError, match=r"^opt_level: expected one of \('disable', 'basic', 'extended', 'all'\), got 'max'$"):
+    with pytest.raises(InputError, match=r"^opt_level: .*'all'.*'max'"):
         make_session(path, opt_level="max")
-    with pytest.raises(InputError, match=r"^threads: expected >= 1, got 0$"):
+    with pytest.raises(InputError, match=r"^threads: .*got 0"):
         make_session(path, threads=0)
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         from tdfast import BackendUnavailableError
