@@ -31,11 +31,11 @@ def test_summary_file_is_the_returned_result(quick_run):
 
 
 def test_val_metrics_of_the_saved_checkpoint_equal_the_trainers_validation(quick_run):
-    # The trainer scored its best epoch in memory; the demo reloaded the saved checkpoint and
-    # went through Retriever + predict_jsonl + eval. Two paths, one model: same numbers.
+    # The trainer scored its best epoch in memory; the demo reloaded the saved checkpoint from
+    # disk and scored it again: the checkpoint holds exactly the model that was selected.
     _, result, _ = quick_run
     assert result.val_metrics == result.metrics_after
-    assert result.metrics_before["MR-full-mAP"] is not None
+    assert result.metrics_before != result.metrics_after  # training moved the model
 
 
 def test_onnxruntime_backend_agrees_with_eager(quick_run):

@@ -61,7 +61,6 @@ def test_gpu_training_learns_in_every_precision(data, tmp_path, cpu_first_loss, 
     assert losses[0] == pytest.approx(cpu_first_loss, rel=FIRST_STEP_RTOL[precision])
     quarter = len(losses) // 4
     assert sum(losses[-quarter:]) < 0.8 * sum(losses[:quarter]), losses
-    assert result.best_metrics["MR-full-mAP"] is not None
 
 
 def test_gpu_crash_and_resume_matches_uninterrupted(data, tmp_path):
