@@ -57,7 +57,7 @@ class DemoOptions:
         if not self.backends:
             raise InputError("--backends: expected at least one backend, got none")
         if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
-            raise InputError(f"--batch: expected positive batch sizes, got {list(self.batch_sizes)}")
+            raise InputError(f"--batch-sizes: expected positive batch sizes, got {list(self.batch_sizes)}")
 
 
 @dataclass

@@ -35,3 +35,12 @@ def random_batch(config, batch: int, video_len: int, query_len: int, seed: int =
             vmask[i, max(1, video_len - 3 * i):] = False
             qmask[i, max(1, query_len - 2 * i):] = False
     return video, vmask, query, qmask
+
+
+def assert_names(error: BaseException, argument: str, *parts: str) -> None:
+    """A user error names ``argument`` first (``argument: ...``) and says each of ``parts``
+    (the expected value, the value seen); the words around them may change."""
+    message = str(error)
+    assert message.startswith(f"{argument}:") or message.startswith(f"{argument} "), message
+    for part in parts:
+        assert part in message, f"{part!r} not in {message!r}"

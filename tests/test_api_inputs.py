@@ -1,10 +1,12 @@
-"""Retriever boundary validation: every bad input raises InputError with an exact message naming
-the argument, the expected value and the value seen."""
+"""Retriever boundary validation: every bad input raises InputError naming the argument first,
+then the expected value and the value seen."""
 import numpy as np
 import pytest
 import torch
 
 from tdfast import BackendUnavailableError, InputError, Retriever, TDDETR, TDDETRConfig
+
+from conftest import assert_names
 
 C = TDDETRConfig.from_name("tiny")  # video_dim 64, text_dim 32, max_video_len 32, max_query_len 16
 
@@ -35,100 +37,94 @@ def _inf_query():
     return q
 
 
-# (name, predict kwargs, the exact message)
+# (name, predict kwargs, the argument named first, what else the message must say: the
+# expected and the seen values; the wording around them is free to improve)
 PREDICT_CASES = [
     ("video rank", dict(videos=[np.zeros(C.video_dim, np.float32)], queries=[_q()]),
-     "videos[0]: expected a rank-2 tensor, got shape (64,)"),
+     "videos[0]", ("rank-2", "(64,)")),
     ("batched rank", dict(videos=torch.zeros(1, 2, 8, C.video_dim), queries=[_q()]),
-     "videos: expected a list of 2-D (length, 64) arrays or one 3-D (batch, length, 64) tensor, "
-     "got shape (1, 2, 8, 64)"),
+     "videos", ("(1, 2, 8, 64)",)),
     ("video dim", dict(videos=[_v(), np.zeros((8, 63), np.float32)], queries=[_q(), _q()]),
-     "videos[1]: expected feature dim 64, got 63 (shape (8, 63))"),
+     "videos[1]", ("64", "63")),
     ("query dim", dict(videos=[_v()], queries=[np.zeros((4, 31), np.float32)]),
-     "queries[0]: expected feature dim 32, got 31 (shape (4, 31))"),
+     "queries[0]", ("32", "31")),
     ("nan video", dict(videos=[_nan_video()], queries=[_q()]),
-     "videos[0]: expected finite values, found 1 NaN/inf (first at index (2, 3))"),
+     "videos[0]", ("NaN", "(2, 3)")),
     ("inf query", dict(videos=[_v(), _v()], queries=[_q(), _inf_query()]),
-     "queries[1]: expected finite values, found 1 NaN/inf (first at index (1, 0))"),
+     "queries[1]", ("inf", "(1, 0)")),
     ("empty query", dict(videos=[_v()], queries=[np.zeros((0, C.text_dim), np.float32)]),
-     "queries[0]: expected at least one row, got an empty query (0 tokens), shape (0, 32)"),
+     "queries[0]", ("(0, 32)",)),
     ("zero-length video", dict(videos=[np.zeros((0, C.video_dim), np.float32)], queries=[_q()]),
-     "videos[0]: expected at least one row, got a zero-length video (0 clips), shape (0, 64)"),
+     "videos[0]", ("(0, 64)",)),
     ("too long", dict(videos=[_v(40)], queries=[_q()]),
-     "videos[0]: expected at most max_video_len=32 clips, got 40; pass sliding_window=True to process "
-     "long videos in overlapping windows"),
+     "videos[0]", ("max_video_len=32", "40", "sliding_window=True")),
     ("query too long", dict(videos=[_v()], queries=[_q(20)]),
-     "queries[0]: expected at most max_query_len=16 tokens, got 20 (truncate it, e.g. with "
-     "Retriever.prepare_query)"),
+     "queries[0]", ("max_query_len=16", "20")),
     ("count mismatch", dict(videos=[_v(), _v()], queries=[_q()]),
-     "queries: expected one query per video (2), got 1 (pairs are (videos[i], queries[i]))"),
-    ("empty list", dict(videos=[], queries=[]), "videos: expected at least one item, got an empty list"),
+     "queries", ("(2)", "got 1")),
+    ("empty list", dict(videos=[], queries=[]), "videos", ("empty",)),
     ("int numpy", dict(videos=[np.ones((8, C.video_dim), np.int64)], queries=[_q()]),
-     "videos[0]: expected floating-point features, got numpy dtype int64 (integer/bool inputs "
-     "are rejected, not cast: pass the float features, e.g. np.asarray(x, dtype=np.float32))"),
+     "videos[0]", ("int64",)),
     ("int torch", dict(videos=[_v()], queries=[torch.ones(4, C.text_dim, dtype=torch.int32)]),
-     "queries[0]: expected floating-point features, got dtype torch.int32 (integer/bool inputs are "
-     "rejected, not cast: pass the float features)"),
+     "queries[0]", ("torch.int32",)),
     ("bool", dict(videos=[_v()], queries=[np.ones((4, C.text_dim), bool)]),
-     "queries[0]: expected floating-point features, got numpy dtype bool (integer/bool inputs are "
-     "rejected, not cast: pass the float features, e.g. np.asarray(x, dtype=np.float32))"),
+     "queries[0]", ("bool",)),
     ("str item", dict(videos=["clip.npz"], queries=[_q()]),
-     "videos[0]: expected a numpy array or torch tensor of features, got str"),
+     "videos[0]", ("str",)),
     ("str list", dict(videos="clip.npz", queries=[_q()]),
-     "videos: expected a list of 2-D (length, 64) arrays or one 3-D tensor, got str"),
-    ("top_k zero", dict(videos=[_v()], queries=[_q()], top_k=0), "top_k: expected a positive integer, got 0"),
+     "videos", ("str",)),
+    ("top_k zero", dict(videos=[_v()], queries=[_q()], top_k=0), "top_k", ("got 0",)),
     ("top_k bool", dict(videos=[_v()], queries=[_q()], top_k=True),
-     "top_k: expected a positive integer, got True"),
+     "top_k", ("True",)),
     ("nms_iou", dict(videos=[_v()], queries=[_q()], nms_iou=1.5),
-     "nms_iou: expected None or an IoU threshold in (0, 1], got 1.5"),
+     "nms_iou", ("(0, 1]", "1.5")),
     ("durations count", dict(videos=[_v()], queries=[_q()], durations=[10.0, 20.0]),
-     "durations: expected None or one duration in seconds per video (1), got 2"),
+     "durations", ("(1)", "got 2")),
     ("durations value", dict(videos=[_v()], queries=[_q()], durations=[-3.0]),
-     "durations[0]: expected seconds in (0, 1e+07], got -3.0"),
+     "durations[0]", ("-3.0",)),
     ("sliding flag", dict(videos=[_v()], queries=[_q()], sliding_window="yes"),
-     "sliding_window: expected True or False, got 'yes'"),
+     "sliding_window", ("'yes'",)),
     ("window stride", dict(videos=[_v(40)], queries=[_q()], sliding_window=True, window_stride=0),
-     "window_stride: expected None or an integer in [1, max_video_len=32] clips, got 0"),
+     "window_stride", ("max_video_len=32", "got 0")),
     ("window stride too big", dict(videos=[_v(40)], queries=[_q()], sliding_window=True, window_stride=33),
-     "window_stride: expected None or an integer in [1, max_video_len=32] clips, got 33"),
+     "window_stride", ("max_video_len=32", "33")),
     ("rank-3 item", dict(videos=[np.zeros((1, 8, C.video_dim), np.float32)], queries=[_q()]),
-     "videos[0]: expected a rank-2 tensor, got shape (1, 8, 64)"),
+     "videos[0]", ("rank-2", "(1, 8, 64)")),
     ("batched dim", dict(videos=torch.zeros(2, 8, 60), queries=[_q(), _q()]),
-     "videos[0]: expected feature dim 64, got 60 (shape (8, 60))"),
+     "videos[0]", ("64", "60")),
     ("nms_iou zero", dict(videos=[_v()], queries=[_q()], nms_iou=0.0),
-     "nms_iou: expected None or an IoU threshold in (0, 1], got 0.0"),
+     "nms_iou", ("(0, 1]", "0.0")),
     ("durations nan", dict(videos=[_v()], queries=[_q()], durations=[float("nan")]),
-     "durations[0]: expected seconds in (0, 1e+07], got nan"),
+     "durations[0]", ("nan",)),
     ("list item", dict(videos=[[[0.0] * C.video_dim] * 8], queries=[_q()]),
-     "videos[0]: expected a numpy array or torch tensor of features, got list"),
+     "videos[0]", ("list",)),
 ]
 
 
-@pytest.mark.parametrize("name, kwargs, message", PREDICT_CASES, ids=[c[0] for c in PREDICT_CASES])
-def test_predict_rejects_bad_input(retriever, name, kwargs, message):
+@pytest.mark.parametrize("name, kwargs, argument, parts", PREDICT_CASES, ids=[c[0] for c in PREDICT_CASES])
+def test_predict_rejects_bad_input(retriever, name, kwargs, argument, parts):
     with pytest.raises(InputError) as e:
         retriever.predict(**kwargs)
-    assert str(e.value) == message
+    assert_names(e.value, argument, *parts)
     assert isinstance(e.value, ValueError)
 
 
 CONSTRUCT_CASES = [
     ("backend", dict(backend="tensorflow"),
-     "backend: expected one of ['compile', 'eager', 'onnxruntime', 'onnxruntime-int8', 'tensorrt', "
-     "'triton'], got 'tensorflow'"),
-    ("device", dict(device="gpu0"), "device: expected 'cpu', 'cuda' or 'cuda:N', got 'gpu0'"),
-    ("device type", dict(device=3.5), "device: expected 'cpu', 'cuda' or 'cuda:N', got 3.5"),
+     "backend", ("onnxruntime", "'tensorflow'")),
+    ("device", dict(device="gpu0"), "device", ("'gpu0'",)),
+    ("device type", dict(device=3.5), "device", ("3.5",)),
     ("dtype", dict(dtype="int8"),
-     "dtype: expected one of float32, float16, bfloat16 (torch dtype or name), got 'int8'"),
-    ("batch_size", dict(batch_size=0), "batch_size: expected a positive integer, got 0"),
+     "dtype", ("float16", "'int8'")),
+    ("batch_size", dict(batch_size=0), "batch_size", ("got 0",)),
 ]
 
 
-@pytest.mark.parametrize("name, kwargs, message", CONSTRUCT_CASES, ids=[c[0] for c in CONSTRUCT_CASES])
-def test_constructor_rejects_bad_arguments(name, kwargs, message):
+@pytest.mark.parametrize("name, kwargs, argument, parts", CONSTRUCT_CASES, ids=[c[0] for c in CONSTRUCT_CASES])
+def test_constructor_rejects_bad_arguments(name, kwargs, argument, parts):
     with pytest.raises(InputError) as e:
         Retriever(TDDETR(C), **kwargs)
-    assert str(e.value) == message
+    assert_names(e.value, argument, *parts)
 
 
 def test_model_must_be_a_tddetr():

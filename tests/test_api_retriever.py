@@ -185,3 +185,20 @@ def test_nan_from_a_backend_is_an_error_not_an_answer(model):
     r.runner = NaNRunner()
     with pytest.raises(FloatingPointError, match=r"returned NaN/inf in \['saliency_scores'\]"):
         r.predict(*pairs(0, (4,), (2,)))
+
+
+def test_warmup_runs_the_largest_buckets_and_changes_nothing():
+    c = TDDETRConfig.from_name("tiny")
+    model = TDDETR(c).eval()
+    calls = []
+    r = Retriever(model)
+    run = r.runner.__call__
+    r.runner = type("Counting", (), {"__call__": lambda self, *a: calls.append(tuple(a[0].shape)) or run(*a),
+                                     "static_shapes": False, "input_dtype": torch.float32, "max_batch": None,
+                                     "name": "eager"})()
+    video, query = torch.randn(9, c.video_dim), torch.randn(4, c.text_dim)
+    before = r.predict([video], [query])[0]
+    assert r.warmup(batch_sizes=(1, 2), calls=2) == {}  # eager compiles nothing
+    assert calls[1:] == [(1, 32, c.video_dim)] * 2 + [(2, 32, c.video_dim)] * 2  # max_video_len bucket
+    after = r.predict([video], [query])[0]
+    assert (before.spans == after.spans).all() and (before.saliency == after.saliency).all()

@@ -25,7 +25,7 @@ def bench_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run([sys.executable, "-m", "tdfast", "bench", "--preset", "tiny", "--device", "cpu",
-                           "--backends", "eager,tensorrt,triton", "--batch", "1,3", "--video-len", "8,40",
+                           "--backends", "eager,tensorrt,triton", "--batch-sizes", "1,3", "--video-lens", "8,40",
                            "--query-len", "4", "--repeats", "2", "--warmup", "1", "--gemm-sizes", "64",
                            "--threads", "1", "--out", str(out / "r.json"), "--plot", str(out / "p.png")],
                           capture_output=True, text=True, timeout=300)
@@ -68,19 +68,20 @@ def test_bench_plot_is_a_png_of_the_expected_size(bench_run):
         assert matplotlib.image.imread(out / png).shape == (450, 700, 4)  # 7 x 4.5 in at 100 dpi, RGBA
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--batch", "0,8"], "--batch: expected comma-separated positive integers, e.g. 1,8,32, got '0,8'"),
-    (["--video-len", "x"], "--video-len: expected comma-separated positive integers, e.g. 1,8,32, got 'x'"),
-    (["--backends", "eager,fast"], "--backends: expected comma-separated names from ['compile', 'eager', "
-     "'onnxruntime', 'onnxruntime-int8', 'tensorrt', 'triton'], got 'eager,fast'"),
-    (["--dtype", "int4"], "--dtype: expected comma-separated names from ['fp32', 'float32', 'bf16', "
-     "'bfloat16', 'fp16', 'float16'], got 'int4'"),
+@pytest.mark.parametrize("argv, flag, seen", [
+    (["--batch-sizes", "0,8"], "--batch-sizes", "'0,8'"),
+    (["--batch", "0,8"], "--batch-sizes", "'0,8'"),  # the old spelling still parses
+    (["--video-lens", "x"], "--video-lens", "'x'"),
+    (["--backends", "eager,fast"], "--backends", "'eager,fast'"),
+    (["--dtypes", "int4"], "--dtypes", "'int4'"),
     (["--preset", "tiny", "--query-len", "17", "--gemm-sizes", "32", "--backends", "eager"],
-     "--query-len: expected at most the model's max_query_len=16, got 17"),
+     "--query-len", "max_query_len=16, got 17"),
 ])
-def test_bad_arguments_name_the_flag(argv, message, capsys, tmp_path):
+def test_bad_arguments_name_the_flag(argv, flag, seen, capsys, tmp_path):
+    # One line naming the flag and the value seen (the wording may change), and no record.
     assert main(["bench", "--device", "cpu", "--out", str(tmp_path / "r.json"), *argv]) == 2
-    assert capsys.readouterr().err.strip() == f"tdfast bench: error: {message}"
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tdfast bench: error: {flag}:") and seen in err and "\n" not in err
     assert not (tmp_path / "r.json").exists()
 
 

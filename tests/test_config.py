@@ -3,6 +3,8 @@ import pytest
 from tdfast import InputError, TDDETRConfig
 from tdfast.training import RunConfig, TrainConfig
 
+from conftest import assert_names
+
 
 def test_presets_follow_the_official_scripts():
     # td_detr/scripts/train.sh (QVHighlights): --enc_layers 4 --dec_layers 4 --lr_drop 80,
@@ -48,37 +50,37 @@ def test_override_parses_types_and_sends_each_field_to_its_config():
     assert run.model == TDDETRConfig.from_name("tiny", beta=0.9, max_video_len=24)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: TDDETRConfig.from_name("nope"), "preset: expected one of"),
-    (lambda: TDDETRConfig.from_name("tiny", beta=1.5), "config.beta: expected a value in [0, 1], got 1.5"),
-    (lambda: TDDETRConfig.from_name("tiny", hidden_dim=30), "config.hidden_dim: expected a multiple of num_heads=4, got 30"),
-    (lambda: TDDETRConfig.from_name("tiny").override(["bogus=1"]), "--set: unknown config field 'bogus'"),
-    (lambda: TDDETRConfig.from_name("tiny").override(["use_tdem=maybe"]), "--set use_tdem: expected true/false, got 'maybe'"),
-    (lambda: TDDETRConfig.from_json("{nope", source="x/config.json"), "x/config.json: malformed JSON"),
-    (lambda: TDDETRConfig.from_dict({"wat": 1}), "config: unknown field(s) ['wat']"),
-    (lambda: TDDETRConfig.from_name("tiny", lr=1e-3), "config: unknown field(s) ['lr'] for TDDETRConfig"),
-    (lambda: RunConfig.from_name("tiny").override(["bogus=1"]), "--set: unknown config field(s) ['bogus']"),
-    (lambda: TrainConfig.from_name("tiny", alpha=2.0), "config.alpha: expected a value in [0, 1], got 2.0"),
+@pytest.mark.parametrize("call, argument, parts", [
+    (lambda: TDDETRConfig.from_name("nope"), "preset", ("qvhighlights", "'nope'")),
+    (lambda: TDDETRConfig.from_name("tiny", beta=1.5), "config.beta", ("[0, 1]", "1.5")),
+    (lambda: TDDETRConfig.from_name("tiny", hidden_dim=30), "config.hidden_dim", ("num_heads=4", "30")),
+    (lambda: TDDETRConfig.from_name("tiny").override(["bogus=1"]), "--set", ("'bogus'",)),
+    (lambda: TDDETRConfig.from_name("tiny").override(["use_tdem=maybe"]), "--set use_tdem", ("'maybe'",)),
+    (lambda: TDDETRConfig.from_json("{nope", source="x/config.json"), "x/config.json", ("JSON",)),
+    (lambda: TDDETRConfig.from_dict({"wat": 1}), "config", ("'wat'",)),
+    (lambda: TDDETRConfig.from_name("tiny", lr=1e-3), "config", ("'lr'", "TDDETRConfig")),
+    (lambda: RunConfig.from_name("tiny").override(["bogus=1"]), "--set", ("'bogus'",)),
+    (lambda: TrainConfig.from_name("tiny", alpha=2.0), "config.alpha", ("[0, 1]", "2.0")),
 ])
-def test_bad_config_raises_input_error(call, message):
+def test_bad_config_raises_input_error(call, argument, parts):
     with pytest.raises(InputError) as e:
         call()
-    assert message in str(e.value)
+    assert_names(e.value, argument, *parts)
 
 
-@pytest.mark.parametrize("field, value, message", [
+@pytest.mark.parametrize("field, value, seen", [
     # "false" is truthy: without the check this config.json would build a TDEM model.
-    ("use_tdem", "false", "config.use_tdem: expected true or false, got 'false' (str)"),
-    ("use_tef", 1, "config.use_tef: expected true or false, got 1 (int)"),
-    ("beta", "0.5", "config.beta: expected a finite number, got '0.5' (str)"),
-    ("lr", float("nan"), "config.lr: expected a finite number, got nan (float)"),
-    ("hidden_dim", 32.5, "config.hidden_dim: expected an integer, got 32.5 (float)"),
-    ("num_heads", True, "config.num_heads: expected an integer, got True (bool)"),
-    ("eval_protocol", 3, "config.eval_protocol: expected a string, got 3 (int)"),
+    ("use_tdem", "false", "'false' (str)"),
+    ("use_tef", 1, "1 (int)"),
+    ("beta", "0.5", "'0.5' (str)"),
+    ("lr", float("nan"), "nan (float)"),
+    ("hidden_dim", 32.5, "32.5 (float)"),
+    ("num_heads", True, "True (bool)"),
+    ("eval_protocol", 3, "3 (int)"),
 ])
-def test_config_json_with_wrong_types_is_rejected(field, value, message):
+def test_config_json_with_wrong_types_is_rejected(field, value, seen):
     cls = TDDETRConfig if field in TDDETRConfig.field_names() else TrainConfig
     d = {**cls.from_name("tiny").to_dict(), field: value}
     with pytest.raises(InputError) as e:
         cls.from_dict(d)
-    assert str(e.value) == message
+    assert_names(e.value, f"config.{field}", seen)

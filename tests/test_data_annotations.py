@@ -11,6 +11,8 @@ from tdfast.data.annotations import Annotation, load_annotations, write_annotati
 from tdfast.data.labels import make_labels
 from tdfast.errors import InputError
 
+from conftest import assert_names
+
 QVH = Path(__file__).resolve().parents[2] / "shared" / "qvhighlights" / "annotations"
 GOOD = {"qid": 7, "query": "a dog runs", "vid": "v1", "duration": 10,
         "relevant_windows": [[2, 4], [6, 10]], "relevant_clip_ids": [1, 3, 4],
@@ -73,7 +75,7 @@ def test_non_utf8_file_names_file_and_line(tmp_path):
     path.write_bytes(json.dumps(GOOD).encode() + b"\n\n" + b'{"qid": 2, "query": "caf\xe9"}\n')
     with pytest.raises(InputError) as e:
         load_annotations(path)
-    assert str(e.value) == f"{path}:3: expected UTF-8 text, got byte 0xe9"
+    assert_names(e.value, f"{path}:3", "UTF-8", "0xe9")
 
 
 def test_missing_file_is_input_error(tmp_path):

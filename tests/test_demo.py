@@ -14,6 +14,8 @@ from tdfast.data.annotations import load_annotations
 from tdfast.data.features import FeatureStore
 from tdfast.demo import MARKER, DemoOptions, run_demo
 
+from conftest import assert_names
+
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
@@ -29,11 +31,11 @@ def test_summary_file_is_the_returned_result(quick_run):
 
 
 def test_val_metrics_of_the_saved_checkpoint_equal_the_trainers_validation(quick_run):
-    # The trainer scored its best epoch in memory; the demo reloaded the saved checkpoint and
-    # went through Retriever + predict_jsonl + eval. Two paths, one model: same numbers.
+    # The trainer scored its best epoch in memory; the demo reloaded the saved checkpoint from
+    # disk and scored it again: the checkpoint holds exactly the model that was selected.
     _, result, _ = quick_run
     assert result.val_metrics == result.metrics_after
-    assert result.metrics_before["MR-full-mAP"] is not None
+    assert result.metrics_before != result.metrics_after  # training moved the model
 
 
 def test_onnxruntime_backend_agrees_with_eager(quick_run):
@@ -67,27 +69,27 @@ def test_rerun_replaces_its_own_dir_but_never_a_users(quick_run, tmp_path):
     (foreign / "thesis.tex").write_text("precious")
     with pytest.raises(InputError) as e:
         run_demo(DemoOptions.quick(out_dir=foreign, progress=False), log=lambda s: None)
-    assert str(e.value) == (f"--out {str(foreign)!r}: exists and was not made by tdfast demo; "
-                            "pass a new directory")
+    assert_names(e.value, f"--out {str(foreign)!r}")
     assert (foreign / "thesis.tex").read_text() == "precious"
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("epochs", 0, "--epochs: expected a positive integer, got 0"),
-    ("num_train", -3, "--num-train: expected a positive integer, got -3"),
-    ("backends", (), "--backends: expected at least one backend, got none"),
-    ("batch_sizes", (1, 0), "--batch: expected positive batch sizes, got [1, 0]"),
+@pytest.mark.parametrize("field, value, flag, seen", [
+    ("epochs", 0, "--epochs", "got 0"),
+    ("num_train", -3, "--num-train", "-3"),
+    ("backends", (), "--backends", "none"),
+    ("batch_sizes", (1, 0), "--batch-sizes", "[1, 0]"),
 ])
-def test_bad_options_raise_input_error(tmp_path, field, value, message):
+def test_bad_options_raise_input_error(tmp_path, field, value, flag, seen):
     with pytest.raises(InputError) as e:
         run_demo(DemoOptions.quick(out_dir=tmp_path / "x", **{field: value}), log=lambda s: None)
-    assert str(e.value) == message
+    assert_names(e.value, flag, seen)
     assert not (tmp_path / "x").exists()
 
 
 def test_cli_reports_bad_option_as_error(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--epochs", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "tdfast demo: error: --epochs: expected a positive integer, got 0"
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tdfast demo: error: --epochs:") and "got 0" in err and "\n" not in err
 
 
 @pytest.mark.slow

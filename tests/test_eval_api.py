@@ -25,9 +25,7 @@ def write_jsonl(path, records):
 
 def test_qid_mismatch_lists_missing_and_extra():
     sub = preds(qids=[0, 1, 7, 8])
-    msg = (r"qids in submission and ground_truth must match: 1 GT qids have no prediction \(e\.g\. \[2\]\), "
-           r"2 predicted qids are not in the GT \(e\.g\. \[7, 8\]\); pass --allow-partial")
-    with pytest.raises(InputError, match=msg):
+    with pytest.raises(InputError, match=r"(?s)\[2\].*\[7, 8\].*--allow-partial"):  # missing, extra, the way out
         eval_submission(sub, GTS)
     partial = eval_submission(sub, GTS, match_number=False)
     assert partial == eval_submission(preds(qids=[0, 1]), GTS[:2])

@@ -81,7 +81,9 @@ def test_ensure_export_caches_and_refreshes_on_new_weights(tmp_path):
     assert meta["weights_sha256"] == file_sha256(ckpt / "model.safetensors")
     assert meta["precision"] == "int8-dynamic"
     record = json.loads(meta["verification"])  # its own (lossy) parity, not the fp32 graph's
-    assert record["atol"] is None and 1e-4 < max(record["max_abs"].values()) < 0.5
+    assert record["atol"] is None and max(record["max_abs"].values()) > 1e-4  # really quantized
+    bound = {"pred_spans": 1e-2, "pred_logits": 5e-2, "saliency_scores": 5e-2}  # as test_export_onnx's int8 test
+    assert all(record["max_abs"][k] <= bound[k] for k in bound), record["max_abs"]
 
 
 def test_ensure_export_errors(tmp_path):
@@ -148,9 +150,9 @@ def test_cli_verification_failure_is_exit_code_1(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert tdfast_main(["export", str(ckpt), "--out", str(out), "--exporter", "torchscript"]) == 1
     err = capsys.readouterr().err
-    assert err == ("tdfast export: verification FAILED: ONNX model x does not match eager PyTorch "
-                   f"(table)\nNo artifact was replaced; the failing graph is kept as *.unverified.onnx "
-                   f"in {out}\n")
+    # what failed (the verifier's own table), that nothing was replaced, and where the graph is
+    assert err.startswith("tdfast export: verification FAILED: ONNX model x does not match eager PyTorch (table)")
+    assert "*.unverified.onnx" in err and str(out) in err
     assert sorted(p.name for p in out.iterdir()) == ["model.unverified.onnx"]
 
 

@@ -141,9 +141,9 @@ def test_session_helper_threads_opt_level_and_providers(tiny):
     assert sess.get_providers() == ["CPUExecutionProvider"]  # the default device
     assert make_session(path).get_session_options().graph_optimization_level == \
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    with pytest.raises(InputError, match=r"^opt_level: expected one of \('disable', 'basic', 'extended', 'all'\), got 'max'$"):
+    with pytest.raises(InputError, match=r"^opt_level: .*'all'.*'max'"):
         make_session(path, opt_level="max")
-    with pytest.raises(InputError, match=r"^threads: expected >= 1, got 0$"):
+    with pytest.raises(InputError, match=r"^threads: .*got 0"):
         make_session(path, threads=0)
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         from tdfast import BackendUnavailableError
@@ -227,8 +227,13 @@ def test_int8_variant_is_quantized_and_close(tiny, tmp_path):
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
     assert read_metadata(int8)["precision"] == "int8-dynamic"
     rows = verify_runner(OrtRunner(int8), model, atol=float("inf"), strict=False)
-    worst = max(max(r.max_abs.values()) for r in rows)
-    assert 1e-4 < worst < 0.5
+    # Lossy by design, but bounded: measured <= 4.3e-3 on normalized spans and <= 2.1e-2 on
+    # logits / saliency on these shapes; a broken quantization (wrong scale, a dropped
+    # zero point) is off by the output's own magnitude (~1).
+    bound = {"pred_spans": 1e-2, "pred_logits": 5e-2, "saliency_scores": 5e-2}
+    for r in rows:
+        assert all(r.max_abs[k] <= bound[k] for k in bound) and not r.has_nan, (r.shape, r.max_abs)
+    assert max(max(r.max_abs.values()) for r in rows) > 1e-4  # really int8, not the fp32 graph
     # int8 ops are outside TensorRT's ONNX parser: the static check must say so.
     problems = check_tensorrt_compat(int8)
     assert any("DynamicQuantizeLinear" in p for p in problems)

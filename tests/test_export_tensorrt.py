@@ -138,12 +138,12 @@ def test_bad_build_options_fail_before_any_work(tmp_path):
     from tdfast.export import export
     from tdfast.export.tensorrt import check_build_options
 
-    with pytest.raises(InputError, match=r"^max_batch: expected an integer >= 1, got 0$"):
+    with pytest.raises(InputError, match=r"^max_batch: .*got 0"):
         check_build_options("fp16", 0)
-    with pytest.raises(InputError, match=r"^precision: expected one of \('fp32', 'fp16', 'bf16'\), got 'int8'$"):
+    with pytest.raises(InputError, match=r"^precision: .*'bf16'.*'int8'"):
         check_build_options("int8", 8)
     # Through export(): rejected before the (seconds-long) ONNX export, nothing written.
-    with pytest.raises(InputError, match=r"^max_batch: expected an integer >= 1, got 0$"):
+    with pytest.raises(InputError, match=r"^max_batch: .*got 0"):
         export(TDDETR(TDDETRConfig.from_name("tiny")), "tensorrt", tmp_path / "out", max_batch=0, log=None)
     assert not (tmp_path / "out").exists()
 

@@ -85,7 +85,7 @@ def test_bad_arguments_fail_before_the_export(tmp_path, capsys):
     from tdfast.cli import main
 
     model = TDDETR(TDDETRConfig.from_name("tiny"))
-    with pytest.raises(InputError, match=r"^max_batch_size: expected an integer >= 1, got 0$"):
+    with pytest.raises(InputError, match=r"^max_batch_size: .*got 0"):
         write_triton_repository(model, tmp_path / "a", max_batch_size=0, log=None)
     with pytest.raises(InputError, match=r"^kind: expected one of"):
         write_triton_repository(model, tmp_path / "a", kind="tpu", log=None)

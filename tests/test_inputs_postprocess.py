@@ -8,7 +8,7 @@ from tdfast.model import check_inputs
 from tdfast.model.postprocess import postprocess
 from tdfast.model.postprocess import temporal_nms
 
-from conftest import random_batch
+from conftest import assert_names, random_batch
 
 C = TDDETRConfig.from_name("tiny")
 
@@ -36,21 +36,21 @@ def _bad(kind):
     return v, vm, q, qm
 
 
-@pytest.mark.parametrize("kind, message", [
-    ("video_dim", f"video: expected feature dim {C.video_dim}, got {C.video_dim + 1}"),
-    ("nan", "video: expected finite values, found 1 NaN/inf (first at index (1, 3, 5))"),
-    ("empty_query", "query_mask: row 1 has no real token: empty query"),
-    ("zero_video", "video_mask: row 0 has no real token: zero-length video"),
-    ("too_long", f"video: expected at most max_video_len={C.max_video_len} clips, got {C.max_video_len + 1}"),
-    ("batch", "query: expected batch size 2 to match video, got 1"),
-    ("rank", "video: expected a rank-3 tensor, got shape (8, 64)"),
-    ("int", "query: expected a floating-point tensor, got dtype torch.int64"),
-    ("mask_shape", "video_mask: expected shape (2, 8) to match video, got (2, 5)"),
+@pytest.mark.parametrize("kind, argument, parts", [
+    ("video_dim", "video", (str(C.video_dim), str(C.video_dim + 1))),
+    ("nan", "video", ("NaN", "(1, 3, 5)")),
+    ("empty_query", "query_mask", ("row 1",)),
+    ("zero_video", "video_mask", ("row 0",)),
+    ("too_long", "video", (f"max_video_len={C.max_video_len}", str(C.max_video_len + 1))),
+    ("batch", "query", ("2", "got 1")),
+    ("rank", "video", ("rank-3", "(8, 64)")),
+    ("int", "query", ("torch.int64",)),
+    ("mask_shape", "video_mask", ("(2, 8)", "(2, 5)")),
 ])
-def test_check_inputs_names_the_argument(kind, message):
+def test_check_inputs_names_the_argument(kind, argument, parts):
     with pytest.raises(InputError) as e:
         check_inputs(*_bad(kind), C)
-    assert message in str(e.value)
+    assert_names(e.value, argument, *parts)
 
 
 def test_postprocess_hand_case():

@@ -1,10 +1,12 @@
 """TD-DETR network: shapes, padding invariance, TD math vs the reference, switches."""
+import math
+
 import pytest
 import torch
 
 from tdfast import TDDETR, TDDETRConfig
 from tdfast.model.attention import MASK_BIAS, mask_to_bias
-from tdfast.model.layers import temporal_endpoints
+from tdfast.model.layers import anchor_sine_embedding, sine_positions, temporal_endpoints
 from tdfast.model.td_interaction import TDCrossAttention, td_interaction_reference, temporal_differences
 
 from conftest import random_batch
@@ -140,3 +142,18 @@ def test_qvhighlights_preset_forward_on_cpu():
     assert out["saliency_scores"].shape == (2, 75)
     assert all(torch.isfinite(v).all() for v in out.values())
     assert (out["pred_logits"][1] - alone["pred_logits"][0]).abs().max() < 1e-5
+
+
+def test_sine_positions_count_real_clips_only():
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    pos = sine_positions(mask, 4)  # [2, 4, 4]; frequencies 1, 1, 100, 100 (10000 ** (2 * (i // 2) / 4))
+    # row 0 clip 1 is the last real clip: x = 2 / 2 * 2 pi (up to the 1e-6 guard)
+    x = 2 * math.pi * 2 / (2 + 1e-6)
+    want = torch.tensor([math.sin(x), math.cos(x), math.sin(x / 100), math.cos(x / 100)])
+    assert (pos[0, 1] - want).abs().max() < 1e-5
+    # the padded row's real clips equal the first two of a 2-clip video, whatever follows
+    assert torch.equal(pos[0, :2], sine_positions(mask[:1, :2], 4)[0])
+    # anchors: center then width, D/2 features each; (0.5, 0.25) at D = 4 -> 2 per coordinate
+    a = anchor_sine_embedding(torch.tensor([[[0.5, 0.25]]]), 4)[0, 0]
+    assert torch.allclose(a, torch.tensor([math.sin(math.pi), math.cos(math.pi),
+                                           math.sin(math.pi / 2), math.cos(math.pi / 2)]), atol=1e-6)

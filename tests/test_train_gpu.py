@@ -35,11 +35,11 @@ def config() -> RunConfig:
                                   dropout=0.0, input_dropout=0.0)
 
 
-def run(data, out, device="cuda", precision="fp32", epochs=4, **kw):
+def run(data, out, device="cuda", autocast="fp32", epochs=4, **kw):
     losses: list[float] = []
     result = train(config().model, data.train, data.val, data.video_dirs, data.text_dir, out,
                    training=config().training, epochs=epochs, seed=2,
-                   progress=False, device=device, precision=precision, cache_size=512,
+                   progress=False, device=device, autocast=autocast, cache_size=512,
                    on_step=lambda step, terms: losses.append(terms["loss"]), **kw)
     return result, losses
 
@@ -56,16 +56,15 @@ def cpu_first_loss(data, tmp_path_factory):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_gpu_training_learns_in_every_precision(data, tmp_path, cpu_first_loss, precision):
-    result, losses = run(data, tmp_path / precision, precision=precision)
+    result, losses = run(data, tmp_path / precision, autocast=precision)
     assert all(math.isfinite(x) for x in losses)
     assert losses[0] == pytest.approx(cpu_first_loss, rel=FIRST_STEP_RTOL[precision])
     quarter = len(losses) // 4
     assert sum(losses[-quarter:]) < 0.8 * sum(losses[:quarter]), losses
-    assert result.best_metrics["MR-full-mAP"] is not None
 
 
 def test_gpu_crash_and_resume_matches_uninterrupted(data, tmp_path):
-    full, _ = run(data, tmp_path / "full", precision="bf16", epochs=2, save_every_steps=3, eval_before=False)
+    full, _ = run(data, tmp_path / "full", autocast="bf16", epochs=2, save_every_steps=3, eval_before=False)
 
     class Crash(RuntimeError):
         pass
@@ -77,9 +76,9 @@ def test_gpu_crash_and_resume_matches_uninterrupted(data, tmp_path):
     with pytest.raises(Crash):
         train(config().model, data.train, data.val, data.video_dirs, data.text_dir, tmp_path / "cut",
               training=config().training, epochs=2, seed=2,
-              progress=False, device="cuda", precision="bf16", cache_size=512, save_every_steps=3,
+              progress=False, device="cuda", autocast="bf16", cache_size=512, save_every_steps=3,
               eval_before=False, on_step=crash)
-    resumed, _ = run(data, tmp_path / "cut", precision="bf16", epochs=2, save_every_steps=3, eval_before=False,
+    resumed, _ = run(data, tmp_path / "cut", autocast="bf16", epochs=2, save_every_steps=3, eval_before=False,
                      resume=tmp_path / "cut")
     assert resumed.steps == full.steps
     a = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))

@@ -1,11 +1,8 @@
-"""Saliency pair sampling, the negative-query pass, sine positions and Retriever.warmup on
-hand cases whose answers are worked out in the comments."""
-import math
-
+"""Saliency pair sampling and the negative-query pass on hand cases whose answers are worked
+out in the comments."""
 import torch
 
-from tdfast import Retriever, TDDETR, TDDETRConfig
-from tdfast.model.layers import anchor_sine_embedding, sine_positions
+from tdfast import TDDETR, TDDETRConfig
 from tdfast.training.saliency_pairs import sample_saliency_pairs
 from tdfast.training.wrapper import TrainingModel
 
@@ -33,21 +30,6 @@ def test_tied_labels_give_no_hard_pair_and_no_outside_clip_no_easy_pair():
     assert valid.tolist() == [[False, False]]
 
 
-def test_sine_positions_count_real_clips_only():
-    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
-    pos = sine_positions(mask, 4)  # [2, 4, 4]; frequencies 1, 1, 100, 100 (10000 ** (2 * (i // 2) / 4))
-    # row 0 clip 1 is the last real clip: x = 2 / 2 * 2 pi (up to the 1e-6 guard)
-    x = 2 * math.pi * 2 / (2 + 1e-6)
-    want = torch.tensor([math.sin(x), math.cos(x), math.sin(x / 100), math.cos(x / 100)])
-    assert (pos[0, 1] - want).abs().max() < 1e-5
-    # the padded row's real clips equal the first two of a 2-clip video, whatever follows
-    assert torch.equal(pos[0, :2], sine_positions(mask[:1, :2], 4)[0])
-    # anchors: center then width, D/2 features each; (0.5, 0.25) at D = 4 -> 2 per coordinate
-    a = anchor_sine_embedding(torch.tensor([[[0.5, 0.25]]]), 4)[0, 0]
-    assert torch.allclose(a, torch.tensor([math.sin(math.pi), math.cos(math.pi),
-                                           math.sin(math.pi / 2), math.cos(math.pi / 2)]), atol=1e-6)
-
-
 def test_negative_query_pass_is_the_model_on_the_other_query():
     c = TDDETRConfig.from_name("tiny")
     model = TDDETR(c).eval()
@@ -58,20 +40,3 @@ def test_negative_query_pass_is_the_model_on_the_other_query():
         want = model(video, vmask, neg_q, neg_m)["saliency_scores"]
     assert (out["saliency_scores_neg"] - want)[vmask].abs().max() < 1e-5
     assert (out["saliency_scores_neg"] - out["saliency_scores"])[vmask].abs().max() > 1e-3
-
-
-def test_warmup_runs_the_largest_buckets_and_changes_nothing():
-    c = TDDETRConfig.from_name("tiny")
-    model = TDDETR(c).eval()
-    calls = []
-    r = Retriever(model)
-    run = r.runner.__call__
-    r.runner = type("Counting", (), {"__call__": lambda self, *a: calls.append(tuple(a[0].shape)) or run(*a),
-                                     "static_shapes": False, "input_dtype": torch.float32, "max_batch": None,
-                                     "name": "eager"})()
-    video, query = torch.randn(9, c.video_dim), torch.randn(4, c.text_dim)
-    before = r.predict([video], [query])[0]
-    assert r.warmup(batch_sizes=(1, 2), calls=2) == {}  # eager compiles nothing
-    assert calls[1:] == [(1, 32, c.video_dim)] * 2 + [(2, 32, c.video_dim)] * 2  # max_video_len bucket
-    after = r.predict([video], [query])[0]
-    assert (before.spans == after.spans).all() and (before.saliency == after.saliency).all()

@@ -27,7 +27,7 @@ def check_feature_files(dataset) -> None:
 def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.PathLike | None,
           video_dirs: Sequence[str | os.PathLike], text_dir: str | os.PathLike, out_dir: str | os.PathLike,
           *, training: TrainConfig | None = None, epochs: int | None = None, seed: int = 0, progress: bool = True,
-          resume: str | os.PathLike | None = None, device: str = "cpu", precision: str = "fp32",
+          resume: str | os.PathLike | None = None, device: str = "cpu", autocast: str = "fp32",
           save_every_steps: int = 0, num_workers: int = 0, cache_size: int = 0, eval_before: bool = True,
           on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Train TD-DETR and leave the best weights loadable by ``TDDETR.from_pretrained(out_dir)``.
@@ -71,7 +71,7 @@ def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.
         if src_run is not None and ctx.is_main and src_run.resolve() != out.resolve():
             run_dir.copy_run_files(src_run, out)
         trainer = Trainer(config, train_set, val_set, val_gt, out, training=training, seed=seed, ctx=ctx,
-                          precision=precision,
+                          autocast=autocast,
                           save_every_steps=save_every_steps, progress=progress, num_workers=num_workers)
         return trainer.fit(training.epochs, resume=ckpt, eval_before=eval_before, on_step=on_step)
     finally:

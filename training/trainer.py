@@ -26,7 +26,7 @@ from tdfast.training.rng import batch_generator, capture_rng, restore_rng, seed_
 from tdfast.training.validate import selection_score, validate
 from tdfast.training.wrapper import TrainingModel
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp32: no autocast
 # Fields that may change when resuming (how long to go on), unlike the model and the recipe.
 RESUMABLE_CHANGES = ("epochs", "early_stop_patience")
 
@@ -86,17 +86,17 @@ class Trainer:
     ``training.batch_size`` is the global batch; each of the ``ctx.world_size`` processes
     loads its share. Checkpoints go to ``out_dir`` (layout in ``run_dir``): every epoch
     and, with ``save_every_steps`` > 0, every that many steps, so a crash loses at most
-    the steps since the last one. ``precision``: fp32, or bf16 / fp16 autocast (GPU only).
+    the steps since the last one. ``autocast``: fp32 (none), or bf16 / fp16 (GPU only).
     """
 
     def __init__(self, config: TDDETRConfig, train_set: Dataset, val_set: MomentDataset | None,
                  val_gt: list[dict] | None, out_dir: str | Path, *, training: TrainConfig | None = None,
-                 seed: int = 0, ctx: DistContext = DistContext(), precision: str = "fp32", save_every_steps: int = 0,
+                 seed: int = 0, ctx: DistContext = DistContext(), autocast: str = "fp32", save_every_steps: int = 0,
                  progress: bool = True, num_workers: int = 0) -> None:
-        if precision not in PRECISIONS:
-            raise InputError(f"--autocast: expected one of {sorted(PRECISIONS)}, got {precision!r}")
-        if precision != "fp32" and ctx.device.type != "cuda":
-            raise InputError(f"--autocast {precision}: autocast is for GPU training; use fp32 with "
+        if autocast not in AUTOCAST_DTYPES:
+            raise InputError(f"--autocast: expected one of {sorted(AUTOCAST_DTYPES)}, got {autocast!r}")
+        if autocast != "fp32" and ctx.device.type != "cuda":
+            raise InputError(f"--autocast {autocast}: autocast is for GPU training; use fp32 with "
                              f"--device {ctx.device.type}")
         t = self.training = training or TrainConfig()
         if t.batch_size % ctx.world_size:
@@ -123,7 +123,7 @@ class Trainer:
         # 10x drop every lr_drop epochs; lr_drop <= 0: never
         drop = t.lr_drop if t.lr_drop > 0 else 1 << 30
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=drop, gamma=0.1)
-        dtype = PRECISIONS[precision]
+        dtype = AUTOCAST_DTYPES[autocast]
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=dtype is torch.float16)
         self.autocast = (lambda: torch.autocast(ctx.device.type, dtype=dtype)) if dtype else nullcontext
         self.per_rank = t.batch_size // ctx.world_size

@@ -115,24 +115,8 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
     keep_c = keep_c & (rank_c < budget[:, None])
     n_c = keep_c.sum(1)
     total = n_a + n_c  # [P] new lengths
-    p = len(anchors)
-    if context_first is None:
-        context_first = torch.zeros(p, dtype=torch.bool, device=mask.device)
-    # Every clip gets a sort key; the kept clips in key order are the new video.
-    j = torch.arange(length, device=mask.device, dtype=torch.float64)[None].expand(p, -1)  # [P, L]
-    first = context_first[:, None]
-    key_a = torch.where(first, j + length, j)  # official: anchor block, then context block
-    key_c = torch.where(first, j, j + length)
-    if moment_slot is not None:
-        gt_a = protect[anchors] & keep_a
-        before = (moment_slot.to(mask.device) * (n_c + 1).double()).floor()  # [P] context clips before GT
-        c_rank = keep_c.long().cumsum(1) - 1  # [P, L] rank among kept context clips
-        key_c = c_rank.double() + 0.5 * (c_rank.double() >= before[:, None])  # [0, n_c], GT at before
-        key_a = torch.where(gt_a, before[:, None] - 0.25 + j / (4 * length),
-                            torch.where(first, j - 2 * length, j + 2 * length))
-    keys = torch.cat((key_a.masked_fill(~keep_a, float("inf")),
-                      key_c.masked_fill(~keep_c, float("inf"))), dim=1)  # [P, 2L]
-    order = torch.argsort(keys, dim=1, stable=True)  # [P, 2L]: the kept ones first
+    gt_a = protect[anchors] & keep_a
+    order = _clip_order(keep_a, keep_c, gt_a, context_first, moment_slot)  # [P, 2L]: the kept ones first
     out_len = int(total.max())
     src = order[:, :out_len]  # [P, L'] position in cat(anchor, context) of each new clip
     new_mask = torch.arange(out_len, device=mask.device)[None] < total[:, None]
@@ -153,6 +137,29 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
     return {"video": new_video, "video_mask": new_mask, "query": batch["query"][anchors],
             "query_mask": batch["query_mask"][anchors], "meta": meta, "spans": new_spans,
             "saliency": new_saliency, "gt_clip_mask": new_gt}
+
+
+def _clip_order(keep_a: Tensor, keep_c: Tensor, gt_a: Tensor, context_first: Tensor | None,
+                moment_slot: Tensor | None) -> Tensor:
+    """[P, 2L] positions in cat(anchor clips, context clips), the kept ones first in the order
+    of the new video (layouts as in ``synthesize``): every clip gets a sort key, dropped
+    clips +inf. keep_a, keep_c, gt_a (the anchor's kept GT clips) [P, L] bool."""
+    p, length = keep_a.shape
+    device = keep_a.device
+    first = (torch.zeros(p, dtype=torch.bool, device=device) if context_first is None else context_first)[:, None]
+    j = torch.arange(length, device=device, dtype=torch.float64)[None].expand(p, -1)  # [P, L]
+    key_a = torch.where(first, j + length, j)  # official: anchor block, then context block
+    key_c = torch.where(first, j, j + length)
+    if moment_slot is not None:
+        n_c = keep_c.sum(1)
+        before = (moment_slot.to(device) * (n_c + 1).double()).floor()  # [P] context clips before GT
+        c_rank = keep_c.long().cumsum(1) - 1  # [P, L] rank among kept context clips
+        key_c = c_rank.double() + 0.5 * (c_rank.double() >= before[:, None])  # [0, n_c], GT at before
+        key_a = torch.where(gt_a, before[:, None] - 0.25 + j / (4 * length),
+                            torch.where(first, j - 2 * length, j + 2 * length))
+    keys = torch.cat((key_a.masked_fill(~keep_a, float("inf")),
+                      key_c.masked_fill(~keep_c, float("inf"))), dim=1)  # [P, 2L]
+    return torch.argsort(keys, dim=1, stable=True)
 
 
 def _move_spans(spans: list[Tensor], anchors: Tensor, dest: Tensor, old_len: Tensor,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from tdfast.cli.predict import BACKENDS
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("analyze", help="analyses of a trained checkpoint (spurious correlation)")
@@ -18,7 +20,8 @@ def register(subparsers) -> None:
     s.add_argument("--video-feats", required=True, nargs="+", metavar="DIR", help="video feature dir(s)")
     s.add_argument("--text-feats", required=True, metavar="DIR", help="query feature dir")
     s.add_argument("--out", help="write the report JSON here")
-    s.add_argument("--backend", default="eager", help="Retriever backend (default eager)")
+    s.add_argument("--backend", default="eager", choices=BACKENDS, metavar="BACKEND",
+                   help="Retriever backend: %(choices)s (default eager)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     s.set_defaults(func=run)
 

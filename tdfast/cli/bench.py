@@ -1,7 +1,7 @@
 """``tdfast bench``: end-to-end predict latency of every backend, side by side, as a record.
 
-    tdfast bench [--backends eager,compile,triton,onnxruntime,tensorrt] [--batch 1,8,32,256]
-                 [--video-len 75,150] [--query-len 32] [--dtype fp32,bf16] [--preset qvhighlights]
+    tdfast bench [--backends eager,compile,triton,onnxruntime,tensorrt] [--batch-sizes 1,8,32,256]
+                 [--video-lens 75,150] [--query-len 32] [--dtypes fp32,bf16] [--preset qvhighlights]
                  [--ckpt DIR] [--repeats N] [--int8] [--out results.json] [--plot latency.png]
     tdfast bench --update-readme     # regenerate README.md's table from benchmarks/results/
 
@@ -42,10 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default=BACKENDS, help=f"comma-separated (default {BACKENDS}; "
                    "onnxruntime-int8 is added by --int8)")
-    p.add_argument("--batch", default="1,8,32,256", help="batch sizes (default 1,8,32,256)")
-    p.add_argument("--video-len", default="75", help="clips per video, e.g. 75,150 (default 75)")
+    p.add_argument("--batch-sizes", "--batch", default="1,8,32,256",
+                   help="pairs per model call, comma-separated (default 1,8,32,256; --batch: old spelling)")
+    p.add_argument("--video-lens", "--video-len", default="75",
+                   help="clips per video, comma-separated, e.g. 75,150 (default 75; --video-len: old spelling)")
     p.add_argument("--query-len", type=int, default=32, help="tokens per query (default 32)")
-    p.add_argument("--dtype", default="fp32", help="fp32,bf16,fp16 (comma-separated; default fp32)")
+    p.add_argument("--dtypes", "--dtype", default="fp32",
+                   help="fp32,bf16,fp16 (comma-separated; default fp32; --dtype: old spelling)")
     p.add_argument("--preset", default="qvhighlights", help="model preset without --ckpt (default qvhighlights)")
     p.add_argument("--ckpt", help="checkpoint directory to benchmark (default: the preset, random init)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
@@ -111,13 +114,13 @@ def run(args: argparse.Namespace) -> int:
 
     check_out_file("--out", args.out)
     check_out_file("--plot", args.plot)
-    dtypes = _names("--dtype", args.dtype, ["fp32", "float32", "bf16", "bfloat16", "fp16", "float16"])
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    from tdfast.api import parse_device
+    from tdfast.api import DTYPES, parse_device
 
+    dtypes = _names("--dtypes", args.dtypes, sorted(DTYPES))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     parse_device(device)  # --device cuda without CUDA: one-line error before any work
     spec = BenchSpec(backends=_names("--backends", args.backends, sorted(KNOWN)),
-                     batch_sizes=_ints("--batch", args.batch), video_lens=_ints("--video-len", args.video_len),
+                     batch_sizes=_ints("--batch-sizes", args.batch_sizes), video_lens=_ints("--video-lens", args.video_lens),
                      query_len=args.query_len, dtypes=dtypes, preset=args.preset,
                      device=device, ckpt=Path(args.ckpt) if args.ckpt else None, repeats=args.repeats,
                      budget_s=args.budget_s, warmup=args.warmup, int8=args.int8,

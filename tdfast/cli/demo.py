@@ -27,8 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--backends", default="eager,onnxruntime",
                    help="comma-separated Retriever backends to compare (default eager,onnxruntime; "
                         "also compile, triton, tensorrt)")
-    p.add_argument("--batch", type=_ints, default=(1, 8, 32), metavar="B,B,...",
-                   help="batch sizes of the latency table (default 1,8,32)")
+    p.add_argument("--batch-sizes", "--batch", type=_ints, default=(1, 8, 32), metavar="B,B,...",
+                   help="batch sizes of the latency table (default 1,8,32; --batch is the old spelling)")
     p.add_argument("--quick", action="store_true",
                    help="tiny everything (a smoke run in ~30 s; the model barely trains)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -51,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
     if args.quick:
         options = DemoOptions.quick(**given)
     else:
-        options = DemoOptions(epochs=args.epochs, num_train=args.num_train, batch_sizes=args.batch, **given)
+        options = DemoOptions(epochs=args.epochs, num_train=args.num_train, batch_sizes=args.batch_sizes, **given)
     run_demo(options)
     return 0

@@ -9,29 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tdfast.cli.choices import TableKeys
 from tdfast.export.options import (DEFAULT_MAX_BATCH, DEFAULT_MODEL_NAME, DEFAULT_PRECISION, EXPORTERS,
                                    PRECISIONS, ExportOptions)
 
 
-class FormatNames:
-    """argparse choices read from ``tdfast.export.formats.FORMATS`` when first needed (that
-    module imports torch, which ``tdfast --help`` must not pay for)."""
-
-    def _names(self) -> list[str]:
-        from tdfast.export.formats import FORMATS
-
-        return list(FORMATS)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names()
-
-    def __iter__(self):
-        return iter(self._names())
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", help="checkpoint directory (config.json + model.safetensors)")
-    p.add_argument("--format", "-f", default="onnx", choices=FormatNames(), metavar="FORMAT",
+    p.add_argument("--format", "-f", default="onnx", choices=TableKeys("tdfast.export.formats", "FORMATS"), metavar="FORMAT",
                    help="artifact to write: %(choices)s (default: onnx)")
     p.add_argument("--out", "-o", required=True, help="output directory")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; >= 17)")

@@ -6,7 +6,11 @@ import json
 import sys
 import time
 
+from tdfast.cli.choices import TableKeys
 from tdfast.threads import add_threads_argument, apply_threads
+
+BACKENDS = TableKeys("tdfast.backends", "BACKENDS")
+DTYPES = TableKeys("tdfast.api", "DTYPES")
 
 
 def register(subparsers) -> None:
@@ -23,10 +27,11 @@ def register(subparsers) -> None:
                    help="video feature dir(s) with <vid>.npz; several are concatenated in this order")
     p.add_argument("--text-feats", required=True, metavar="DIR", help="query feature dir with qid<qid>.npz")
     p.add_argument("--out", required=True, help="prediction jsonl to write (atomically)")
-    p.add_argument("--backend", default="eager",
-                   help="eager, compile, triton, onnxruntime, onnxruntime-int8, tensorrt (default eager)")
+    p.add_argument("--backend", default="eager", choices=BACKENDS, metavar="BACKEND",
+                   help="Retriever backend: %(choices)s (default eager)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default float32)")
+    p.add_argument("--dtype", default="fp32", choices=DTYPES, metavar="DTYPE",
+                   help="fp32, fp16 or bf16 (float32, float16, bfloat16 also accepted; default fp32)")
     p.add_argument("--top-k", type=int, default=10, help="moments kept per query (default 10)")
     p.add_argument("--nms-iou", type=float, default=None,
                    help="temporal NMS IoU threshold (default: no NMS, as the official evaluation)")

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from tdfast.cli.choices import TableKeys
 from tdfast.model.config import PRESETS
 from tdfast.threads import add_threads_argument, apply_threads
 
@@ -30,8 +31,8 @@ def register(subparsers) -> None:
                         "(repeatable; fields in docs/training.md)")
     p.add_argument("--resume", metavar="CKPT_DIR", help="continue a run exactly (its dir or its last/)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--autocast", dest="precision", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="autocast dtype on GPU (default fp32)")
+    p.add_argument("--autocast", choices=TableKeys("tdfast.training.trainer", "AUTOCAST_DTYPES"), default="fp32",
+                   metavar="DTYPE", help="autocast dtype on GPU: %(choices)s (default fp32: none)")
     p.add_argument("--save-every-steps", type=int, default=0, metavar="N",
                    help="also checkpoint every N steps (default: at the end of every epoch only)")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(run.model, args.train, args.val, args.video_feats, args.text_feats, args.out,
                        training=run.training, epochs=args.epochs, seed=args.seed, progress=not args.no_progress, resume=args.resume,
-                       device=args.device, precision=args.precision, save_every_steps=args.save_every_steps,
+                       device=args.device, autocast=args.autocast, save_every_steps=args.save_every_steps,
                        num_workers=args.num_workers, cache_size=args.cache_size)
     except KeyboardInterrupt:
         from tdfast.training.run_dir import last_checkpoint_note
