@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from tdfast.checkpoint import atomic_write_bytes
-from tdfast.errors import BackendUnavailableError
+from tdfast.errors import BackendUnavailableError, InputError
 
 
 def _copy_metadata(src, dst, precision: str) -> None:
@@ -28,12 +28,43 @@ def _copy_metadata(src, dst, precision: str) -> None:
         dst.metadata_props.add(key=k, value=v)
 
 
-def quantize_int8(onnx_path: str | Path, out_path: str | Path, per_channel: bool = True) -> Path:
+# Modules whose linear layers stay fp32 in the int8 variant. Measured on a qvhighlights-size
+# model (docs/benchmarks.md, "int8"): quantizing the decoder (10 query rows per pair) or the
+# output heads moves the moment scores and spans most per FLOP saved; the input projections,
+# T2V / TD layers and encoder carry the FLOPs and tolerate int8.
+INT8_KEEP_FP32 = ("decoder", "span_head", "class_head", "saliency_proj_clip", "saliency_proj_token")
+_SCOPES = "pkg.torch.onnx.name_scopes"  # module path of each node, written by torch.onnx (dynamo)
+
+
+def nodes_of_modules(proto, modules: tuple[str, ...]) -> list[str]:
+    """Names of the nodes that ``torch.onnx`` traced inside any of ``modules`` (attribute
+    paths under the model, e.g. "decoder" or "td_layers.0"); InputError when the graph has
+    no module paths (another exporter) but some were asked for."""
+    import ast
+
+    found, scoped = [], False
+    for n in proto.graph.node:
+        meta = {p.key: p.value for p in n.metadata_props}
+        if _SCOPES not in meta:
+            continue
+        scoped = True
+        path = ast.literal_eval(meta[_SCOPES])  # ['', 'model', 'model.decoder', ...]
+        # A ModuleList is no scope of its own: "model.td_layers.0" has no "model.td_layers" above it.
+        if any(p == f"model.{m}" or p.startswith(f"model.{m}.") for p in path for m in modules):
+            found.append(n.name)
+    if modules and not scoped:
+        raise InputError(f"keep_fp32: the graph has no module paths ({_SCOPES}); export it with "
+                         f"tdfast export (torch.onnx dynamo) or pass keep_fp32=()")
+    return found
+
+
+def quantize_int8(onnx_path: str | Path, out_path: str | Path, per_channel: bool = True,
+                  keep_fp32: tuple[str, ...] = INT8_KEEP_FP32) -> Path:
     """fp32 ONNX -> dynamically quantized int8 ONNX at ``out_path`` (atomic write).
 
     MatMul weights become int8 (per output channel with ``per_channel``); activations
     are quantized to uint8 on the fly. Attention score/value MatMuls (no constant
-    weight) stay fp32.
+    weight) and every layer of the ``keep_fp32`` modules stay fp32.
     """
     import onnx
 
@@ -43,6 +74,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, per_channel: bool
         raise BackendUnavailableError("int8 quantization needs onnxruntime: "
                                       "pip install onnxruntime") from None
     out_path = Path(out_path)
+    src = onnx.load(str(onnx_path), load_external_data=False)
+    exclude = nodes_of_modules(src, tuple(keep_fp32))
     root = logging.getLogger()
     level = root.level
     # quantize_dynamic logs a generic "consider pre-processing" warning on the root logger.
@@ -51,11 +84,13 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, per_channel: bool
         tmp_out = Path(tmp) / "model.int8.onnx"
         try:
             quantize_dynamic(str(onnx_path), str(tmp_out), weight_type=QuantType.QInt8,
-                             per_channel=per_channel, op_types_to_quantize=["MatMul", "Gemm"])
+                             per_channel=per_channel, op_types_to_quantize=["MatMul", "Gemm"],
+                             nodes_to_exclude=exclude)
         finally:
             root.setLevel(level)
         proto = onnx.load(str(tmp_out))
-    _copy_metadata(onnx.load(str(onnx_path), load_external_data=False), proto, "int8-dynamic")
+    _copy_metadata(src, proto, "int8-dynamic")
+    proto.metadata_props.add(key="int8_keep_fp32", value=",".join(keep_fp32))
     atomic_write_bytes(out_path, proto.SerializeToString())
     return out_path
 

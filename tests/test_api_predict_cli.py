@@ -133,3 +133,24 @@ def test_physical_cores_counts_cores_not_hyperthreads(monkeypatch, tmp_path):
     assert threads.physical_cores() == 2
     monkeypatch.setattr(threads.os, "sched_getaffinity", lambda _: {0})
     assert threads.physical_cores() == 1
+
+
+def test_bench_int8_metric_change_scores_both_variants_like_tdfast_eval(data):
+    """``tdfast.bench.int8.int8_metric_change`` on two different models: each side's val
+    metrics are the reference path's, and the loss is their difference."""
+    from tdfast import Retriever
+    from tdfast.bench.int8 import QUALITY_METRICS, int8_metric_change
+
+    ds, model, _ = data
+    torch.manual_seed(1)
+    other = TDDETR(C).eval()
+    torch.nn.init.normal_(other.class_head.weight, std=1.0)
+    got = int8_metric_change(Retriever(model), Retriever(other), ds, C)
+    gt = load_jsonl(ds.val)
+    for side, m in (("fp32_val", model), ("int8_val", other)):
+        want = eval_submission(reference(ds, m, top_k=C.num_queries), gt)["brief"]
+        for k in QUALITY_METRICS:
+            assert got[side][k] == pytest.approx(want[k], abs=1e-6), (side, k)
+    assert got["fp32_val"] != got["int8_val"]  # the two models really differ on this data
+    for k in QUALITY_METRICS:
+        assert got[f"{k}_loss"] == pytest.approx(got["fp32_val"][k] - got["int8_val"][k], abs=1e-4)

@@ -58,7 +58,7 @@ def test_valid_record_round_trips(tmp_path):
     (lambda r: r.pop("schema_version"), "record: missing key 'schema_version'"),
     (lambda r: r.update(schema_version=2), "record['schema_version']: expected 1, got 2"),
     (lambda r: r.update(kind="latency"),
-     "record['kind']: expected one of ['predict', 'kernels', 'export', 'train', 'shared'], got 'latency'"),
+     "record['kind']: expected one of ['predict', 'kernels', 'export', 'train', 'shared', 'profile'], got 'latency'"),
     (lambda r: r["machine"].pop("git"), "record['machine']: missing key 'git'"),
     (lambda r: r["machine"]["versions"].update(torch=None),
      "record['machine']['versions']['torch']: expected a non-empty string, got None"),
@@ -124,6 +124,16 @@ def test_int8_agreement_without_decisive_pairs_is_called_inconclusive():
                             "rerun with --ckpt of a converged model")
     int8["decisive_pairs"] = 3
     assert "note" not in evaluate_goals(rows, "cpu", int8)[-1]
+
+
+def test_int8_map_loss_goal_is_judged_when_measured():
+    rows = [row("onnxruntime", 32, 320.0)]
+    add_roofline(rows, {75: 1e9}, {"float32": 100.0})
+    int8 = {"pairs": 60, "top1_agreement": 0.97, "decisive_pairs": 50, "MR-full-mAP_loss": 0.62}
+    goal = evaluate_goals(rows, "cpu", int8)[-1]
+    assert (goal["value"], goal["target"], goal["op"], goal["met"]) == (0.62, 0.5, "<=", False)
+    int8["MR-full-mAP_loss"] = -0.3  # int8 scoring higher is no loss
+    assert evaluate_goals(rows, "cpu", int8)[-1]["met"] is True
 
 
 def test_int8_agreement_is_judged_off_the_latency_goal_shape():

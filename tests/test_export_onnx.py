@@ -240,6 +240,40 @@ def test_int8_variant_is_quantized_and_close(tiny, tmp_path):
     assert any("MatMulInteger" in p for p in problems)
 
 
+def test_int8_keeps_the_named_modules_fp32(tiny, tmp_path):
+    from tdfast.export.quantize import INT8_KEEP_FP32, nodes_of_modules
+
+    model, path = tiny
+    src = onnx.load(str(path))
+    count = lambda p: sum(n.op_type == "MatMulInteger" for n in onnx.load(str(p)).graph.node)  # noqa: E731
+    everything = quantize_int8(path, tmp_path / "all.onnx", keep_fp32=())
+    default = quantize_int8(path, tmp_path / "default.onnx")
+    # Each weight MatMul of the kept modules is one MatMulInteger fewer than quantizing all.
+    kept = [n for n in src.graph.node if n.name in set(nodes_of_modules(src, INT8_KEEP_FP32))
+            and n.op_type == "MatMul" and n.input[1] in {i.name for i in src.graph.initializer}]
+    assert len(kept) >= 10  # decoder layers and the heads
+    assert count(default) == count(everything) - len(kept)
+    assert read_metadata(default)["int8_keep_fp32"] == ",".join(INT8_KEEP_FP32)
+    # Keeping every module fp32 leaves nothing quantized: the fp32 graph's answers exactly.
+    top = sorted({name.split(".")[0] for name, _ in model.named_children()})
+    none = quantize_int8(path, tmp_path / "none.onnx", keep_fp32=tuple(top))
+    assert count(none) == 0
+    rows = verify_runner(OrtRunner(none), model, atol=1e-4)
+    assert all(max(r.max_abs.values()) <= 1e-4 for r in rows)
+
+
+def test_int8_keep_fp32_needs_module_paths(tiny, tmp_path):
+    _, path = tiny
+    proto = onnx.load(str(path))
+    for n in proto.graph.node:
+        del n.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    with pytest.raises(InputError, match="keep_fp32"):
+        quantize_int8(bare, tmp_path / "out.onnx")
+    assert quantize_int8(bare, tmp_path / "out.onnx", keep_fp32=()).is_file()
+
+
 def test_same_top1_allows_only_ties_within_tolerance():
     from tdfast.export.verify import foreground_prob, same_top1
 

@@ -2,8 +2,8 @@
 
 CPU (fp32, L=75, M=32, one run): the best fp32 backend at B=32 reaches >= 80% of the
 measured GEMM peak; its B=1 latency is <= 1.3x its per-pair cost at B=32; the int8 ONNX
-Runtime variant is >= 1.5x faster than fp32 ONNX Runtime at B=32 with top-1 agreement
->= 95%. GPU (bf16, L=75, M=32, H100/H200): one whole batch at B=1 <= 0.25 ms, B=32 <= 0.3 ms,
+Runtime variant is >= 1.5x faster than the best fp32 backend at B=32 with top-1 agreement
+>= 95% and <= 0.5 points lost in val MR-full-mAP. GPU (bf16, L=75, M=32, H100/H200): one whole batch at B=1 <= 0.25 ms, B=32 <= 0.3 ms,
 B=256 <= 0.5 ms (judged on the backend call and, separately, on the whole predict).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 GOAL_SHAPE = {"video_len": 75, "query_len": 32}
-CPU_PCT_OF_PEAK, CPU_B1_RATIO, INT8_SPEEDUP, INT8_AGREEMENT = 80.0, 1.3, 1.5, 0.95
+CPU_PCT_OF_PEAK, CPU_B1_RATIO, INT8_SPEEDUP, INT8_AGREEMENT, INT8_MAP_LOSS = 80.0, 1.3, 1.5, 0.95, 0.5
 GPU_MS = {1: 0.25, 32: 0.3, 256: 0.5}
 INT8 = "onnxruntime-int8"
 
@@ -55,6 +55,9 @@ def cpu_goals(rows: list[dict[str, Any]], int8: Mapping[str, Any] | None) -> lis
                             "on every pair, so agreement counts flipped near-ties; rerun with --ckpt of a "
                             "converged model")
         goals.append(goal)
+        if "MR-full-mAP_loss" in int8:
+            goals.append(_goal("int8 loss of val MR-full-mAP against fp32 (points)", INT8,
+                               int8["MR-full-mAP_loss"], INT8_MAP_LOSS, "<=", "points"))
     return goals
 
 

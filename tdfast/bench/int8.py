@@ -1,4 +1,5 @@
-"""Quality of the int8 ONNX Runtime variant: top-1 moment agreement with fp32 on a synthetic val set."""
+"""Quality of the int8 ONNX Runtime variant against fp32 on a synthetic val set: top-1 moment
+agreement (``int8_agreement``) and the change in the val metrics (``int8_metric_change``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -50,3 +51,28 @@ def int8_agreement(fp32: Any, int8: Any, videos: list[np.ndarray], queries: list
         "decisive_pairs": int(decisive.sum()),
         "top1_agreement_decisive": round(float(same[decisive].mean()), 4) if decisive.any() else None,
     }
+
+
+QUALITY_METRICS = ("MR-full-mAP", "MR-full-R1@0.5", "HL-min-VeryGood-mAP")
+
+
+def val_metrics(retriever: Any, dataset: Any, config: Any) -> dict[str, float]:
+    """``QUALITY_METRICS`` of ``retriever`` on ``dataset.val``, predicted the way ``tdfast
+    predict`` does (all ``num_queries`` moments per query) and scored by ``tdfast.eval``."""
+    from tdfast.data import FeatureStore, load_annotations
+    from tdfast.eval import eval_submission, load_jsonl
+    from tdfast.predict_jsonl import predict_annotations
+
+    anns = load_annotations(dataset.val)
+    store = FeatureStore(dataset.video_dirs, dataset.text_dir, config)
+    submission = [p.to_submission(a.qid, a.query, a.vid)
+                  for a, _, p in predict_annotations(retriever, anns, store, top_k=config.num_queries)]
+    brief = eval_submission(submission, load_jsonl(dataset.val))["brief"]
+    return {k: brief[k] for k in QUALITY_METRICS}
+
+
+def int8_metric_change(fp32: Any, int8: Any, dataset: Any, config: Any) -> dict[str, Any]:
+    """The val metrics of both variants and ``{metric}_loss`` = fp32 - int8 (points; positive
+    means int8 scores lower)."""
+    a, b = val_metrics(fp32, dataset, config), val_metrics(int8, dataset, config)
+    return {"fp32_val": a, "int8_val": b, **{f"{k}_loss": round(a[k] - b[k], 4) for k in QUALITY_METRICS}}

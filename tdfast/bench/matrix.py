@@ -223,10 +223,11 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[str, 
                 rows += time_length(spec, built, model.config, n, dt, flops[n], peaks[dt]["start"]["gflops"], log)
             ref = next((built[n] for n in ("onnxruntime", "eager") if n in built), None)
             if INT8 in built and ref is not None:
-                from tdfast.bench.int8 import int8_agreement, val_pairs
+                from tdfast.bench.int8 import int8_agreement, int8_metric_change, val_pairs
 
                 int8 = {"reference": ref.backend, "model": source,
-                        **int8_agreement(ref, built[INT8], *val_pairs(dataset, model.config))}
+                        **int8_agreement(ref, built[INT8], *val_pairs(dataset, model.config)),
+                        **int8_metric_change(ref, built[INT8], dataset, model.config)}
                 log(f"int8 agreement: {int8}")
             rows += skipped
             del built

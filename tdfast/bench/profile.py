@@ -1,0 +1,209 @@
+"""Where a CPU forward's time goes: per-op profiles of eager, compile and ONNX Runtime.
+
+    python -m tdfast.bench.profile --batch 1,32 --threads 2 \
+        --out benchmarks/results/profile_cpu_fp32.json
+
+Per backend and batch size: wall ms per forward (timed without the profiler), the
+profiler's ms per forward split into categories (``CATEGORIES``: GEMM, attention,
+normalisation, fused compiled code, copies and layout, quantization, the rest), ops per
+forward and the top ops. torch backends are read with ``torch.profiler`` (self CPU time
+of every op, so nothing is counted twice); ONNX Runtime with its own node profiler
+(``SessionOptions.enable_profiling``: one event per node run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+# Category -> substrings of op names (torch ops, inductor kernels, ONNX op types), first match wins.
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "quantize": ("QuantizeLinear",),  # also DequantizeLinear, DynamicQuantizeLinear (int8 GEMMs are "gemm")
+    "gemm": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "_linear_pointwise", "mkl_linear",
+             "MatMul", "Gemm"),
+    "attention": ("scaled_dot_product", "flash_attention", "Attention", "Softmax", "softmax"),
+    "norm": ("layer_norm", "LayerNorm", "SkipLayerNormalization"),
+    "fused": ("cpp_fused", "graph_"),
+    "copy/layout": ("copy_", "aten::cat", "clone", "contiguous", "Transpose", "Concat", "Reshape",
+                    "Expand", "Slice", "Gather", "Unsqueeze", "Squeeze", "aten::empty", "aten::pad",
+                    "constant_pad"),
+}
+PASSIVE = ("aten::view", "aten::as_strided", "aten::t", "aten::transpose", "aten::expand",
+           "aten::unsqueeze", "aten::slice", "aten::select", "aten::reshape", "aten::permute",
+           "aten::_unsafe_view", "aten::alias", "aten::detach", "aten::split", "aten::chunk",
+           "aten::unbind", "aten::squeeze", "aten::narrow", "aten::linear", "aten::matmul",
+           "aten::lift_fresh", "aten::resolve_conj", "aten::resolve_neg")  # metadata-only or wrappers whose work is in a child op
+
+
+WARMUP = 3  # untimed, unprofiled calls first
+
+
+def categorize(name: str) -> str:
+    for cat, keys in CATEGORIES.items():
+        if any(k in name for k in keys):
+            return cat
+    return "other"
+
+
+def summarize(ops: dict[str, tuple[float, int]], calls: int, wall_ms: float) -> dict[str, Any]:
+    """``ops``: name -> (self ms over ``calls`` forwards, count) -> a profile row."""
+    by_cat: dict[str, float] = defaultdict(float)
+    for name, (ms, _) in ops.items():
+        by_cat[categorize(name)] += ms / calls
+    total = sum(by_cat.values())
+    top = sorted(ops.items(), key=lambda kv: -kv[1][0])[:10]
+    counted = sum(n for name, (_, n) in ops.items() if name not in PASSIVE)
+    return {
+        "wall_ms": round(wall_ms, 4),
+        "profiled_ms": round(total, 4),
+        "ops_per_forward": round(counted / calls, 1),
+        "ms_by_category": {c: round(by_cat[c], 4) for c in (*CATEGORIES, "other") if by_cat[c] > 0},
+        "gemm_share": round(by_cat["gemm"] / total, 4) if total else None,
+        "top_ops": [{"op": n, "ms": round(ms / calls, 4), "count": c // calls} for n, (ms, c) in top],
+    }
+
+
+def _wall_ms(fn: Callable[[], Any], calls: int) -> float:
+    fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def profile_torch(fn: Callable[..., Any], args: Sequence[torch.Tensor], calls: int) -> dict[str, Any]:
+    """Profile ``fn(*args)`` (a module or compiled module) over ``calls`` forwards."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        for _ in range(WARMUP):  # compile, autotune, first-call allocations
+            fn(*args)
+        wall = _wall_ms(lambda: fn(*args), calls)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(calls):
+                fn(*args)
+    ops = {e.key: (e.self_cpu_time_total / 1e3, e.count) for e in prof.key_averages()
+           if e.self_cpu_time_total > 0 or e.count}
+    ops = {k: v for k, v in ops.items() if not k.startswith(("ProfilerStep", "Torch-Compiled Region",
+                                                            "CompiledFunction", "## Call CompiledFxGraph"))}
+    return summarize(ops, calls, wall)
+
+
+def profile_ort(path: Path, feed: dict[str, np.ndarray], calls: int, threads: int) -> dict[str, Any]:
+    """Profile an ONNX Runtime session of ``path`` on ``feed`` over ``calls`` runs."""
+    import onnxruntime as ort
+
+    from tdfast.export.ort import make_session
+
+    plain = make_session(path, "cpu", threads)
+    wall = _wall_ms(lambda: plain.run(None, feed), calls)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    with tempfile.TemporaryDirectory(prefix="tdfast-ortprof-") as tmp:
+        so.enable_profiling, so.profile_file_prefix = True, os.path.join(tmp, "ort")
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        for _ in range(WARMUP + calls):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    runs = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    start = runs[WARMUP]  # node events of the warm-up runs come before the first timed run
+    events = [e for e in events if e.get("ts", -1) >= start]
+    ms: Counter[str] = Counter()
+    count: Counter[str] = Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            ms[op] += e["dur"] / 1e3
+            count[op] += 1
+    return summarize({op: (ms[op], count[op]) for op in ms}, calls, wall)
+
+
+def profile_cpu(ckpt: Path, batches: Sequence[int], video_len: int, query_len: int, threads: int,
+                calls: int, backends: Sequence[str] = ("eager", "compile", "onnxruntime", "onnxruntime-int8"),
+                log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Profile rows (backend, batch, and ``summarize``'s fields) for a checkpoint on CPU fp32."""
+    from tdfast.backends import make_runner
+    from tdfast.bench.matrix import make_pairs
+    from tdfast.checkpoint import load_checkpoint
+    from tdfast.export import ensure_export
+
+    torch.set_num_threads(threads)
+    model = load_checkpoint(ckpt).eval()
+    rows = []
+    for b in batches:
+        v, q = make_pairs(model.config, b, video_len, query_len)
+        args = (torch.from_numpy(np.stack(v)), torch.ones(b, video_len, dtype=torch.bool),
+                torch.from_numpy(np.stack(q)), torch.ones(b, query_len, dtype=torch.bool))
+        feed = dict(zip(("video", "video_mask", "query", "query_mask"), (a.numpy() for a in args)))
+        for name in backends:
+            if name.startswith("onnxruntime"):
+                fmt = "onnx-int8" if name.endswith("int8") else "onnx"
+                row = profile_ort(Path(ensure_export(ckpt, fmt)), feed, calls, threads)
+            else:
+                runner = make_runner(name, model, torch.device("cpu"), torch.float32, ckpt)
+                row = profile_torch(runner.fn, args, calls)
+            rows.append({"backend": name, "batch": b, "video_len": video_len, "query_len": query_len, **row})
+            log(f"{name} B={b}: wall {row['wall_ms']:.2f} ms, GEMM {100 * (row['gemm_share'] or 0):.0f}% "
+                f"of {row['profiled_ms']:.2f} profiled ms, {row['ops_per_forward']:.0f} ops/forward")
+    return rows
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The docs/benchmarks.md table of profile rows."""
+    cats = [c for c in (*CATEGORIES, "other") if any(c in r["ms_by_category"] for r in rows)]
+    head = "| backend | B | wall ms | profiled ms | " + " | ".join(cats) + " | GEMM share | ops/forward |"
+    lines = [head, "|" + "---|" * (len(cats) + 6)]
+    for r in rows:
+        cells = " | ".join(f"{r['ms_by_category'].get(c, 0):.2f}" for c in cats)
+        lines.append(f"| {r['backend']} | {r['batch']} | {r['wall_ms']:.2f} | {r['profiled_ms']:.2f} | {cells} | "
+                     f"{100 * (r['gemm_share'] or 0):.0f}% | {r['ops_per_forward']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tdfast.bench.machine import machine_info
+    from tdfast.bench.record import make_record, write_record
+    from tdfast.threads import default_threads
+
+    p = argparse.ArgumentParser(prog="python -m tdfast.bench.profile", description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", type=Path, help="checkpoint directory (default: the preset, random init)")
+    p.add_argument("--preset", default="qvhighlights")
+    p.add_argument("--batch", default="1,32", help="batch sizes (default 1,32)")
+    p.add_argument("--video-len", type=int, default=75)
+    p.add_argument("--query-len", type=int, default=32)
+    p.add_argument("--threads", type=int, default=default_threads())
+    p.add_argument("--calls", type=int, default=20, help="profiled forwards per cell (default 20)")
+    p.add_argument("--out", type=Path, help="write the JSON record here")
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tdfast-profile-") as tmp:
+        ckpt = a.ckpt
+        if ckpt is None:
+            from tdfast import TDDETR, TDDETRConfig
+
+            torch.manual_seed(0)
+            ckpt = TDDETR(TDDETRConfig.from_name(a.preset)).save_pretrained(Path(tmp) / "ckpt")
+        rows = profile_cpu(ckpt, [int(b) for b in a.batch.split(",")], a.video_len, a.query_len, a.threads,
+                           a.calls)
+    print(markdown(rows))
+    if a.out is not None:
+        setup = {"ckpt": str(a.ckpt) if a.ckpt else f"{a.preset} preset, random init (seed 0)",
+                 "threads": a.threads, "calls": a.calls, "dtype": "float32"}
+        write_record(a.out, make_record("profile", __doc__.split("\n\n")[0], machine_info("cpu"), setup, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
