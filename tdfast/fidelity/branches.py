@@ -108,6 +108,112 @@ def _attention_probs(mha, query: Tensor, text: Tensor, text_bias: Tensor) -> Ten
     return scores.softmax(-1).mean(1)
 
 
+TERMS = ("beta*V", "(1-beta)*A_t", "A_v")
+
+
+class _LayerStats:
+    """Running sums behind ``inspect_layers``: per TD layer and clip kind, the merge terms'
+    norms and the attention on the concept word; per term, its spread along the video; for
+    the first layer, the temporal differences at moment edges and at calm clips."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.sums = {k: np.zeros((n_layers, len(KINDS))) for k in (*TERMS, "att_v", "att_t")}
+        self.counts = np.zeros((n_layers, len(KINDS)))
+        self.spread = {k: np.zeros((n_layers, 2)) for k in TERMS}  # [sum deviation, sum norm]
+        self.pos_share: list[tuple[float, float]] = []
+        self.edge = {k: ([], []) for k in ("raw", "V", "T", "F")}  # stage -> (edge rows, calm rows)
+
+    def add_layer(self, li: int, terms: dict[str, Tensor], att: dict[str, Tensor], kinds: Tensor,
+                  concept: Tensor, mask: Tensor) -> None:
+        real = mask[..., None].float()  # [B, L, 1]
+        for name, v in terms.items():
+            centre = (v * real).sum(1, keepdim=True) / real.sum(1, keepdim=True)  # [B, 1, D]
+            self.spread[name][li, 0] += float(((v - centre).norm(dim=-1) * real[..., 0]).sum())
+            self.spread[name][li, 1] += float((v.norm(dim=-1) * real[..., 0]).sum())
+        for ki in range(len(KINDS)):
+            sel = kinds == ki
+            self.counts[li, ki] += int(sel.sum())
+            for name, v in terms.items():
+                self.sums[name][li, ki] += float(v.norm(dim=-1)[sel].sum())
+            for name, a in att.items():
+                self.sums[name][li, ki] += float((a * concept[:, None, :]).sum(-1)[sel].sum())
+
+    def add_differences(self, stages: dict[str, Tensor], edges: Tensor, calm: Tensor, mask: Tensor) -> None:
+        for name, v in stages.items():
+            self.edge[name][0].append(v[edges & mask])  # [n_edge, D]
+            self.edge[name][1].append(v[calm & mask])
+
+    def result(self) -> dict[str, Any]:
+        safe = np.maximum(self.counts, 1)
+        out: dict[str, Any] = {"clips": {k: int(self.counts[0, i]) for i, k in enumerate(KINDS)}}
+        out["term_norms"] = {n: (self.sums[n] / safe).round(3).tolist() for n in TERMS if self.sums[n].any()}
+        out["term_variation"] = {n: (v[:, 0] / np.maximum(v[:, 1], 1e-12)).round(3).tolist()
+                                 for n, v in self.spread.items() if v[:, 1].any()}
+        out["concept_attention"] = {n: (self.sums[n] / safe).round(3).tolist()
+                                    for n in ("att_v", "att_t") if self.sums[n].any()}
+        if self.pos_share:
+            num, den = map(sum, zip(*self.pos_share))
+            out["pos_share_of_T"] = round(num / den, 3)
+        out["edge_contrast"] = {n: round(float(torch.cat(e).norm(dim=-1).mean()
+                                             / torch.cat(o).norm(dim=-1).mean()), 3)
+                                for n, (e, o) in self.edge.items() if e}
+        out["kinds"] = list(KINDS)
+        return out
+
+
+def _labels(samples: list[dict], planted: dict, ctx_n: int, video_shape, query_shape
+            ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per clip its kind index (-1 padding) [B, L], the concept word's token [B, M] and the
+    moment edges [B, L] (the difference at j compares clip j with j - 1)."""
+    kinds = torch.full(video_shape, -1, dtype=torch.long)
+    concept = torch.zeros(query_shape, dtype=torch.bool)
+    edges = torch.zeros(video_shape, dtype=torch.bool)
+    for i, smp in enumerate(samples):
+        p = planted[str(smp["meta"]["qid"])]
+        n = smp["meta"]["num_clips"]
+        kinds[i, :n] = torch.from_numpy(clip_kinds(p, n, ctx_n))
+        concept[i, _concept_position(smp["meta"]["query"])] = True
+        for st, ed in p["window_clips"]:
+            edges[i, [j for j in (st, ed) if 1 <= j < n]] = True
+    return kinds, concept, edges
+
+
+def _layer_terms(cross, video: Tensor, pos: Tensor, start: Tensor, text: Tensor, bias: Tensor
+                 ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor | None, Tensor | None]:
+    """One TD layer's merge terms, attention probabilities, differences T and flow F."""
+    from tdfast.model.td_interaction import temporal_differences
+
+    terms = {"beta*V": (cross.beta if cross.use_tdem else 1.0) * video,
+             "A_v": cross.attn(video + pos, text, text, bias)}
+    att = {"att_v": _attention_probs(cross.attn, video + pos, text, bias)}
+    t = f = None
+    if cross.use_tdem:
+        t = temporal_differences(video + pos, start)
+        f = cross.flow_proj(t)
+        terms["(1-beta)*A_t"] = (1 - cross.beta) * cross.attn_dyn(f, text, text, bias)
+        att["att_t"] = _attention_probs(cross.attn_dyn, f, text, bias)
+    return terms, att, t, f
+
+
+def _first_layer_differences(stats: _LayerStats, batch: dict, video: Tensor, pos: Tensor, t, f,
+                             kinds: Tensor, edges: Tensor) -> None:
+    from tdfast.model.td_interaction import temporal_differences
+
+    mask = batch["video_mask"]
+    if t is not None:
+        dpos = temporal_differences(pos, torch.zeros_like(pos[0, 0]))
+        dpos[:, 0] = 0  # the first clip's difference is against the start token
+        stats.pos_share.append((float((dpos ** 2).sum(-1)[mask].sum()), float((t ** 2).sum(-1)[mask].sum())))
+    raw = batch["video"]
+    stages = {"raw": temporal_differences(raw, torch.zeros_like(raw[0, 0])),
+              "V": temporal_differences(video, torch.zeros_like(video[0, 0]))}
+    if t is not None:
+        stages.update(T=t, F=f)
+    calm = (kinds == KINDS.index("other")) & ~edges
+    calm[:, 0] = False
+    stats.add_differences(stages, edges, calm, mask)
+
+
 @torch.no_grad()
 def inspect_layers(model: torch.nn.Module, ann_path: str | Path, meta_path: str | Path, video_dirs,
                    text_dir, batch_size: int = 32) -> dict[str, Any]:
@@ -115,18 +221,12 @@ def inspect_layers(model: torch.nn.Module, ann_path: str | Path, meta_path: str 
     ``model`` (eval mode) on the labelled synthetic split ``ann_path``."""
     from tdfast.data.collate import collate
     from tdfast.data.dataset import MomentDataset
-    from tdfast.model.td_interaction import temporal_differences
 
     model.eval()
-    c = model.config
     meta = json.loads(Path(meta_path).read_text())
     planted, ctx_n = meta["planted"], meta["spec"]["context_clips"]
-    ds = MomentDataset(ann_path, video_dirs, text_dir, c)
-    n_layers = len(model.td_layers)
-    sums = {k: np.zeros((n_layers, len(KINDS))) for k in ("beta*V", "(1-beta)*A_t", "A_v", "att_v", "att_t")}
-    counts = np.zeros((n_layers, len(KINDS)))
-    spread = {k: np.zeros((n_layers, 2)) for k in ("beta*V", "(1-beta)*A_t", "A_v")}  # [sum dev, sum norm]
-    diff = {"pos_share": [], "edge": {k: [[], []] for k in ("raw", "V", "T", "F")}}
+    ds = MomentDataset(ann_path, video_dirs, text_dir, model.config)
+    stats = _LayerStats(len(model.td_layers))
     captured: list[tuple] = []
     hooks = [layer.cross.register_forward_pre_hook(lambda m, a: captured.append((m, a)))
              for layer in model.td_layers]
@@ -136,74 +236,17 @@ def inspect_layers(model: torch.nn.Module, ann_path: str | Path, meta_path: str 
             batch = collate(samples)
             captured.clear()
             model(batch["video"], batch["video_mask"], batch["query"], batch["query_mask"])
-            kinds = torch.full(batch["video_mask"].shape, -1, dtype=torch.long)
-            concept = torch.zeros(batch["query_mask"].shape, dtype=torch.bool)
-            edges = torch.zeros(batch["video_mask"].shape, dtype=torch.bool)
-            for i, smp in enumerate(samples):
-                p = planted[str(smp["meta"]["qid"])]
-                n = smp["meta"]["num_clips"]
-                kinds[i, :n] = torch.from_numpy(clip_kinds(p, n, ctx_n))
-                concept[i, _concept_position(smp["meta"]["query"])] = True
-                for st, ed in p["window_clips"]:
-                    edges[i, [j for j in (st, ed) if 1 <= j < n]] = True  # diff at j: clip j vs j - 1
+            kinds, concept, edges = _labels(samples, planted, ctx_n, batch["video_mask"].shape,
+                                            batch["query_mask"].shape)
             for li, (cross, (video, pos, start, text, bias)) in enumerate(captured):
-                beta = cross.beta
-                a_v = cross.attn(video + pos, text, text, bias)
-                terms = {"beta*V": (beta if cross.use_tdem else 1.0) * video, "A_v": a_v}
-                att = {"att_v": _attention_probs(cross.attn, video + pos, text, bias)}
-                if cross.use_tdem:
-                    t = temporal_differences(video + pos, start)
-                    f = cross.flow_proj(t)
-                    terms["(1-beta)*A_t"] = (1 - beta) * cross.attn_dyn(f, text, text, bias)
-                    att["att_t"] = _attention_probs(cross.attn_dyn, f, text, bias)
-                real = batch["video_mask"][..., None].float()  # [B, L, 1]
-                for name, v in terms.items():
-                    centre = (v * real).sum(1, keepdim=True) / real.sum(1, keepdim=True)  # [B, 1, D]
-                    spread[name][li, 0] += float(((v - centre).norm(dim=-1) * real[..., 0]).sum())
-                    spread[name][li, 1] += float((v.norm(dim=-1) * real[..., 0]).sum())
-                for ki in range(len(KINDS)):
-                    sel = kinds == ki
-                    counts[li, ki] += int(sel.sum())
-                    for name, v in terms.items():
-                        sums[name][li, ki] += float(v.norm(dim=-1)[sel].sum())
-                    for name, a in att.items():
-                        sums[name][li, ki] += float((a * concept[:, None, :]).sum(-1)[sel].sum())
+                terms, att, t, f = _layer_terms(cross, video, pos, start, text, bias)
+                stats.add_layer(li, terms, att, kinds, concept, batch["video_mask"])
                 if li == 0:
-                    real = batch["video_mask"]
-                    dpos = temporal_differences(pos, torch.zeros_like(pos[0, 0]))
-                    dpos[:, 0] = 0  # the first clip's difference is against the start token
-                    if cross.use_tdem:
-                        diff["pos_share"].append((float((dpos ** 2).sum(-1)[real].sum()),
-                                                  float((t ** 2).sum(-1)[real].sum())))
-                    raw = batch["video"]
-                    stages = {"raw": temporal_differences(raw, torch.zeros_like(raw[0, 0])),
-                              "V": temporal_differences(video, torch.zeros_like(video[0, 0]))}
-                    if cross.use_tdem:
-                        stages.update(T=t, F=f)
-                    calm = (kinds == KINDS.index("other")) & ~edges
-                    calm[:, 0] = False
-                    for name, v in stages.items():
-                        diff["edge"][name][0].append(v[edges & real])  # [n_edge, D]
-                        diff["edge"][name][1].append(v[calm & real])
+                    _first_layer_differences(stats, batch, video, pos, t, f, kinds, edges)
     finally:
         for h in hooks:
             h.remove()
-    safe = np.maximum(counts, 1)
-    out: dict[str, Any] = {"clips": {k: int(counts[0, i]) for i, k in enumerate(KINDS)}}
-    out["term_norms"] = {name: (sums[name] / safe).round(3).tolist()
-                         for name in ("beta*V", "(1-beta)*A_t", "A_v") if sums[name].any()}
-    out["term_variation"] = {name: (v[:, 0] / np.maximum(v[:, 1], 1e-12)).round(3).tolist()
-                             for name, v in spread.items() if v[:, 1].any()}
-    out["concept_attention"] = {name: (sums[name] / safe).round(3).tolist()
-                                for name in ("att_v", "att_t") if sums[name].any()}
-    if diff["pos_share"]:
-        num, den = map(sum, zip(*diff["pos_share"]))
-        out["pos_share_of_T"] = round(num / den, 3)
-    out["edge_contrast"] = {name: round(float(torch.cat(e).norm(dim=-1).mean()
-                                              / torch.cat(o).norm(dim=-1).mean()), 3)
-                            for name, (e, o) in diff["edge"].items() if e}
-    out["kinds"] = list(KINDS)
-    return out
+    return stats.result()
 
 
 def probe_ablation(out_dir: str | Path, rows: list[str], seeds: list[int]) -> dict[str, Any]:

@@ -127,15 +127,7 @@ def shift_markdown(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tdfast.checkpoint import atomic_write_bytes
-    from tdfast.data.synthetic import make_synthetic_dataset
-    from tdfast.errors import InputError
-    from tdfast.fidelity.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
-                                          run_ablation, run_dir)
-    from tdfast.fidelity.summary import make_record, markdown, write_record
-    from tdfast.training.config import RunConfig
-
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tdfast.fidelity.shortcut", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="benchmark directory (created or continued)")
     p.add_argument("--seeds", default="0,1,2")
@@ -150,16 +142,35 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a base config field after SHORTCUT_SETS (repeatable)")
     p.add_argument("--name", default="ablation", help="file name of DIR/<name>.json and .md (default ablation)")
     p.add_argument("--record", help="also copy ablation.json here (e.g. benchmarks/results/fidelity/ablation_synthetic.json)")
-    args = p.parse_args(argv)
+    return p
 
-    out = Path(args.out)
-    data = out / "data"
+
+def _spec(items: list[str]) -> dict[str, Any]:
+    """SHORTCUT_SPEC with the ``--spec KEY=VALUE`` overrides (numbers keep the field's type)."""
+    from tdfast.errors import InputError
+
     spec = dict(SHORTCUT_SPEC)
-    for item in args.spec:
+    for item in items:
         key, _, value = item.partition("=")
         if key not in spec:
             raise InputError(f"--spec: expected KEY=VALUE with KEY in {sorted(spec)}, got {item!r}")
         spec[key] = type(spec[key])(float(value)) if isinstance(spec[key], (int, float)) else value
+    return spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tdfast.checkpoint import atomic_write_bytes
+    from tdfast.data.synthetic import make_synthetic_dataset
+    from tdfast.fidelity.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
+                                          run_ablation, run_dir)
+    from tdfast.fidelity.summary import make_record, markdown, write_record
+    from tdfast.training.config import RunConfig
+
+    args = _parser().parse_args(argv)
+
+    out = Path(args.out)
+    data = out / "data"
+    spec = _spec(args.spec)
     if not (data / "synthetic_meta.json").is_file():
         make_synthetic_dataset(data, **spec)
     ds = {"train": data / "train.jsonl", "val": data / "val.jsonl", "test": data / "test.jsonl"}
