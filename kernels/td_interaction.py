@@ -38,13 +38,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tdfast.kernels.availability import interpreting, require_triton
+from tdfast.kernels.availability import fix_interpreter_loop_bounds, interpreting, require_triton
 from tdfast.kernels.launch_config import (LaunchConfig, check_config, default_config, device_arch,
                                           next_pow2)
 from tdfast.kernels.packing import PackedTDWeights
 from tdfast.kernels.validate import check_td_inputs
 
 INTERPRETED = interpreting()  # how the @triton.jit below were defined (see availability.py)
+if INTERPRETED:
+    fix_interpreter_loop_bounds()
 LOG2E = 1.4426950408889634
 LN_EPS = 1e-5  # nn.LayerNorm's default, as the flow projection's LinearLayer uses it
 

@@ -11,7 +11,7 @@ import kernels_support  # noqa: F401  (sets TRITON_INTERPRET=1 without CUDA, bef
 from kernels_support import td_case, td_layer
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.kernels import td_interaction as kernel_module
-from tdfast.kernels.availability import require_triton
+from tdfast.kernels.availability import fix_interpreter_loop_bounds, require_triton
 from tdfast.kernels.launch_config import LaunchConfig, all_configs, check_config, default_config, device_arch
 from tdfast.kernels.packing import pack_weights
 from tdfast.kernels.td_interaction import td_interaction
@@ -167,6 +167,26 @@ def test_launcher_picks_tiles_for_its_device(case, monkeypatch):
     video, pos, start, text, bias, w = case
     td_interaction(video, pos, start, text, bias, w)
     assert seen == [video.device, 80]
+
+
+def test_interpreter_takes_shape_1_loop_bounds():
+    """The interpreter holds scalars as shape-(1,) arrays; Triton 3.6 turns a runtime loop bound
+    into an int with int(array), which NumPy >= 2.4 refuses. After
+    ``fix_interpreter_loop_bounds`` (run when the kernels are defined interpreted) every
+    Triton's interpreter squeezes first, so ``range(b_lo, b_hi + 1)`` in the rows kernel works."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    fix_interpreter_loop_bounds()
+    fix_interpreter_loop_bounds()  # idempotent
+    scope = interpreter._LangPatchScope()
+    interpreter._patch_lang_tensor(tl.tensor, scope)
+    try:
+        bound = tl.tensor(interpreter.TensorHandle(np.array([3], dtype=np.int32), tl.int32), tl.int32)
+        assert list(range(1, bound)) == [1, 2]
+    finally:
+        scope.restore()
 
 
 def test_cpu_without_interpreter_refused(monkeypatch):
