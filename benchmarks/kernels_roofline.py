@@ -51,7 +51,7 @@ def kernel_time(programs: int, ctas_per_sm: int, flops: float, hbm: float, l2: f
 def roofline(batch: int, video_len: int, text_len: int = 32, dim: int = 256, heads: int = 8,
              dtype: torch.dtype = torch.bfloat16, use_tdem: bool = True) -> dict:
     e = torch.finfo(dtype).bits // 8
-    cfg = default_config(dtype, batch, video_len, text_len, dim, heads)
+    cfg = default_config(dtype, batch, video_len, text_len, dim, heads, arch=90)  # H100
     d, m, rows = dim, text_len, batch * video_len
     sets = 4 if use_tdem else 2
     bm = max(16, next_pow2(m))

@@ -11,11 +11,12 @@ kernel", fixed schema):
                                      "registers", "spill_bytes", "shared_bytes",
                                      "wgmma_serialized"}]}
 
-* default: the launcher's default configuration (``default_config``) for B in {1, 32, 256}
-  (deduplicated) per dtype (float32, tf32, float16, bfloat16), L in {75, 150}, M = 32;
-* ``--full``: every configuration the launcher can choose (each tile set ``default_config``
-  returns over B = 1 .. 4096, L in {75, 150, 16}, M in {16, 32, 64}), with and without the
-  dynamics branch.
+* default: the launcher's default configuration on that arch (``default_config(..., arch)``)
+  for B in {1, 32, 256} (deduplicated) per dtype (float32, tf32, float16, bfloat16),
+  L in {75, 150}, M = 32;
+* ``--full``: every configuration the launcher can choose on that arch (each tile set
+  ``default_config`` returns over B = 1 .. 4096, L in {75, 150, 16}, M in {16, 32, 64}), with
+  and without the dynamics branch.
 
 registers / spill bytes / wgmma serialization come from running the bundled ptxas with ``-v``
 on the PTX Triton produced (the C7512 note says wgmma was serialized); shared bytes are the
@@ -220,11 +221,11 @@ def kernel_launches(weights: PackedTDWeights, batch: int, video_len: int, text_l
             ("rows", k._rows_kernel, rows_args, rows_meta, cfg.num_warps, cfg.num_stages)]
 
 
-def plan(full: bool, dtypes: list[str], video_lens: list[int], text_lens: list[int]):
-    """(dtype name, L, M, use_tdem, batch, config) to compile, without duplicates.
+def plan(arch: int, full: bool, dtypes: list[str], video_lens: list[int], text_lens: list[int]):
+    """(dtype name, L, M, use_tdem, batch, config) to compile for sm_<arch>, without duplicates.
 
-    Default: the launcher's choice for B in DEFAULT_BATCHES at each (L, M). ``--full``: every
-    choice it makes over B = 1 .. 4096, L in {75, 150, 16} and M in {32, 16, 64} (its choices
+    Default: the launcher's choice on sm_<arch> for B in DEFAULT_BATCHES at each (L, M).
+    ``--full``: every choice it makes there over B = 1 .. 4096, L in {75, 150, 16} and M in {32, 16, 64} (its choices
     depend only on B * L, B * M and the M tile), each listed once under the first (L, M) that
     selects it, with and without TDEM.
     """
@@ -236,13 +237,34 @@ def plan(full: bool, dtypes: list[str], video_lens: list[int], text_lens: list[i
         else:
             grid = itertools.product(video_lens, text_lens, DEFAULT_BATCHES, (True,))
         for video_len, text_len, batch, use_tdem in grid:
-            cfg = default_config(dtype, batch, video_len, text_len, DIM, HEADS, tf32)
+            cfg = default_config(dtype, batch, video_len, text_len, DIM, HEADS, tf32, arch)
             key = (name, cfg.name, cfg.kv_name, max(16, next_pow2(text_len)), use_tdem) if full \
                 else (name, video_len, text_len, cfg.name, cfg.kv_name)
             if key not in seen:
                 seen.add(key)
                 out.append((name, video_len, text_len, use_tdem, batch, cfg))
     return out
+
+
+def labels(cfg: LaunchConfig, use_tdem: bool) -> dict[str, str]:
+    """The record's ``name`` of each kernel of one launch: ``{"text_kv": "text_kv:<tiles>",
+    "rows": "rows:<tiles>"}``, with ``:no_tdem`` appended without the dynamics branch."""
+    tail = "" if use_tdem else ":no_tdem"
+    return {"text_kv": f"text_kv:{cfg.kv_name}{tail}", "rows": f"rows:{cfg.name}{tail}"}
+
+
+def planned_rows(arch: int, full: bool, dtypes: list[str] | None = None,
+                 video_lens: list[int] | None = None, text_lens: list[int] | None = None) -> list[dict]:
+    """The identity (arch, name, dtype, L, M) of every row ``run`` records for sm_<arch>, in
+    order, without compiling: what a record for this arch must hold to be current."""
+    rows, listed = [], set()
+    for name, video_len, text_len, use_tdem, _, cfg in plan(arch, full, dtypes or list(DTYPES),
+                                                             video_lens or [75, 150], text_lens or [32]):
+        for label in labels(cfg, use_tdem).values():
+            if (label, name, video_len, text_len) not in listed:
+                listed.add((label, name, video_len, text_len))
+                rows.append({"arch": arch, "name": label, "dtype": name, "L": video_len, "M": text_len})
+    return rows
 
 
 def run(archs: list[int], full: bool, dtypes: list[str], video_lens: list[int], text_lens: list[int],
@@ -261,7 +283,8 @@ def run(archs: list[int], full: bool, dtypes: list[str], video_lens: list[int], 
     rows, unique, listed = [], {}, set()
     weights = {}
     for arch in archs:
-        for name, video_len, text_len, use_tdem, batch, cfg in plan(full, dtypes, video_lens, text_lens):
+        for name, video_len, text_len, use_tdem, batch, cfg in plan(arch, full, dtypes, video_lens,
+                                                                    text_lens):
             dtype, tf32 = DTYPES[name]
             w = weights.setdefault((dtype, use_tdem), _weights(dtype, use_tdem))
             for kind, fn, args, meta, warps, stages in kernel_launches(w, batch, video_len, text_len,
@@ -271,8 +294,7 @@ def run(archs: list[int], full: bool, dtypes: list[str], video_lens: list[int], 
                 key = json.dumps([job[0], signature, sorted(map(str, attrs)), meta, warps, stages, arch],
                                  sort_keys=True)
                 unique.setdefault(key, job)
-                tiles = cfg.kv_name if kind == "text_kv" else cfg.name
-                label = f"{kind}:{tiles}" + ("" if use_tdem else ":no_tdem")
+                label = labels(cfg, use_tdem)[kind]
                 if (arch, label, name, video_len, text_len) in listed:
                     continue  # the same kernel under another pairing of the two kernels' tiles
                 listed.add((arch, label, name, video_len, text_len))

@@ -15,6 +15,29 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 
 
+def fix_interpreter_loop_bounds() -> None:
+    """Let Triton 3.6's interpreter take a runtime loop bound (``range(b_lo, b_hi + 1)`` in the
+    rows kernel) under NumPy >= 2.4.
+
+    The interpreter holds every scalar as a shape-(1,) array and turns it into an int with
+    ``int(array)``, which NumPy 2.4 refuses ("only 0-dimensional arrays can be converted to
+    Python scalars"); Triton 3.9 squeezes the array first. This makes older interpreters do
+    the same. Compiled kernels are untouched; a Triton without the hook is left alone.
+    """
+    from triton.runtime import interpreter
+
+    patch = getattr(interpreter, "_patch_lang_tensor", None)
+    if patch is None or getattr(patch, "_tdfast_squeezes", False):
+        return
+
+    def patched(tensor, scope) -> None:
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patched._tdfast_squeezes = True
+    interpreter._patch_lang_tensor = patched
+
+
 def require_triton(device: torch.device | str) -> None:
     """Raise ``BackendUnavailableError`` unless the fused kernels can run on ``device``.
 

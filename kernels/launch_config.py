@@ -9,8 +9,9 @@ Two kernels per TD layer (``kernels/td_interaction.py``):
   [B * L, D] video and every head, so the LayerNorms of the flow projection see whole rows
   and the output projection sums heads in registers.
 
-The default is a function of (dtype, B, L, M, D, H) only, so ``python -m tdfast.kernels.aot``
-compiles exactly what the launcher will run. docs/kernels.md has the arithmetic behind it.
+The default is a function of (dtype, B, L, M, D, H) and the target's SM version only, so
+``python -m tdfast.kernels.aot --arch N`` compiles exactly what the launcher will run on sm_N.
+docs/kernels.md has the arithmetic behind it.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tdfast.kernels.packing import padded_head_dim
 SMS = 132  # streaming multiprocessors of an H100 SXM: the wave the row split aims to fill
 BLOCK_LS = (16, 32, 64)  # rows per program the default can pick
 MAX_TEXT_LEN = 64  # M: all text keys are one register tile
+TUNED_ARCH = 90  # the SM version the defaults were fitted for (H100); also the CPU interpreter's
 
 
 def next_pow2(n: int) -> int:
@@ -63,11 +65,31 @@ class LaunchConfig:
                 f"_s{self.kv_num_stages}")
 
 
-def block_ls(dtype: torch.dtype, tf32: bool = False) -> tuple[int, ...]:
-    """Row tiles the default may pick. fp32 (IEEE or TF32) stays at 16 rows: at 32 ptxas
-    spills (IEEE products are FMA outer products with register operands; TF32 spills 1.5 KB
-    at 4 warps), see the AOT record (``python -m tdfast.kernels.aot``)."""
-    return BLOCK_LS if dtype in (torch.float16, torch.bfloat16) else BLOCK_LS[:1]
+def device_arch(device: torch.device | str | None = None) -> int:
+    """SM version (10 * major + minor, e.g. 90 for an H100, 80 for an A100) of a CUDA device
+    (default: the current one); ``TUNED_ARCH`` for anything else (CPU under the interpreter,
+    or no GPU at all). Reads cached device properties: no sync, fine under CUDA-graph capture."""
+    if device is None:
+        if not torch.cuda.is_available():
+            return TUNED_ARCH
+        device = torch.device("cuda", torch.cuda.current_device())
+    device = torch.device(device)
+    if device.type != "cuda":
+        return TUNED_ARCH
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
+
+
+def block_ls(dtype: torch.dtype, tf32: bool = False, arch: int = TUNED_ARCH) -> tuple[int, ...]:
+    """Row tiles the default may pick (see the AOT records, ``python -m tdfast.kernels.aot``).
+
+    fp32 (IEEE or TF32) stays at 16 rows: at 32 ptxas spills (IEEE products are FMA outer
+    products with register operands; TF32 spilled 1.5 KB at 4 warps). 16-bit goes to 64 rows
+    on sm_90, but to 32 below it: without wgmma, mma.sync keeps its operands in registers and
+    the 64-row tile spilled 200-380 bytes a thread on sm_80 (32 rows: 190 registers, none)."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return BLOCK_LS[:1]
+    return BLOCK_LS if arch >= 90 else BLOCK_LS[:2]
 
 
 def _tile_for(dtype: torch.dtype, tf32: bool) -> int:
@@ -76,18 +98,21 @@ def _tile_for(dtype: torch.dtype, tf32: bool) -> int:
 
 
 def default_config(dtype: torch.dtype, batch: int, video_len: int, text_len: int, dim: int,
-                   num_heads: int, tf32: bool = False) -> LaunchConfig:
-    """What the launcher runs when the caller passes no tiles.
+                   num_heads: int, tf32: bool = False, arch: int | None = None) -> LaunchConfig:
+    """What the launcher runs on sm_<arch> when the caller passes no tiles (``arch``: SM
+    version, 10 * major + minor; default: the current CUDA device's, ``device_arch()``; the
+    launcher passes its tensors' device).
 
-    rows kernel, block_l: the largest row tile (16 / 32 / 64; fp32: 16) that still gives one
-    full wave (>= SMS programs). Every program reads all six D x D row-side weights, so larger
-    tiles read them fewer times in total (that decides B = 256), while small batches get
-    16-row programs (5 at B = 1, L = 75) that spread the weight reads over more SMs.
+    rows kernel, block_l: the largest row tile (16 / 32 / 64; below sm_90: 16 / 32; fp32: 16)
+    that still gives one full wave (>= SMS programs). Every program reads all six D x D
+    row-side weights, so larger tiles read them fewer times in total (that decides B = 256),
+    while small batches get 16-row programs (5 at B = 1, L = 75) that spread the weight reads over more SMs.
     text kernel: the same rule for its row tile (16 .. 128 text rows; fp32: 16 .. 32), with
     128-column blocks once there are >= 1024 text rows, else 64 (more programs at small B).
     """
+    arch = device_arch() if arch is None else arch
     chunk = min(_tile_for(dtype, tf32), max(16, next_pow2(dim)))
-    block_l = _fill(batch * video_len, block_ls(dtype, tf32), 1)
+    block_l = _fill(batch * video_len, block_ls(dtype, tf32, arch), 1)
     padded = num_heads * padded_head_dim(dim // num_heads)
     wide = dtype in (torch.float16, torch.bfloat16) and batch * text_len >= 1024
     kv_block_c = min(128 if wide else 64, padded)
@@ -112,14 +137,17 @@ def _fill(rows: int, tiles: tuple[int, ...], col_blocks: int) -> int:
     return next((t for t in reversed(tiles) if -(-rows // t) * col_blocks >= SMS), tiles[0])
 
 
-def all_configs(dtype: torch.dtype, dim: int, num_heads: int, tf32: bool = False) -> list[LaunchConfig]:
-    """Every configuration ``default_config`` can return for this dtype and width, found by
-    running it over batch sizes 1 .. 4096, L = 16 / 75 / 150 and M tiles 32 / 64 (the choices
-    depend only on B * L, B * M and the M tile, through thresholds those sizes cross)."""
+def all_configs(dtype: torch.dtype, dim: int, num_heads: int, tf32: bool = False,
+                arch: int | None = None) -> list[LaunchConfig]:
+    """Every configuration ``default_config`` can return on sm_<arch> (default: the current
+    device's) for this dtype and width, found by running it over batch sizes 1 .. 4096,
+    L = 16 / 75 / 150 and M tiles 32 / 64 (the choices depend only on B * L, B * M and the M
+    tile, through thresholds those sizes cross)."""
+    arch = device_arch() if arch is None else arch
     seen: dict[str, LaunchConfig] = {}
     for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
         for video_len, text_len in itertools.product((16, 75, 150), (32, 64)):
-            cfg = default_config(dtype, batch, video_len, text_len, dim, num_heads, tf32)
+            cfg = default_config(dtype, batch, video_len, text_len, dim, num_heads, tf32, arch)
             seen.setdefault(cfg.name + cfg.kv_name, cfg)
     return list(seen.values())
 

@@ -38,12 +38,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tdfast.kernels.availability import interpreting, require_triton
-from tdfast.kernels.launch_config import LaunchConfig, check_config, default_config, next_pow2
+from tdfast.kernels.availability import fix_interpreter_loop_bounds, interpreting, require_triton
+from tdfast.kernels.launch_config import (LaunchConfig, check_config, default_config, device_arch,
+                                          next_pow2)
 from tdfast.kernels.packing import PackedTDWeights
 from tdfast.kernels.validate import check_td_inputs
 
 INTERPRETED = interpreting()  # how the @triton.jit below were defined (see availability.py)
+if INTERPRETED:
+    fix_interpreter_loop_bounds()
 LOG2E = 1.4426950408889634
 LN_EPS = 1e-5  # nn.LayerNorm's default, as the flow projection's LinearLayer uses it
 
@@ -325,7 +328,7 @@ def td_interaction(video: Tensor, pos: Tensor, start: Tensor | None, text: Tenso
     strides and devices (``check_td_inputs``; no value is read, so no GPU sync); CPU tensors
     need ``TRITON_INTERPRET=1``. ``allow_tf32`` (default: torch's fp32 matmul setting) lets fp32
     products use TF32. ``config`` overrides the tiles (``default_config``), checked by
-    ``check_config``.
+    ``check_config``; the default is the one for video's GPU (its SM version).
     """
     bias_rows = check_td_inputs(video, pos, start, text, text_bias, weights)
     require_triton(video.device)
@@ -334,7 +337,7 @@ def td_interaction(video: Tensor, pos: Tensor, start: Tensor | None, text: Tenso
     h, bdh, sets = weights.num_heads, weights.padded_head_dim, weights.kv_sets
     if allow_tf32 is None:
         allow_tf32 = torch_allows_tf32()
-    cfg = config or default_config(video.dtype, b, n, m, d, h, allow_tf32)
+    cfg = config or default_config(video.dtype, b, n, m, d, h, allow_tf32, device_arch(video.device))
     check_config(cfg, d, h)
     kv_meta, rows_meta = kernel_args(weights, m, cfg, allow_tf32)
     kv = torch.empty(b, sets, h, m, bdh, device=video.device, dtype=video.dtype)

@@ -1,11 +1,14 @@
 """Ahead-of-time compilation for sm_90 without a GPU (``python -m tdfast.kernels.aot``): the
 launcher's default bf16 and fp32 configurations at L = 75, M = 32 compile with no register
 spills, no serialized wgmma in 16-bit, and shared memory within an H100's 227 KB; the
-committed ``--full`` records (benchmarks/results/kernels_aot_sm{90,80}.json) keep the schema
-and the same properties for every default configuration."""
+committed records (benchmarks/results/kernels_aot_sm{90,80}.json: ``--full`` under Triton 3.9;
+kernels_aot_triton36.json: the defaults for both archs under Triton 3.6) keep the schema, list
+exactly what the tool compiles today, and compiled within shared memory; the Triton 3.9 ones
+with the same properties for every 16-bit configuration."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,23 +17,27 @@ import pytest
 
 pytest.importorskip("triton")
 
-from tdfast.kernels.aot import SHARED_LIMIT  # noqa: E402
+from tdfast.kernels.aot import SHARED_LIMIT, planned_rows  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 KEYS = ["arch", "name", "dtype", "L", "M", "compiled", "error", "registers", "spill_bytes",
         "shared_bytes", "wgmma_serialized"]
+SIXTEEN_BIT = ("float16", "bfloat16")  # what serving runs; fp32 / TF32 rows may spill a few bytes
 
 
-def _assert_clean(configs: list[dict]) -> None:
+def _assert_clean(configs: list[dict], spill_free: tuple[str, ...] = SIXTEEN_BIT + ("float32",)) -> None:
+    """Every configuration compiled within the target's shared memory; no spills for the dtypes
+    in ``spill_free``; no serialized wgmma in 16-bit."""
     assert configs
     for c in configs:
         assert list(c) == KEYS, c
         where = f"sm_{c['arch']} {c['dtype']} {c['name']} L={c['L']} M={c['M']}"
         assert c["compiled"] and c["error"] is None, f"{where}: {c['error']}"
         assert 0 < c["registers"] <= 255, where
-        assert c["spill_bytes"] == 0, f"{where}: {c['spill_bytes']} spill bytes"
         assert c["shared_bytes"] <= SHARED_LIMIT[c["arch"]], f"{where}: {c['shared_bytes']} B shared"
-        if c["dtype"] in ("float16", "bfloat16"):
+        if c["dtype"] in spill_free:
+            assert c["spill_bytes"] == 0, f"{where}: {c['spill_bytes']} spill bytes"
+        if c["dtype"] in SIXTEEN_BIT:
             assert not c["wgmma_serialized"], f"{where}: wgmma serialized (ptxas C7512)"
 
 
@@ -48,19 +55,37 @@ def test_default_bf16_and_fp32_compile_clean_for_sm90(tmp_path):
     _assert_clean(record["configs"])
 
 
+IDENTITY = ("arch", "name", "dtype", "L", "M")
+
+
+def _assert_current(record: dict, archs: list[int], full: bool) -> None:
+    """The record names its Triton version and lists exactly the kernels ``python -m
+    tdfast.kernels.aot`` compiles today for these archs (a record made before a tile change
+    fails here)."""
+    assert set(record) == {"triton", "configs"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", record["triton"]), record["triton"]
+    have = [{k: c[k] for k in IDENTITY} for c in record["configs"]]
+    assert have == [row for arch in archs for row in planned_rows(arch, full)]
+
+
 @pytest.mark.parametrize("arch", [90, 80])
 def test_committed_full_records(arch):
-    """Schema, every configuration compiled, shared memory within the target's limit; on sm_90
-    the 16-bit kernels (what the launcher runs in production) spill nothing and keep wgmma
-    asynchronous. The records predate the switch of fp32 to 8 warps (fp32 at 4 warps spilled,
-    see docs/kernels.md); sm_80's 64-row 16-bit tiles still spill, also recorded there."""
-    path = RESULTS / f"kernels_aot_sm{arch}.json"
-    record = json.loads(path.read_text())
-    assert set(record) == {"triton", "configs"}
-    configs = record["configs"]
-    assert {c["dtype"] for c in configs} == {"float32", "tf32", "float16", "bfloat16"}
-    for c in configs:
-        assert list(c) == KEYS and c["arch"] == arch and c["compiled"], c
-        assert c["shared_bytes"] <= SHARED_LIMIT[arch], c
-    if arch == 90:
-        _assert_clean([c for c in configs if c["dtype"] in ("float16", "bfloat16")])
+    """``--full`` records (Triton 3.9): every configuration the launcher can pick on this arch
+    is listed, compiled and fits the target's shared memory; in 16-bit it spills nothing and
+    keeps wgmma asynchronous. fp32 / TF32 at 8 warps still spill 12-36 bytes in a few rows
+    (docs/kernels.md)."""
+    record = json.loads((RESULTS / f"kernels_aot_sm{arch}.json").read_text())
+    _assert_current(record, [arch], full=True)
+    assert {c["dtype"] for c in record["configs"]} == {"float32", "tf32", "float16", "bfloat16"}
+    _assert_clean(record["configs"], spill_free=SIXTEEN_BIT)
+
+
+def test_committed_triton36_records():
+    """The default configurations compiled for sm_90 and sm_80 by Triton 3.6 (the GPU
+    machine's version): current, compiled, within shared memory, wgmma asynchronous. Not
+    spill-free: the tiles were fitted on Triton 3.9 and 3.6's code spills in 16-bit
+    (docs/kernels.md, "Left to do"); the record keeps the numbers."""
+    record = json.loads((RESULTS / "kernels_aot_triton36.json").read_text())
+    assert record["triton"].startswith("3.6."), record["triton"]
+    _assert_current(record, [90, 80], full=False)
+    _assert_clean(record["configs"], spill_free=())

@@ -11,8 +11,8 @@ import kernels_support  # noqa: F401  (sets TRITON_INTERPRET=1 without CUDA, bef
 from kernels_support import td_case, td_layer
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.kernels import td_interaction as kernel_module
-from tdfast.kernels.availability import require_triton
-from tdfast.kernels.launch_config import LaunchConfig, check_config, default_config
+from tdfast.kernels.availability import fix_interpreter_loop_bounds, require_triton
+from tdfast.kernels.launch_config import LaunchConfig, all_configs, check_config, default_config, device_arch
 from tdfast.kernels.packing import pack_weights
 from tdfast.kernels.td_interaction import td_interaction
 from tdfast.model.attention import mask_to_bias
@@ -119,6 +119,74 @@ def test_default_tiles_are_valid(dtype, batch, video_len):
     check_config(cfg, 256, 8)
     programs = -(-batch * video_len // cfg.block_l)
     assert programs >= min(132, -(-batch * video_len // 16)), "the row split should fill the GPU"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit_row_tile_capped_at_32_below_sm90(dtype):
+    """sm_80 spills with 64-row 16-bit tiles (mma.sync, no wgmma; the committed AOT records),
+    so below sm_90 the default stops at 32 rows; sm_90 keeps 64 rows where the batch fills
+    the GPU, and sizes that pick <= 32 rows anyway get the same tiles on both."""
+    big = dict(batch=256, video_len=75, text_len=32, dim=256, num_heads=8)
+    assert default_config(dtype, **big, arch=90).block_l == 64
+    assert default_config(dtype, **big, arch=80).block_l == 32
+    assert default_config(dtype, **big, arch=86).block_l == 32
+    assert default_config(dtype, **big, arch=80).num_stages == 2  # the 32-row tiles' pipelining
+    assert max(c.block_l for c in all_configs(dtype, 256, 8, arch=90)) == 64
+    assert max(c.block_l for c in all_configs(dtype, 256, 8, arch=80)) == 32
+    for batch, video_len, text_len in [(1, 75, 32), (32, 75, 32), (32, 150, 64), (8, 150, 5)]:
+        assert default_config(dtype, batch, video_len, text_len, 256, 8, arch=80) == \
+            default_config(dtype, batch, video_len, text_len, 256, 8, arch=90)
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_fp32_tiles_do_not_depend_on_arch(tf32):
+    assert all_configs(torch.float32, 256, 8, tf32, arch=80) == all_configs(torch.float32, 256, 8, tf32, arch=90)
+
+
+def test_default_arch_is_the_device_capability(monkeypatch):
+    """``default_config`` without ``arch`` uses the current CUDA device's SM version (90 where
+    there is none); ``device_arch`` of a CPU tensor (the interpreter) is 90."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert device_arch("cuda:0") == 80 and device_arch("cpu") == 90
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert device_arch() == 80
+    assert default_config(torch.bfloat16, 256, 75, 32, 256, 8).block_l == 32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_arch() == 90
+    assert default_config(torch.bfloat16, 256, 75, 32, 256, 8).block_l == 64
+
+
+def test_launcher_picks_tiles_for_its_device(case, monkeypatch):
+    """The launcher asks ``default_config`` for the SM version of the tensors' device."""
+    seen = []
+    monkeypatch.setattr(kernel_module, "device_arch", lambda device: seen.append(device) or 80)
+    real = kernel_module.default_config
+    monkeypatch.setattr(kernel_module, "default_config",
+                        lambda *a, **k: seen.append(a[7] if len(a) > 7 else k["arch"]) or real(*a, **k))
+    video, pos, start, text, bias, w = case
+    td_interaction(video, pos, start, text, bias, w)
+    assert seen == [video.device, 80]
+
+
+def test_interpreter_takes_shape_1_loop_bounds():
+    """The interpreter holds scalars as shape-(1,) arrays; Triton 3.6 turns a runtime loop bound
+    into an int with int(array), which NumPy >= 2.4 refuses. After
+    ``fix_interpreter_loop_bounds`` (run when the kernels are defined interpreted) every
+    Triton's interpreter squeezes first, so ``range(b_lo, b_hi + 1)`` in the rows kernel works."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    fix_interpreter_loop_bounds()
+    fix_interpreter_loop_bounds()  # idempotent
+    scope = interpreter._LangPatchScope()
+    interpreter._patch_lang_tensor(tl.tensor, scope)
+    try:
+        bound = tl.tensor(interpreter.TensorHandle(np.array([3], dtype=np.int32), tl.int32), tl.int32)
+        assert list(range(1, bound)) == [1, 2]
+    finally:
+        scope.restore()
 
 
 def test_cpu_without_interpreter_refused(monkeypatch):
