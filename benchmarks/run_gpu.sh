@@ -44,8 +44,8 @@ step kernels-bench bash benchmarks/run_gpu_kernels.sh bench
 step train "$PY" benchmarks/bench_train.py --device cuda --max-load 100 --out "$RESULTS/train_${gpu}.json"
 for dtype in bf16 fp32; do
   for len in 75 150; do
-    step "bench-$dtype-L$len" "$PY" -m tdfast bench --device cuda --dtype "$dtype" \
-      --backends eager,compile,triton,onnxruntime,tensorrt --batch 1,8,32,256 --video-len "$len" \
+    step "bench-$dtype-L$len" "$PY" -m tdfast bench --device cuda --dtypes "$dtype" \
+      --backends eager,compile,triton,onnxruntime,tensorrt --batch-sizes 1,8,32,256 --video-lens "$len" \
       --query-len 32 --budget-s 3 --out "$RESULTS/bench_${gpu}_${dtype}_L${len}.json"
   done
 done

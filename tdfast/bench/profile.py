@@ -1,6 +1,6 @@
 """Where a CPU forward's time goes: per-op profiles of eager, compile and ONNX Runtime.
 
-    python -m tdfast.bench.profile --batch 1,32 --threads 2 \
+    python -m tdfast.bench.profile --batch-sizes 1,32 --threads 2 \
         --out benchmarks/results/profile_cpu_fp32.json
 
 Per backend and batch size: wall ms per forward (timed without the profiler), the
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tdfast.bench.profile", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", type=Path, help="checkpoint directory (default: the preset, random init)")
     p.add_argument("--preset", default="qvhighlights")
-    p.add_argument("--batch", default="1,32", help="batch sizes (default 1,32)")
+    p.add_argument("--batch-sizes", default="1,32", help="batch sizes (default 1,32)")
     p.add_argument("--video-len", type=int, default=75)
     p.add_argument("--query-len", type=int, default=32)
     p.add_argument("--threads", type=int, default=default_threads())
@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.manual_seed(0)
             ckpt = TDDETR(TDDETRConfig.from_name(a.preset)).save_pretrained(Path(tmp) / "ckpt")
-        rows = profile_cpu(ckpt, [int(b) for b in a.batch.split(",")], a.video_len, a.query_len, a.threads,
+        rows = profile_cpu(ckpt, [int(b) for b in a.batch_sizes.split(",")], a.video_len, a.query_len, a.threads,
                            a.calls)
     print(markdown(rows))
     if a.out is not None:
