@@ -28,7 +28,7 @@ def test_summarize_divides_by_calls_and_skips_metadata_ops():
     assert row["gemm_share"] == pytest.approx(3.0 / 4.05, abs=1e-4)
     assert row["ops_per_forward"] == 10.0  # 60 + 20 + 20 over 10 calls; views are free
     assert row["top_ops"][0] == {"op": "aten::addmm", "ms": 3.0, "count": 6}
-    assert "| x | 1 | 5.00 | 4.05 | 3.00 | 0.60 | 0.45 | 74% | 10 |" in markdown([{**row, "backend": "x", "batch": 1}])
+    assert "| x | 1 | 5.00 | 4.05 | 3.00 | 0.60 | 0.45 | 74% | 10 | - |" in markdown([{**row, "backend": "x", "batch": 1}])
 
 
 def test_torch_profile_counts_one_forward():
@@ -61,3 +61,18 @@ def test_ort_profile_leaves_out_the_warmup_runs(tmp_path):
         row = profile_ort(path, feed, calls, threads=1)
         assert row["ops_per_forward"] == pytest.approx(3.0, abs=0.01)  # MatMul, Relu, Softmax per run
         assert set(row["ms_by_category"]) <= {"gemm", "attention", "other"}
+
+
+def test_linear_shapes_and_their_flop_weighted_rate():
+    from tdfast.bench.profile import gemm_efficiency, linear_shapes
+
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
+                              torch.nn.Linear(16, 16)).eval()
+    shapes = linear_shapes(net, (torch.randn(2, 5, 8),))
+    assert dict(shapes) == {(10, 8, 16): 1, (10, 16, 16): 2}
+    got = gemm_efficiency(shapes, calls=3)
+    per = {(r["rows"], r["in"], r["out"]): r for r in got["per_shape"]}
+    # the overall rate is total FLOPs over total time, each shape's time = its FLOPs / its rate
+    flops = {s: 2 * s[0] * s[1] * s[2] * n for s, n in shapes.items()}
+    seconds = sum(flops[s] / (per[s]["gflops"] * 1e9) for s in flops)
+    assert got["gflops"] == pytest.approx(sum(flops.values()) / seconds / 1e9, rel=0.02)

@@ -131,6 +131,39 @@ def profile_ort(path: Path, feed: dict[str, np.ndarray], calls: int, threads: in
     return summarize({op: (ms[op], count[op]) for op in ms}, calls, wall)
 
 
+def linear_shapes(model: torch.nn.Module, args: Sequence[torch.Tensor]) -> Counter[tuple[int, int, int]]:
+    """(rows, in, out) of every ``nn.Linear`` call in one forward of ``model(*args)`` -> calls."""
+    shapes: Counter[tuple[int, int, int]] = Counter()
+
+    def hook(mod: torch.nn.Linear, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        shapes[(x.numel() // x.shape[-1], mod.in_features, mod.out_features)] += 1
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        with torch.inference_mode():
+            model(*args)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def gemm_efficiency(shapes: Counter[tuple[int, int, int]], calls: int = 20) -> dict[str, Any]:
+    """GFLOP/s of ``F.linear`` alone at each (rows, in, out) of ``shapes`` (median of ``calls``),
+    and their FLOP-weighted rate: what the model's GEMMs reach when nothing else runs."""
+    flops, seconds, per_shape = 0.0, 0.0, []
+    for (n, k, m), count in sorted(shapes.items(), key=lambda kv: -kv[0][0] * kv[0][1] * kv[0][2] * kv[1]):
+        x, w, b = torch.randn(n, k), torch.randn(m, k), torch.randn(m)
+        with torch.inference_mode():
+            ms = _wall_ms(lambda: torch.nn.functional.linear(x, w, b), calls)
+        f = 2.0 * n * k * m
+        flops, seconds = flops + f * count, seconds + ms / 1e3 * count
+        per_shape.append({"rows": n, "in": k, "out": m, "calls": count, "gflops": round(f / ms / 1e6, 2)})
+    return {"gflops": round(flops / seconds / 1e9, 2), "gemm_ms_per_forward": round(1e3 * seconds, 3),
+            "per_shape": per_shape}
+
+
 def profile_cpu(ckpt: Path, batches: Sequence[int], video_len: int, query_len: int, threads: int,
                 calls: int, backends: Sequence[str] = ("eager", "compile", "onnxruntime", "onnxruntime-int8"),
                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -148,6 +181,9 @@ def profile_cpu(ckpt: Path, batches: Sequence[int], video_len: int, query_len: i
         args = (torch.from_numpy(np.stack(v)), torch.ones(b, video_len, dtype=torch.bool),
                 torch.from_numpy(np.stack(q)), torch.ones(b, query_len, dtype=torch.bool))
         feed = dict(zip(("video", "video_mask", "query", "query_mask"), (a.numpy() for a in args)))
+        alone = gemm_efficiency(linear_shapes(model, args))
+        log(f"B={b}: the model's linear layers alone run at {alone['gflops']:.1f} GFLOP/s "
+            f"({alone['gemm_ms_per_forward']:.2f} ms per forward)")
         for name in backends:
             if name.startswith("onnxruntime"):
                 fmt = "onnx-int8" if name.endswith("int8") else "onnx"
@@ -155,7 +191,8 @@ def profile_cpu(ckpt: Path, batches: Sequence[int], video_len: int, query_len: i
             else:
                 runner = make_runner(name, model, torch.device("cpu"), torch.float32, ckpt)
                 row = profile_torch(runner.fn, args, calls)
-            rows.append({"backend": name, "batch": b, "video_len": video_len, "query_len": query_len, **row})
+            rows.append({"backend": name, "batch": b, "video_len": video_len, "query_len": query_len,
+                         "linear_alone": {k: alone[k] for k in ("gflops", "gemm_ms_per_forward")}, **row})
             log(f"{name} B={b}: wall {row['wall_ms']:.2f} ms, GEMM {100 * (row['gemm_share'] or 0):.0f}% "
                 f"of {row['profiled_ms']:.2f} profiled ms, {row['ops_per_forward']:.0f} ops/forward")
     return rows
@@ -164,18 +201,21 @@ def profile_cpu(ckpt: Path, batches: Sequence[int], video_len: int, query_len: i
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The docs/benchmarks.md table of profile rows."""
     cats = [c for c in (*CATEGORIES, "other") if any(c in r["ms_by_category"] for r in rows)]
-    head = "| backend | B | wall ms | profiled ms | " + " | ".join(cats) + " | GEMM share | ops/forward |"
-    lines = [head, "|" + "---|" * (len(cats) + 6)]
+    head = "| backend | B | wall ms | profiled ms | " + " | ".join(cats) + " | GEMM share | ops/forward | % of peak |"
+    lines = [head, "|" + "---|" * (len(cats) + 7)]
     for r in rows:
         cells = " | ".join(f"{r['ms_by_category'].get(c, 0):.2f}" for c in cats)
+        pct = f"{r['pct_of_peak']:.0f}%" if "pct_of_peak" in r else "-"
         lines.append(f"| {r['backend']} | {r['batch']} | {r['wall_ms']:.2f} | {r['profiled_ms']:.2f} | {cells} | "
-                     f"{100 * (r['gemm_share'] or 0):.0f}% | {r['ops_per_forward']:.0f} |")
+                     f"{100 * (r['gemm_share'] or 0):.0f}% | {r['ops_per_forward']:.0f} | {pct} |")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from tdfast.bench.machine import machine_info
     from tdfast.bench.record import make_record, write_record
+    from tdfast.bench.roofline import flops_per_pair, gemm_peak
+    from tdfast.checkpoint import load_checkpoint
     from tdfast.threads import default_threads
 
     p = argparse.ArgumentParser(prog="python -m tdfast.bench.profile", description=__doc__.split("\n\n")[0])
@@ -195,13 +235,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.manual_seed(0)
             ckpt = TDDETR(TDDETRConfig.from_name(a.preset)).save_pretrained(Path(tmp) / "ckpt")
+        torch.set_num_threads(a.threads)
+        peak = gemm_peak("cpu", torch.float32)
+        print(f"GEMM peak {peak['gflops']:.1f} GFLOP/s")
+        flops = flops_per_pair(load_checkpoint(ckpt), a.video_len, a.query_len)
         rows = profile_cpu(ckpt, [int(b) for b in a.batch_sizes.split(",")], a.video_len, a.query_len, a.threads,
                            a.calls)
+    for r in rows:
+        r["pct_of_peak"] = round(100 * flops * r["batch"] / (r["wall_ms"] / 1e3) / 1e9 / peak["gflops"], 2)
+        r["linear_alone"]["pct_of_peak"] = round(100 * r["linear_alone"]["gflops"] / peak["gflops"], 2)
     print(markdown(rows))
     if a.out is not None:
         setup = {"ckpt": str(a.ckpt) if a.ckpt else f"{a.preset} preset, random init (seed 0)",
                  "threads": a.threads, "calls": a.calls, "dtype": "float32"}
-        write_record(a.out, make_record("profile", __doc__.split("\n\n")[0], machine_info("cpu"), setup, rows))
+        write_record(a.out, make_record("profile", __doc__.split("\n\n")[0], machine_info("cpu"), setup, rows,
+                                        gemm_peak=peak, flops_per_pair=flops))
     return 0
 
 
