@@ -90,6 +90,31 @@ def test_extreme_shapes_and_numeric_masks(tiny):
             np.testing.assert_allclose(got[k], ref[k], atol=1e-4, rtol=0)
 
 
+def test_onnxruntime_backend_passes_tensors_without_copies(tiny, monkeypatch):
+    """The Retriever's ONNX Runtime path hands ORT numpy views of its padded torch tensors and
+    returns ORT's arrays as torch views: torch -> numpy -> torch copies nothing."""
+    from tdfast.backends import ArrayRunner
+
+    model, path = tiny
+    runner = OrtRunner(path, check=False)
+    seen, made = {}, {}
+    run = runner.session.run
+
+    def spy(names, feed):
+        seen.update(feed)
+        out = run(names, feed)
+        made.update(zip(names, out))
+        return out
+
+    monkeypatch.setattr(runner.session, "run", spy)
+    x = random_inputs(model.config, 2, 8, 4, padded=True, seed=1)
+    out = ArrayRunner("onnxruntime", runner, static_shapes=False)(*x)
+    assert np.shares_memory(seen["video"], x[0].numpy()) and np.shares_memory(seen["query"], x[2].numpy())
+    for k, v in out.items():
+        assert np.shares_memory(v.numpy(), made[k]), k
+    np.testing.assert_allclose(out["pred_logits"].numpy(), eager_outputs(model, x)["pred_logits"], atol=1e-4)
+
+
 def test_padding_gives_the_unpadded_answer(qvh):
     """Each row of a ragged batch equals the same pair run alone without padding."""
     model, path = qvh
