@@ -248,8 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.out is not None:
         setup = {"ckpt": str(a.ckpt) if a.ckpt else f"{a.preset} preset, random init (seed 0)",
                  "threads": a.threads, "calls": a.calls, "dtype": "float32"}
-        write_record(a.out, make_record("profile", __doc__.split("\n\n")[0], machine_info("cpu"), setup, rows,
-                                        gemm_peak=peak, flops_per_pair=flops))
+        write_record(make_record("profile", __doc__.split("\n\n")[0], machine_info("cpu"), setup, rows,
+                                        gemm_peak=peak, flops_per_pair=flops), a.out)
     return 0
 
 

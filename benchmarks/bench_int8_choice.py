@@ -1,0 +1,131 @@
+"""How the int8 variant was chosen: which modules to keep fp32, dynamic vs static quantization.
+
+    python benchmarks/bench_int8_choice.py --ckpt CKPT --out benchmarks/results/int8_choice_cpu.json
+
+For a checkpoint (and the synthetic val pairs ``tdfast bench --int8`` uses): every variant's
+mean deviation from fp32 ONNX Runtime on the val pairs (max foreground-probability change per
+pair, saliency, spans), its top-1 agreement, and its p50 latency at B = 1 and B = 32
+(interleaved rounds, one ONNX Runtime thread). Variants: all linear layers dynamic int8;
+all but one module group (the group kept fp32); ``tdfast``'s choice (``INT8_KEEP_FP32``)
+dynamic and static (QDQ, calibrated on 32 train pairs).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from tdfast.bench.int8 import val_pairs
+from tdfast.bench.machine import machine_info
+from tdfast.bench.matrix import make_pairs, synthetic_dataset
+from tdfast.bench.record import make_record, write_record
+from tdfast.checkpoint import load_checkpoint
+from tdfast.export import ensure_export
+from tdfast.export.quantize import INT8_KEEP_FP32, nodes_of_modules
+from tdfast.export.verify import foreground_prob
+
+GROUPS = {"input_proj": ("video_proj", "text_proj"), "td_layers": ("td_layers",),
+          "encoder": ("encoder_layers",), "decoder": ("decoder",),
+          "heads": ("span_head", "class_head", "saliency_proj_clip", "saliency_proj_token")}
+
+
+def padded(videos: list[np.ndarray], queries: list[np.ndarray], L: int, M: int) -> dict[str, np.ndarray]:
+    n = len(videos)
+    feed = {"video": np.zeros((n, L, videos[0].shape[1]), np.float32), "video_mask": np.zeros((n, L), bool),
+            "query": np.zeros((n, M, queries[0].shape[1]), np.float32), "query_mask": np.zeros((n, M), bool)}
+    for i, (v, q) in enumerate(zip(videos, queries)):
+        feed["video"][i, :len(v)], feed["video_mask"][i, :len(v)] = v, True
+        feed["query"][i, :len(q)], feed["query_mask"][i, :len(q)] = q, True
+    return feed
+
+
+def make_variants(src: Path, work: Path, calib: list[dict[str, np.ndarray]]) -> dict[str, Path]:
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    proto = onnx.load(str(src))
+    common = {"per_channel": True, "weight_type": QuantType.QInt8, "op_types_to_quantize": ["MatMul", "Gemm"]}
+    keep = {"all int8": ()} | {f"{g} fp32": mods for g, mods in GROUPS.items()}
+    keep["tdfast (decoder + heads fp32)"] = INT8_KEEP_FP32
+    out = {}
+    for name, mods in keep.items():
+        out[name] = work / f"{len(out)}.onnx"
+        quantize_dynamic(str(src), str(out[name]), nodes_to_exclude=nodes_of_modules(proto, mods), **common)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(calib)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    out["tdfast, static QDQ"] = work / "static.onnx"
+    quantize_static(str(src), str(out["tdfast, static QDQ"]), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, nodes_to_exclude=nodes_of_modules(proto, INT8_KEEP_FP32),
+                    **common)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import onnxruntime as ort
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--data", type=Path, help="synthetic dataset dir (default: a temp dir)")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_* warn on the root logger
+    config = load_checkpoint(a.ckpt).config
+    with tempfile.TemporaryDirectory(prefix="tdfast-int8-") as tmp:
+        ds = synthetic_dataset(config, a.data or Path(tmp) / "data", 200, 60)
+        videos, queries = val_pairs(ds, config)
+        L, M = config.max_video_len, config.max_query_len
+        train_v, train_q = make_pairs(config, 32, L, 32, seed=1)
+        calib = [padded(train_v[i:i + 8], train_q[i:i + 8], L, M) for i in range(0, 32, 8)]
+        src = Path(ensure_export(a.ckpt, "onnx"))
+        paths = {"fp32": src, **make_variants(src, Path(tmp), calib)}
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sessions = {n: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for n, p in paths.items()}
+        names = [o.name for o in sessions["fp32"].get_outputs()]
+        feeds = [padded(videos[i:i + 16], queries[i:i + 16], L, M) for i in range(0, len(videos), 16)]
+        outs = {n: {k: np.concatenate([o[names.index(k)] for o in (s.run(None, f) for f in feeds)])
+                    for k in names} for n, s in sessions.items()}
+        timing = {b: padded(*make_pairs(config, b, 75, 32), L, M) for b in (1, 32)}
+        ms: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for b, feed in timing.items():
+            for _ in range(a.rounds if b == 1 else max(a.rounds // 3, 2)):
+                for n, s in sessions.items():
+                    start = time.perf_counter()
+                    s.run(None, feed)
+                    ms[n][b].append(1e3 * (time.perf_counter() - start))
+    ref = outs["fp32"]
+    pa = foreground_prob(ref["pred_logits"])
+    rows = []
+    for n, o in outs.items():
+        pb = foreground_prob(o["pred_logits"])
+        rows.append({"variant": n, "top1_agreement": round(float((pb.argmax(-1) == pa.argmax(-1)).mean()), 4),
+                     "fg_prob_delta": float(np.abs(pb - pa).max(-1).mean()),
+                     "saliency_delta": float(np.abs(o["saliency_scores"] - ref["saliency_scores"]).mean()),
+                     "span_delta": float(np.abs(o["pred_spans"] - ref["pred_spans"]).mean()),
+                     **{f"p50_ms_B{b}": round(float(np.median(ms[n][b])), 3) for b in timing}})
+        print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in rows[-1].values()))
+    top2 = np.sort(pa, -1)[:, -2:]
+    if a.out:
+        setup = {"ckpt": str(a.ckpt), "val_pairs": len(videos), "threads": 1, "rounds": a.rounds,
+                 "fp32_top1_margin_median": float(np.median(top2[:, 1] - top2[:, 0])), "groups": GROUPS}
+        write_record(make_record("int8", __doc__.split("\n\n")[0], machine_info("cpu"), setup, rows), a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
