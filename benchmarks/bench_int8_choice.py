@@ -28,12 +28,12 @@ from tdfast.bench.matrix import make_pairs, synthetic_dataset
 from tdfast.bench.record import make_record, write_record
 from tdfast.checkpoint import load_checkpoint
 from tdfast.export import ensure_export
-from tdfast.export.quantize import INT8_KEEP_FP32, nodes_of_modules
+from tdfast.export.quantize import INT8_HEADS, INT8_KEEP_FP32, nodes_of_modules
 from tdfast.export.verify import foreground_prob
 
 GROUPS = {"input_proj": ("video_proj", "text_proj"), "td_layers": ("td_layers",),
           "encoder": ("encoder_layers",), "decoder": ("decoder",),
-          "heads": ("span_head", "class_head", "saliency_proj_clip", "saliency_proj_token")}
+          "heads": INT8_HEADS}
 
 
 def padded(videos: list[np.ndarray], queries: list[np.ndarray], L: int, M: int) -> dict[str, np.ndarray]:
@@ -53,7 +53,8 @@ def make_variants(src: Path, work: Path, calib: list[dict[str, np.ndarray]]) -> 
     proto = onnx.load(str(src))
     common = {"per_channel": True, "weight_type": QuantType.QInt8, "op_types_to_quantize": ["MatMul", "Gemm"]}
     keep = {"all int8": ()} | {f"{g} fp32": mods for g, mods in GROUPS.items()}
-    keep["tdfast (decoder + heads fp32)"] = INT8_KEEP_FP32
+    keep["decoder + heads fp32"] = GROUPS["decoder"] + INT8_HEADS
+    keep["tdfast (decoder query path + heads fp32)"] = INT8_KEEP_FP32
     out = {}
     for name, mods in keep.items():
         out[name] = work / f"{len(out)}.onnx"

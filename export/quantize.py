@@ -28,19 +28,27 @@ def _copy_metadata(src, dst, precision: str) -> None:
         dst.metadata_props.add(key=k, value=v)
 
 
-# Modules whose linear layers stay fp32 in the int8 variant. Measured on a qvhighlights-size
-# model (docs/benchmarks.md, "int8"): quantizing the decoder (10 query rows per pair) or the
-# output heads moves the moment scores and spans most per FLOP saved; the input projections,
-# T2V / TD layers and encoder carry the FLOPs and tolerate int8.
-INT8_KEEP_FP32 = ("decoder", "span_head", "class_head", "saliency_proj_clip", "saliency_proj_token")
+# Modules whose linear layers stay fp32 in the int8 variant (module paths, ``*`` matches any
+# part). Measured on a qvhighlights-size model (docs/benchmarks.md, "int8";
+# benchmarks/bench_int8_choice.py): int8 in the decoder's query path (its 10 moment queries)
+# and in the output heads moves the moment scores and spans most per FLOP saved; the input
+# projections, T2V / TD layers, encoder and the decoder's projections of the video memory
+# (cross-attention keys and values, on every clip) carry the FLOPs and tolerate int8.
+INT8_DECODER_QUERY_PATH = ("decoder.layers.*.sa_*", "decoder.layers.*.ca_q_*", "decoder.layers.*.ca_out",
+                           "decoder.layers.*.ffn", "decoder.bbox_embed", "decoder.query_scale",
+                           "decoder.ref_anchor_head", "decoder.ref_point_head")
+INT8_HEADS = ("span_head", "class_head", "saliency_proj_clip", "saliency_proj_token")
+INT8_KEEP_FP32 = INT8_DECODER_QUERY_PATH + INT8_HEADS
 _SCOPES = "pkg.torch.onnx.name_scopes"  # module path of each node, written by torch.onnx (dynamo)
 
 
 def nodes_of_modules(proto, modules: tuple[str, ...]) -> list[str]:
     """Names of the nodes that ``torch.onnx`` traced inside any of ``modules`` (attribute
-    paths under the model, e.g. "decoder" or "td_layers.0"); InputError when the graph has
+    paths under the model, ``*`` for any part: "decoder", "td_layers.0", "decoder.layers.*.sa_*");
+    InputError when the graph has
     no module paths (another exporter) but some were asked for."""
     import ast
+    import fnmatch
 
     found, scoped = [], False
     for n in proto.graph.node:
@@ -50,7 +58,8 @@ def nodes_of_modules(proto, modules: tuple[str, ...]) -> list[str]:
         scoped = True
         path = ast.literal_eval(meta[_SCOPES])  # ['', 'model', 'model.decoder', ...]
         # A ModuleList is no scope of its own: "model.td_layers.0" has no "model.td_layers" above it.
-        if any(p == f"model.{m}" or p.startswith(f"model.{m}.") for p in path for m in modules):
+        if any(fnmatch.fnmatchcase(p, f"model.{m}") or fnmatch.fnmatchcase(p, f"model.{m}.*")
+               for p in path for m in modules):
             found.append(n.name)
     if modules and not scoped:
         raise InputError(f"keep_fp32: the graph has no module paths ({_SCOPES}); export it with "
