@@ -13,7 +13,8 @@ GPU (one command, also in benchmarks/run_gpu_kernels.sh):
   median (launch overhead removed). Bandwidth = the minimum bytes a fused layer must
   move (x, text, mask bias, out, weights once) / time, against the GPU's peak (spec
   sheet) and against a measured device-to-device copy. ``--sweep`` also times the
-  kernel's tiles (every ``all_configs`` choice) to re-pick defaults.
+  kernel's tiles (every ``all_configs`` choice, for the installed Triton and for 3.9) to
+  re-pick defaults.
 
 CPU (runs anywhere): ``python benchmarks/bench_kernels.py --device cpu`` times the eager
 block and the float64 reference with a wall-clock median (the kernel itself only runs
@@ -130,7 +131,11 @@ def bench_gpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
             "fused_module": lambda: fused_module(video, pos, start, text, bias),  # as fuse_model runs it
         }
         if args.sweep:
-            for cfg in all_configs(dtype, args.dim, args.heads, args.tf32):
+            # the installed Triton's tiles and those fitted on 3.9: under Triton 3.6 the latter
+            # spill, and this times whether that costs more than 16-row tiles' weight re-reads
+            sweep = {c.name + c.kv_name: c for version in (None, "3.9.0")
+                     for c in all_configs(dtype, args.dim, args.heads, args.tf32, triton_version=version)}
+            for cfg in sweep.values():
                 variants[f"fused[{cfg.name}/{cfg.kv_name}]"] = (
                     lambda cfg=cfg: td_interaction(video, pos, start, text, bias, packed, config=cfg))
         nbytes = traffic_bytes(batch, video_len, args.text_len, args.dim, video.element_size())

@@ -1,9 +1,9 @@
 """Roofline of the fused TD interaction on an H100 from the launcher's own tiling (no GPU needed).
 
-    python benchmarks/kernels_roofline.py [--dtype bf16] [--markdown]
+    python benchmarks/kernels_roofline.py [--dtype bf16] [--triton 3.9.0] [--markdown]
 
 For each (B, L) at M = 32, D = 256, 8 heads it takes the configuration the launcher picks
-(``default_config``) and counts, per kernel (text K/V, rows):
+on sm_90 with that Triton version (``default_config``; default: the installed Triton's) and counts, per kernel (text K/V, rows):
 
 * FLOPs executed (tiles padded to their block sizes) and useful;
 * bytes from HBM: what must cross it once (video, pos, text, bias, weights, s; the K/V buffer
@@ -49,9 +49,11 @@ def kernel_time(programs: int, ctas_per_sm: int, flops: float, hbm: float, l2: f
 
 
 def roofline(batch: int, video_len: int, text_len: int = 32, dim: int = 256, heads: int = 8,
-             dtype: torch.dtype = torch.bfloat16, use_tdem: bool = True) -> dict:
+             dtype: torch.dtype = torch.bfloat16, use_tdem: bool = True,
+             triton_version: str | None = None) -> dict:
     e = torch.finfo(dtype).bits // 8
-    cfg = default_config(dtype, batch, video_len, text_len, dim, heads, arch=90)  # H100
+    cfg = default_config(dtype, batch, video_len, text_len, dim, heads, arch=90,  # H100
+                         triton_version=triton_version)
     d, m, rows = dim, text_len, batch * video_len
     sets = 4 if use_tdem else 2
     bm = max(16, next_pow2(m))
@@ -93,13 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     p.add_argument("--markdown", action="store_true", help="print a docs/kernels.md table")
+    p.add_argument("--triton", help="the tiles the launcher picks under this Triton version "
+                                    "(e.g. 3.6.0; default: the installed one)")
     args = p.parse_args(argv)
     print("| B | L | row / text programs (132 SMs) | GFLOP useful (executed) | HBM MB | L2 MB "
           "| us at HBM / L2 / MMA peak | expected us (text + rows + gap) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for batch in (1, 32, 256):
         for video_len in (75, 150):
-            r = roofline(batch, video_len, dtype=DTYPES[args.dtype])
+            r = roofline(batch, video_len, dtype=DTYPES[args.dtype], triton_version=args.triton)
             print(f"| {batch} | {video_len} | {r['row_programs']} / {r['text_programs']} "
                   f"(bl{r['config'].block_l}) | {r['gflop']:.2f} ({r['gflop_executed']:.2f}) "
                   f"| {r['hbm_mb']:.1f} | {r['l2_mb']:.0f} | {r['us_hbm']:.1f} / {r['us_l2']:.1f} / "

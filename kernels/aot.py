@@ -11,7 +11,8 @@ kernel", fixed schema):
                                      "registers", "spill_bytes", "shared_bytes",
                                      "wgmma_serialized"}]}
 
-* default: the launcher's default configuration on that arch (``default_config(..., arch)``)
+* default: the launcher's default configuration on that arch with the installed Triton
+  (``default_config(..., arch)``; the 16-bit tiles differ under Triton 3.6)
   for B in {1, 32, 256} (deduplicated) per dtype (float32, tf32, float16, bfloat16),
   L in {75, 150}, M = 32;
 * ``--full``: every configuration the launcher can choose on that arch (each tile set
@@ -221,8 +222,10 @@ def kernel_launches(weights: PackedTDWeights, batch: int, video_len: int, text_l
             ("rows", k._rows_kernel, rows_args, rows_meta, cfg.num_warps, cfg.num_stages)]
 
 
-def plan(arch: int, full: bool, dtypes: list[str], video_lens: list[int], text_lens: list[int]):
-    """(dtype name, L, M, use_tdem, batch, config) to compile for sm_<arch>, without duplicates.
+def plan(arch: int, full: bool, dtypes: list[str], video_lens: list[int], text_lens: list[int],
+         triton_version: str | None = None):
+    """(dtype name, L, M, use_tdem, batch, config) to compile for sm_<arch>, without duplicates,
+    with the tiles the launcher picks under Triton ``triton_version`` (default: the installed one).
 
     Default: the launcher's choice on sm_<arch> for B in DEFAULT_BATCHES at each (L, M).
     ``--full``: every choice it makes there over B = 1 .. 4096, L in {75, 150, 16} and M in {32, 16, 64} (its choices
@@ -237,7 +240,7 @@ def plan(arch: int, full: bool, dtypes: list[str], video_lens: list[int], text_l
         else:
             grid = itertools.product(video_lens, text_lens, DEFAULT_BATCHES, (True,))
         for video_len, text_len, batch, use_tdem in grid:
-            cfg = default_config(dtype, batch, video_len, text_len, DIM, HEADS, tf32, arch)
+            cfg = default_config(dtype, batch, video_len, text_len, DIM, HEADS, tf32, arch, triton_version)
             key = (name, cfg.name, cfg.kv_name, max(16, next_pow2(text_len)), use_tdem) if full \
                 else (name, video_len, text_len, cfg.name, cfg.kv_name)
             if key not in seen:
@@ -254,12 +257,15 @@ def labels(cfg: LaunchConfig, use_tdem: bool) -> dict[str, str]:
 
 
 def planned_rows(arch: int, full: bool, dtypes: list[str] | None = None,
-                 video_lens: list[int] | None = None, text_lens: list[int] | None = None) -> list[dict]:
-    """The identity (arch, name, dtype, L, M) of every row ``run`` records for sm_<arch>, in
-    order, without compiling: what a record for this arch must hold to be current."""
+                 video_lens: list[int] | None = None, text_lens: list[int] | None = None,
+                 triton_version: str | None = None) -> list[dict]:
+    """The identity (arch, name, dtype, L, M) of every row ``run`` records for sm_<arch> under
+    Triton ``triton_version`` (default: the installed one), in order, without compiling: what
+    a record made with that version for this arch must hold to be current."""
     rows, listed = [], set()
     for name, video_len, text_len, use_tdem, _, cfg in plan(arch, full, dtypes or list(DTYPES),
-                                                             video_lens or [75, 150], text_lens or [32]):
+                                                             video_lens or [75, 150], text_lens or [32],
+                                                             triton_version):
         for label in labels(cfg, use_tdem).values():
             if (label, name, video_len, text_len) not in listed:
                 listed.add((label, name, video_len, text_len))

@@ -9,14 +9,17 @@ Two kernels per TD layer (``kernels/td_interaction.py``):
   [B * L, D] video and every head, so the LayerNorms of the flow projection see whole rows
   and the output projection sums heads in registers.
 
-The default is a function of (dtype, B, L, M, D, H) and the target's SM version only, so
-``python -m tdfast.kernels.aot --arch N`` compiles exactly what the launcher will run on sm_N.
-docs/kernels.md has the arithmetic behind it.
+The default is a function of (dtype, B, L, M, D, H), the target's SM version and the Triton
+version (3.6 and 3.9 generate code of different register pressure), so ``python -m
+tdfast.kernels.aot --arch N`` compiles exactly what the launcher will run on sm_N with the
+installed Triton. docs/kernels.md has the arithmetic behind it.
 """
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -80,16 +83,68 @@ def device_arch(device: torch.device | str | None = None) -> int:
     return 10 * major + minor
 
 
-def block_ls(dtype: torch.dtype, tf32: bool = False, arch: int = TUNED_ARCH) -> tuple[int, ...]:
+class Fit16(NamedTuple):
+    """The 16-bit rows-kernel tiles ptxas compiles without spilling, for one Triton generation
+    and arch (fp32 / TF32 tiles do not depend on either)."""
+
+    block_ls: tuple[int, ...]  # row tiles the default may pick
+    warps_16_rows: int  # num_warps of a 16-row tile
+    chunk_64_keys: int  # K / N chunk when the key tile is 64 (M > 32)
+    stages_64_keys: int  # software-pipelining stages when the key tile is 64
+
+
+# Fitted with the AOT tool (``python -m tdfast.kernels.aot``, registers a thread at bf16,
+# D = 256, 8 heads; docs/kernels.md has the full table). Key: (Triton older than 3.7,
+# sm_90 or newer).
+# * Triton 3.9: 16 rows on 4 warps (204 registers, none spilled); sm_90 goes to 64 rows
+#   (237), sm_80 stops at 32: without wgmma, mma.sync keeps its operands in registers and
+#   64 rows spilled 200-380 B (32 rows: 190, none).
+# * Triton 3.6 (the GPU machine's) generates heavier code: every one of those tiles hits
+#   255 registers and spills (16 rows on 4 warps 96-224 B, 32 rows 56-72 B even with 4 head
+#   groups or 1 stage, 64 rows 1.8 KB on sm_90). 16 rows on 8 warps is clean on both archs
+#   (M = 32: 196 / 197 registers; M = 16: 190 / 150); at 64 keys it still spills 16-112 B
+#   unless the weight chunks shrink to 32 columns without pipelining (206 / 208, none; with
+#   2 stages 20-32 B, with 3 stages 255 registers). Rows stop at 16 on both archs.
+FIT_16BIT = {
+    (False, True): Fit16(BLOCK_LS, 4, 64, 2),
+    (False, False): Fit16(BLOCK_LS[:2], 4, 64, 2),
+    (True, True): Fit16(BLOCK_LS[:1], 8, 32, 1),
+    (True, False): Fit16(BLOCK_LS[:1], 8, 32, 1),
+}
+
+
+def installed_triton() -> str | None:
+    """``triton.__version__``, or None where triton is not installed."""
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def before_triton37(version: str | None) -> bool:
+    """Whether Triton ``version`` (e.g. "3.6.0") predates 3.7, i.e. gets the tiles fitted on
+    3.6; None (no triton: nothing will compile) gets the current ones."""
+    found = re.match(r"(\d+)\.(\d+)", version or "")
+    return bool(found) and (int(found[1]), int(found[2])) < (3, 7)
+
+
+def fit_16bit(arch: int = TUNED_ARCH, triton_version: str | None = None) -> Fit16:
+    """The 16-bit tile budget for sm_<arch> and that Triton version (default: the installed one)."""
+    version = installed_triton() if triton_version is None else triton_version
+    return FIT_16BIT[before_triton37(version), arch >= 90]
+
+
+def block_ls(dtype: torch.dtype, tf32: bool = False, arch: int = TUNED_ARCH,
+             triton_version: str | None = None) -> tuple[int, ...]:
     """Row tiles the default may pick (see the AOT records, ``python -m tdfast.kernels.aot``).
 
     fp32 (IEEE or TF32) stays at 16 rows: at 32 ptxas spills (IEEE products are FMA outer
-    products with register operands; TF32 spilled 1.5 KB at 4 warps). 16-bit goes to 64 rows
-    on sm_90, but to 32 below it: without wgmma, mma.sync keeps its operands in registers and
-    the 64-row tile spilled 200-380 bytes a thread on sm_80 (32 rows: 190 registers, none)."""
+    products with register operands; TF32 spilled 1.5 KB at 4 warps). 16-bit: ``FIT_16BIT``
+    (up to 64 rows on sm_90 and 32 below it with Triton >= 3.7; 16 with Triton 3.6)."""
     if dtype not in (torch.float16, torch.bfloat16):
         return BLOCK_LS[:1]
-    return BLOCK_LS if arch >= 90 else BLOCK_LS[:2]
+    return fit_16bit(arch, triton_version).block_ls
 
 
 def _tile_for(dtype: torch.dtype, tf32: bool) -> int:
@@ -98,36 +153,41 @@ def _tile_for(dtype: torch.dtype, tf32: bool) -> int:
 
 
 def default_config(dtype: torch.dtype, batch: int, video_len: int, text_len: int, dim: int,
-                   num_heads: int, tf32: bool = False, arch: int | None = None) -> LaunchConfig:
+                   num_heads: int, tf32: bool = False, arch: int | None = None,
+                   triton_version: str | None = None) -> LaunchConfig:
     """What the launcher runs on sm_<arch> when the caller passes no tiles (``arch``: SM
     version, 10 * major + minor; default: the current CUDA device's, ``device_arch()``; the
-    launcher passes its tensors' device).
+    launcher passes its tensors' device), compiled by Triton ``triton_version`` (default: the
+    installed one; tiles differ before 3.7, ``FIT_16BIT``).
 
-    rows kernel, block_l: the largest row tile (16 / 32 / 64; below sm_90: 16 / 32; fp32: 16)
-    that still gives one full wave (>= SMS programs). Every program reads all six D x D
+    rows kernel, block_l: the largest row tile (16 / 32 / 64; below sm_90: 16 / 32; fp32 and
+    Triton 3.6: 16) that still gives one full wave (>= SMS programs). Every program reads all six D x D
     row-side weights, so larger tiles read them fewer times in total (that decides B = 256),
     while small batches get 16-row programs (5 at B = 1, L = 75) that spread the weight reads over more SMs.
     text kernel: the same rule for its row tile (16 .. 128 text rows; fp32: 16 .. 32), with
     128-column blocks once there are >= 1024 text rows, else 64 (more programs at small B).
     """
     arch = device_arch() if arch is None else arch
-    chunk = min(_tile_for(dtype, tf32), max(16, next_pow2(dim)))
-    block_l = _fill(batch * video_len, block_ls(dtype, tf32, arch), 1)
+    sixteen_bit = dtype in (torch.float16, torch.bfloat16)
+    fit = fit_16bit(arch, triton_version)
+    block_m = max(16, next_pow2(text_len))
+    chunk = fit.chunk_64_keys if sixteen_bit and block_m >= 64 else _tile_for(dtype, tf32)
+    chunk = min(chunk, max(16, next_pow2(dim)))
+    block_l = _fill(batch * video_len, block_ls(dtype, tf32, arch, triton_version), 1)
     padded = num_heads * padded_head_dim(dim // num_heads)
-    wide = dtype in (torch.float16, torch.bfloat16) and batch * text_len >= 1024
+    wide = sixteen_bit and batch * text_len >= 1024
     kv_block_c = min(128 if wide else 64, padded)
     kv_block_t = _fill(batch * text_len, (16, 32, 64, 128) if wide else (16, 32), 4 * padded // kv_block_c)
     # Register budget, from the AOT records (python -m tdfast.kernels.aot): four head groups
     # where score / output tiles are large (64 rows or 64 keys); 64-row tiles without software
     # pipelining (its prefetched operands spilled 0.9 KB a thread; without it: 235 registers, no
-    # spill); TF32, and fp32 with 64 keys, on 8 warps (4 spilled).
-    block_m = max(16, next_pow2(text_len))
+    # spill); TF32, and fp32 with 64 keys, on 8 warps (4 spilled); 16-bit: ``FIT_16BIT``.
     big = block_l >= 64 or block_m >= 64
     head_groups = 4 if big and num_heads >= 4 and num_heads % 4 == 0 else 2
-    sixteen_bit = dtype in (torch.float16, torch.bfloat16)
-    num_warps = 4 if block_l <= 16 and sixteen_bit else 8
+    num_warps = fit.warps_16_rows if block_l <= 16 and sixteen_bit else 8
+    num_stages = 1 if block_l >= 64 else fit.stages_64_keys if sixteen_bit and block_m >= 64 else 2
     return LaunchConfig(block_l=block_l, block_k=chunk, block_n=chunk, num_warps=num_warps,
-                        num_stages=1 if block_l >= 64 else 2, head_groups=head_groups,
+                        num_stages=num_stages, head_groups=head_groups,
                         kv_block_t=kv_block_t, kv_block_c=kv_block_c,
                         kv_num_warps=8 if kv_block_t * kv_block_c >= 64 * 128 else 4)
 
@@ -138,16 +198,17 @@ def _fill(rows: int, tiles: tuple[int, ...], col_blocks: int) -> int:
 
 
 def all_configs(dtype: torch.dtype, dim: int, num_heads: int, tf32: bool = False,
-                arch: int | None = None) -> list[LaunchConfig]:
+                arch: int | None = None, triton_version: str | None = None) -> list[LaunchConfig]:
     """Every configuration ``default_config`` can return on sm_<arch> (default: the current
-    device's) for this dtype and width, found by running it over batch sizes 1 .. 4096,
+    device's) with Triton ``triton_version`` (default: the installed one) for this dtype and width, found by running it over batch sizes 1 .. 4096,
     L = 16 / 75 / 150 and M tiles 32 / 64 (the choices depend only on B * L, B * M and the M
     tile, through thresholds those sizes cross)."""
     arch = device_arch() if arch is None else arch
     seen: dict[str, LaunchConfig] = {}
     for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
         for video_len, text_len in itertools.product((16, 75, 150), (32, 64)):
-            cfg = default_config(dtype, batch, video_len, text_len, dim, num_heads, tf32, arch)
+            cfg = default_config(dtype, batch, video_len, text_len, dim, num_heads, tf32, arch,
+                                 triton_version)
             seen.setdefault(cfg.name + cfg.kv_name, cfg)
     return list(seen.values())
 

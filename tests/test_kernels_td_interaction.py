@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from kernels_support import (BATCHES, BETAS, TEXT_LENS, VIDEO_LENS, max_diff, td_case, td_layer)
-from tdfast.kernels.launch_config import LaunchConfig
+from tdfast.kernels.launch_config import LaunchConfig, default_config
 from tdfast.kernels.packing import pack_weights
 from tdfast.kernels.td_interaction import td_interaction
 from tdfast.model.attention import mask_to_bias
@@ -123,3 +123,13 @@ def test_float16_within_1e_2():
     patterns; bf16 is covered on a GPU by test_kernels_gpu.py and benchmarks/gpu_session.sh)."""
     layer, start = td_layer(32, 4, use_tdem=True, seed=8)
     assert max_diff(layer, start, 3, 75, 32, 0.5, seed=50, dtype=torch.float16) <= 1e-2
+
+
+@pytest.mark.parametrize("version", ["3.6.0", "3.9.0"])
+def test_float16_default_tiles_per_triton_version(version):
+    """The 16-bit tiles each Triton version gets at 64 keys (3.6: 32-column chunks, 4 head
+    groups, 1 stage; 3.9: 64-column chunks) at qvhighlights widths, fp16, within 1e-2."""
+    layer, start = td_layer(256, 8, use_tdem=True, seed=10)
+    cfg = default_config(torch.float16, 1, 75, 64, 256, 8, arch=90, triton_version=version)
+    assert cfg.block_k == (32 if version == "3.6.0" else 64)
+    assert max_diff(layer, start, 1, 75, 64, 0.5, seed=60, dtype=torch.float16, config=cfg) <= 1e-2

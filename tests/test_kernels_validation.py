@@ -121,11 +121,18 @@ def test_default_tiles_are_valid(dtype, batch, video_len):
     assert programs >= min(132, -(-batch * video_len // 16)), "the row split should fill the GPU"
 
 
+@pytest.fixture
+def triton39(monkeypatch):
+    """The installed Triton reads 3.9.0 (the version the full AOT records were made with)."""
+    import triton
+    monkeypatch.setattr(triton, "__version__", "3.9.0")
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_16bit_row_tile_capped_at_32_below_sm90(dtype):
-    """sm_80 spills with 64-row 16-bit tiles (mma.sync, no wgmma; the committed AOT records),
-    so below sm_90 the default stops at 32 rows; sm_90 keeps 64 rows where the batch fills
-    the GPU, and sizes that pick <= 32 rows anyway get the same tiles on both."""
+def test_16bit_row_tile_capped_at_32_below_sm90(dtype, triton39):
+    """Triton 3.9: sm_80 spills with 64-row 16-bit tiles (mma.sync, no wgmma; the committed
+    AOT records), so below sm_90 the default stops at 32 rows; sm_90 keeps 64 rows where the
+    batch fills the GPU, and sizes that pick <= 32 rows anyway get the same tiles on both."""
     big = dict(batch=256, video_len=75, text_len=32, dim=256, num_heads=8)
     assert default_config(dtype, **big, arch=90).block_l == 64
     assert default_config(dtype, **big, arch=80).block_l == 32
@@ -138,12 +145,41 @@ def test_16bit_row_tile_capped_at_32_below_sm90(dtype):
             default_config(dtype, batch, video_len, text_len, 256, 8, arch=90)
 
 
+@pytest.mark.parametrize("arch", [90, 80])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit_tiles_follow_the_triton_version(dtype, arch, monkeypatch):
+    """With the installed Triton reading 3.6 the default takes the tiles fitted on 3.6 (16 rows
+    on 8 warps; 32-column chunks and 1 stage at 64 keys; the AOT record
+    kernels_aot_triton36.json); reading 3.9 (or a later version), the 3.9 ones, on both archs."""
+    import triton
+    big = dict(batch=256, video_len=75, dim=256, num_heads=8)
+    for version in ("3.6.0", "3.6.1+git1234"):
+        monkeypatch.setattr(triton, "__version__", version)
+        assert default_config(dtype, **big, text_len=32, arch=arch).name == "bl16_bk64_bn64_hg2_w8_s2"
+        assert default_config(dtype, 1, 75, 5, 256, 8, arch=arch).name == "bl16_bk64_bn64_hg2_w8_s2"
+        assert default_config(dtype, **big, text_len=64, arch=arch).name == "bl16_bk32_bn32_hg4_w8_s1"
+        assert {c.name for c in all_configs(dtype, 256, 8, arch=arch)} == \
+            {"bl16_bk64_bn64_hg2_w8_s2", "bl16_bk32_bn32_hg4_w8_s1"}
+    for version in ("3.9.0", "3.10.0"):
+        monkeypatch.setattr(triton, "__version__", version)
+        assert default_config(dtype, **big, text_len=32, arch=arch).name == \
+            ("bl64_bk64_bn64_hg4_w8_s1" if arch == 90 else "bl32_bk64_bn64_hg2_w8_s2")
+        assert default_config(dtype, 1, 75, 5, 256, 8, arch=arch).name == "bl16_bk64_bn64_hg2_w4_s2"
+        assert default_config(dtype, **big, text_len=64, arch=arch).name == \
+            ("bl64_bk64_bn64_hg4_w8_s1" if arch == 90 else "bl32_bk64_bn64_hg4_w8_s2")
+    # an explicit version wins over the installed one
+    assert default_config(dtype, **big, text_len=32, arch=arch, triton_version="3.6.0").block_l == 16
+
+
 @pytest.mark.parametrize("tf32", [False, True])
-def test_fp32_tiles_do_not_depend_on_arch(tf32):
-    assert all_configs(torch.float32, 256, 8, tf32, arch=80) == all_configs(torch.float32, 256, 8, tf32, arch=90)
+@pytest.mark.parametrize("version", ["3.6.0", "3.9.0"])
+def test_fp32_tiles_do_not_depend_on_arch_or_triton(tf32, version):
+    configs = all_configs(torch.float32, 256, 8, tf32, arch=90, triton_version="3.9.0")
+    assert all_configs(torch.float32, 256, 8, tf32, arch=80, triton_version=version) == configs
+    assert all_configs(torch.float32, 256, 8, tf32, arch=90, triton_version=version) == configs
 
 
-def test_default_arch_is_the_device_capability(monkeypatch):
+def test_default_arch_is_the_device_capability(monkeypatch, triton39):
     """``default_config`` without ``arch`` uses the current CUDA device's SM version (90 where
     there is none); ``device_arch`` of a CPU tensor (the interpreter) is 90."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
