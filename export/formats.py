@@ -168,6 +168,13 @@ def _is_fresh(artifact: Path, weights_sha: str, options: ExportOptions) -> bool:
             meta = read_metadata(artifact)
         except Exception:  # unreadable or truncated by something other than us: rebuild
             return False
+    from tdfast.export.onnx_export import GRAPH_RECIPE
+    from tdfast.export.quantize import INT8_KEEP_FP32
+
+    if artifact.suffix != ".engine" and meta.get("graph_recipe") != str(GRAPH_RECIPE):
+        return False  # made by an earlier graph builder (engines are built from a fresh ONNX file)
+    if meta.get("precision") == "int8-dynamic" and meta.get("int8_keep_fp32") != ",".join(INT8_KEEP_FP32):
+        return False
     return meta.get("weights_sha256") == weights_sha
 
 

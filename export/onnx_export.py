@@ -41,6 +41,11 @@ AXES = {"video": ("B", "L", None), "video_mask": ("B", "L"), "query": ("B", "M",
 Log = Callable[[str], None] | None
 
 
+
+# Bumped whenever the exported graph changes for the same weights (2: PReLU exported as
+# LeakyRelu), so ensure_export rebuilds artifacts a previous version cached.
+GRAPH_RECIPE = 2
+
 def load_model(model_or_ckpt: nn.Module | str | Path) -> tuple[nn.Module, Path | None]:
     """A TDDETR instance or a checkpoint dir -> (model on CPU in fp32, checkpoint dir or None).
 
@@ -78,6 +83,7 @@ def build_metadata(model: nn.Module, exporter: str, opset: int, ckpt: Path | Non
         "input_names": json.dumps(list(INPUT_NAMES)),
         "output_names": json.dumps(list(OUTPUT_NAMES)),
         "tensors": json.dumps(TENSOR_DOCS),
+        "graph_recipe": str(GRAPH_RECIPE),
     }
     if ckpt is not None:
         # Lets ensure_export tell a stale cached export from a fresh one.

@@ -42,28 +42,39 @@ INT8_KEEP_FP32 = INT8_DECODER_QUERY_PATH + INT8_HEADS
 _SCOPES = "pkg.torch.onnx.name_scopes"  # module path of each node, written by torch.onnx (dynamo)
 
 
-def nodes_of_modules(proto, modules: tuple[str, ...]) -> list[str]:
-    """Names of the nodes that ``torch.onnx`` traced inside any of ``modules`` (attribute
-    paths under the model, ``*`` for any part: "decoder", "td_layers.0", "decoder.layers.*.sa_*");
-    InputError when the graph has
-    no module paths (another exporter) but some were asked for."""
+def _module_path(node) -> list[str] | None:
+    """The module scopes a node was traced in ("model", "model.decoder", ...), from the dynamo
+    exporter's metadata or the TorchScript exporter's node name ("/model/decoder/layers.0/...")."""
     import ast
+
+    meta = {p.key: p.value for p in node.metadata_props}
+    if _SCOPES in meta:
+        return ast.literal_eval(meta[_SCOPES])  # ['', 'model', 'model.decoder', ...]
+    if node.name.startswith("/"):
+        parts = node.name.strip("/").split("/")[:-1]
+        return [".".join(parts[:i + 1]) for i in range(len(parts))]
+    return None
+
+
+def nodes_of_modules(proto, modules: tuple[str, ...]) -> list[str]:
+    """Names of the nodes that were traced inside any of ``modules`` (attribute paths under
+    the model, ``*`` for any part: "decoder", "td_layers.0", "decoder.layers.*.sa_*");
+    InputError when the graph records no module paths but some were asked for."""
     import fnmatch
 
     found, scoped = [], False
     for n in proto.graph.node:
-        meta = {p.key: p.value for p in n.metadata_props}
-        if _SCOPES not in meta:
+        path = _module_path(n)
+        if path is None:
             continue
         scoped = True
-        path = ast.literal_eval(meta[_SCOPES])  # ['', 'model', 'model.decoder', ...]
         # A ModuleList is no scope of its own: "model.td_layers.0" has no "model.td_layers" above it.
         if any(fnmatch.fnmatchcase(p, f"model.{m}") or fnmatch.fnmatchcase(p, f"model.{m}.*")
                for p in path for m in modules):
             found.append(n.name)
     if modules and not scoped:
-        raise InputError(f"keep_fp32: the graph has no module paths ({_SCOPES}); export it with "
-                         f"tdfast export (torch.onnx dynamo) or pass keep_fp32=()")
+        raise InputError(f"keep_fp32: the graph records no module paths (node metadata {_SCOPES} or "
+                         f"'/model/...' node names); export it with tdfast export or pass keep_fp32=()")
     return found
 
 

@@ -9,7 +9,10 @@ the graph never holds -inf.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tdfast.errors import InputError
@@ -39,16 +42,43 @@ TENSOR_DOCS = {
 }
 
 
+class FixedSlopeReLU(nn.Module):
+    """A one-slope ``nn.PReLU`` frozen for inference: ``leaky_relu`` with the slope as a
+    constant, the same values. Exported as ONNX ``LeakyRelu`` (slope an attribute), which
+    ONNX Runtime's CPU kernels run several times faster than ``PRelu`` with a slope tensor
+    (docs/benchmarks.md, "Where a CPU forward's time goes")."""
+
+    def __init__(self, slope: float) -> None:
+        super().__init__()
+        self.slope = slope
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.slope)
+
+
+def freeze_activations(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every one-slope ``nn.PReLU`` replaced by ``FixedSlopeReLU``
+    (the caller's model is not changed; ``model`` itself when it has none)."""
+    if not any(isinstance(m, nn.PReLU) and m.weight.numel() == 1 for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.PReLU) and child.weight.numel() == 1:
+                setattr(parent, name, FixedSlopeReLU(child.weight.item()))
+    return model
+
+
 class ExportWrapper(nn.Module):
     """``(video, video_mask, query, query_mask) -> (pred_spans, pred_logits, saliency_scores)``.
 
     Shapes as in ``TENSOR_DOCS``. Always runs the model in eval mode (no dropout,
-    no auxiliary outputs).
+    no auxiliary outputs), with its PReLU slopes frozen (``freeze_activations``).
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        self.model = freeze_activations(model)
 
     def forward(self, video: Tensor, video_mask: Tensor, query: Tensor, query_mask: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -248,3 +248,22 @@ def test_a_killed_exports_staged_file_is_removed_a_live_ones_kept(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_ensure_export_rebuilds_artifacts_of_an_earlier_graph_recipe(tmp_path):
+    """Same weights, older graph builder (or another int8 keep list): rebuilt, not reused."""
+    from tdfast.export.onnx_export import GRAPH_RECIPE, add_metadata
+
+    ckpt = tmp_path / "ckpt"
+    _ckpt(ckpt, seed=0)
+    path = ensure_export(ckpt, "onnx", exporter="torchscript")
+    assert read_metadata(path)["graph_recipe"] == str(GRAPH_RECIPE)
+    add_metadata(path, {"graph_recipe": str(GRAPH_RECIPE - 1)})
+    stamp = path.stat().st_mtime_ns
+    assert ensure_export(ckpt, "onnx", exporter="torchscript") == path
+    assert path.stat().st_mtime_ns != stamp and read_metadata(path)["graph_recipe"] == str(GRAPH_RECIPE)
+    int8 = ensure_export(ckpt, "onnx-int8", exporter="torchscript")
+    add_metadata(int8, {"int8_keep_fp32": "decoder"})
+    stamp = int8.stat().st_mtime_ns
+    ensure_export(ckpt, "onnx-int8", exporter="torchscript")
+    assert int8.stat().st_mtime_ns != stamp

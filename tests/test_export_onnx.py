@@ -301,6 +301,7 @@ def test_int8_keep_fp32_needs_module_paths(tiny, tmp_path):
     proto = onnx.load(str(path))
     for n in proto.graph.node:
         del n.metadata_props[:]
+        n.name = n.name.lstrip("/")  # nor TorchScript-style scope names
     bare = tmp_path / "bare.onnx"
     onnx.save(proto, str(bare))
     with pytest.raises(InputError, match="keep_fp32"):
@@ -334,3 +335,20 @@ def test_exporter_comparison_of_the_docs(tmp_path):
         assert r["ok"] and not r["nan"] and max(r["max_abs"].values()) <= 1e-4
         assert r["top1_same"] == [68, 68]
     assert result["dynamo"]["graph_nodes"] < result["torchscript"]["graph_nodes"]
+
+
+def test_prelu_is_exported_as_leaky_relu_with_the_same_values(tiny):
+    from tdfast.export.wrapper import FixedSlopeReLU, freeze_activations
+
+    model, path = tiny
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "LeakyRelu" in ops and "PRelu" not in ops
+    frozen = freeze_activations(model)
+    assert frozen is not model and any(isinstance(m, torch.nn.PReLU) for m in model.modules())
+    slopes = [m.weight.item() for m in model.modules() if isinstance(m, torch.nn.PReLU)]
+    assert [m.slope for m in frozen.modules() if isinstance(m, FixedSlopeReLU)] == slopes
+    x = random_inputs(model.config, 3, 11, 5, seed=4)
+    with torch.no_grad():
+        a, b = model(*x), frozen(*x)
+    for k in ("pred_spans", "pred_logits", "saliency_scores"):
+        assert torch.equal(a[k], b[k]), k

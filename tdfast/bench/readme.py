@@ -98,7 +98,9 @@ def _generic(name: str, record: dict[str, Any]) -> list[str]:
 RENDERERS = {"predict": _predict, "kernels": _kernels}
 TITLES = {"predict": "End-to-end predict latency", "kernels": "Fused TD cross-attention kernel",
           "train": "Training throughput", "export": "Export",
-          "shared": "Encode once, retrieve many (Retriever.predict_queries / predict_videos)"}
+          "shared": "Encode once, retrieve many (Retriever.predict_queries / predict_videos)",
+          "profile": "Where a CPU forward's time goes (python -m tdfast.bench.profile)",
+          "int8": "How the int8 variant was chosen (benchmarks/bench_int8_choice.py)"}
 
 
 def render_table(records: Sequence[tuple[str, dict[str, Any]]], plots: Sequence[str] = ()) -> str:
