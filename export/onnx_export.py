@@ -63,6 +63,11 @@ def load_model(model_or_ckpt: nn.Module | str | Path) -> tuple[nn.Module, Path |
     return load_checkpoint(ckpt, "cpu"), ckpt
 
 
+def _weights_sha(ckpt: Path) -> str | None:
+    weights = ckpt / WEIGHTS_NAME
+    return file_sha256(weights) if weights.is_file() else None
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -71,7 +76,8 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def build_metadata(model: nn.Module, exporter: str, opset: int, ckpt: Path | None) -> dict[str, str]:
+def build_metadata(model: nn.Module, exporter: str, opset: int, ckpt: Path | None,
+                   weights_sha: str | None = None) -> dict[str, str]:
     """The key/value strings stored in the ONNX file (``metadata_props``)."""
     from tdfast import __version__
 
@@ -87,7 +93,7 @@ def build_metadata(model: nn.Module, exporter: str, opset: int, ckpt: Path | Non
     }
     if ckpt is not None:
         # Lets ensure_export tell a stale cached export from a fresh one.
-        meta["weights_sha256"] = file_sha256(ckpt / WEIGHTS_NAME)
+        meta["weights_sha256"] = weights_sha or file_sha256(ckpt / WEIGHTS_NAME)
     return meta
 
 
@@ -186,6 +192,10 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
                          f"exporter writes), got {opset}")
     if exporter not in EXPORTERS:
         raise InputError(f"exporter: expected one of {EXPORTERS}, got {exporter!r}")
+    # The hash of the weights as they were *before* loading: a file replaced while we export
+    # (a trainer saving its best model into the directory) must not lend its hash to a graph
+    # of the old weights; it is checked again once the graph is made.
+    sha = None if isinstance(model_or_ckpt, nn.Module) else _weights_sha(Path(model_or_ckpt))
     model, ckpt = load_model(model_or_ckpt)
     out = Path(out_dir) / filename
     was_training = model.training
@@ -205,7 +215,10 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
         if problems:
             raise ExportVerificationError(f"{exporter} export lost dynamic axes: " + "; ".join(problems))
         del proto.metadata_props[:]
-        for k, v in build_metadata(model, exporter, opset, ckpt).items():
+        if sha is not None and _weights_sha(ckpt) != sha:
+            raise InputError(f"{ckpt}: {WEIGHTS_NAME} changed while it was being exported (is a training "
+                             f"run writing to it?); export again once it is done")
+        for k, v in build_metadata(model, exporter, opset, ckpt, sha).items():
             proto.metadata_props.add(key=k, value=v)
         proto.doc_string = "TD-DETR moment retrieval + highlight detection (tdfast)"
         onnx.checker.check_model(proto)

@@ -17,7 +17,7 @@ import torch
 
 from tdfast import InputError, TDDETR, TDDETRConfig
 from tdfast.cli import main as tdfast_main
-from tdfast.export import FORMATS, OrtRunner, ensure_export, export, read_metadata
+from tdfast.export import FORMATS, OrtRunner, ensure_export, export, export_onnx, read_metadata
 from tdfast.export.__main__ import main as module_main
 from tdfast.export.onnx_export import file_sha256
 from tdfast.export.verify import eager_outputs
@@ -267,3 +267,23 @@ def test_ensure_export_rebuilds_artifacts_of_an_earlier_graph_recipe(tmp_path):
     stamp = int8.stat().st_mtime_ns
     ensure_export(ckpt, "onnx-int8", exporter="torchscript")
     assert int8.stat().st_mtime_ns != stamp
+
+
+def test_weights_replaced_during_export_are_an_input_error(tmp_path, monkeypatch):
+    """A trainer saving into the checkpoint while it is exported: the graph (old weights)
+    must not be stored under the new weights' hash, where ensure_export would trust it."""
+    import tdfast.export.onnx_export as onnx_export
+
+    ckpt = tmp_path / "ckpt"
+    _ckpt(ckpt, seed=0)
+    load = onnx_export.load_model
+
+    def load_then_overwrite(src):
+        out = load(src)
+        _ckpt(ckpt, seed=1)  # the new best model lands after the old one was read
+        return out
+
+    monkeypatch.setattr(onnx_export, "load_model", load_then_overwrite)
+    with pytest.raises(InputError, match="model.safetensors changed"):
+        export_onnx(ckpt, tmp_path / "out", exporter="torchscript", verify=False, log=None)
+    assert not (tmp_path / "out" / "model.onnx").exists()
