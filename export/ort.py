@@ -48,7 +48,7 @@ def providers_for(device: str) -> list[str]:
 
 
 def make_session(path: str | Path, device: str = "cpu", threads: int | None = None,
-                 opt_level: str = "all", spin: bool = False):
+                 opt_level: str = "all", spin: bool = False, profile_prefix: str | None = None):
     """An ``InferenceSession`` for ``path``.
 
     ``threads``: intra-op threads (None = ONNX Runtime's default, one per physical core);
@@ -56,6 +56,7 @@ def make_session(path: str | Path, device: str = "cpu", threads: int | None = No
     intra-op threads busy-wait for the next call (ONNX Runtime's default). Off here: the
     spinning threads keep the cores busy after each call, which slows whatever runs next
     in the process (PyTorch postprocessing, another backend) on a machine with few cores.
+    ``profile_prefix``: write ONNX Runtime's node profile there (``session.end_profiling()``).
     """
     ort = _ort()
     if opt_level not in OPT_LEVELS:
@@ -75,6 +76,8 @@ def make_session(path: str | Path, device: str = "cpu", threads: int | None = No
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if profile_prefix is not None:
+        so.enable_profiling, so.profile_file_prefix = True, profile_prefix
     so.log_severity_level = 3  # errors only; ORT's shape-inference warnings are noise here
     return ort.InferenceSession(str(path), sess_options=so, providers=providers_for(device))
 

@@ -103,18 +103,12 @@ def profile_torch(fn: Callable[..., Any], args: Sequence[torch.Tensor], calls: i
 
 def profile_ort(path: Path, feed: dict[str, np.ndarray], calls: int, threads: int) -> dict[str, Any]:
     """Profile an ONNX Runtime session of ``path`` on ``feed`` over ``calls`` runs."""
-    import onnxruntime as ort
-
     from tdfast.export.ort import make_session
 
     plain = make_session(path, "cpu", threads)
     wall = _wall_ms(lambda: plain.run(None, feed), calls)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with tempfile.TemporaryDirectory(prefix="tdfast-ortprof-") as tmp:
-        so.enable_profiling, so.profile_file_prefix = True, os.path.join(tmp, "ort")
-        sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        sess = make_session(path, "cpu", threads, profile_prefix=os.path.join(tmp, "ort"))
         for _ in range(WARMUP + calls):
             sess.run(None, feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
