@@ -132,8 +132,11 @@ def test_int8_map_loss_goal_is_judged_when_measured():
     int8 = {"pairs": 60, "top1_agreement": 0.97, "decisive_pairs": 50, "MR-full-mAP_loss": 0.62}
     goal = evaluate_goals(rows, "cpu", int8)[-1]
     assert (goal["value"], goal["target"], goal["op"], goal["met"]) == (0.62, 0.5, "<=", False)
+    assert "note" not in goal
     int8["MR-full-mAP_loss"] = -0.3  # int8 scoring higher is no loss
     assert evaluate_goals(rows, "cpu", int8)[-1]["met"] is True
+    int8.update(decisive_pairs=0, fp32_top1_margin_median=1e-7, max_abs_delta_fg_prob_median=1e-4)
+    assert evaluate_goals(rows, "cpu", int8)[-1]["note"].startswith("inconclusive")
 
 
 def test_int8_agreement_is_judged_off_the_latency_goal_shape():
