@@ -15,19 +15,22 @@ import argparse
 import logging
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 
+from tdfast.batching import pad_items
 from tdfast.bench.int8 import val_pairs
 from tdfast.bench.machine import machine_info
 from tdfast.bench.matrix import make_pairs, synthetic_dataset
 from tdfast.bench.record import make_record, write_record
+from tdfast.bench.timing import interleaved_rounds
 from tdfast.checkpoint import load_checkpoint
 from tdfast.export import ensure_export
+from tdfast.export.ort import make_session
 from tdfast.export.quantize import INT8_HEADS, INT8_KEEP_FP32, nodes_of_modules
 from tdfast.export.verify import foreground_prob
 
@@ -37,13 +40,12 @@ GROUPS = {"input_proj": ("video_proj", "text_proj"), "td_layers": ("td_layers",)
 
 
 def padded(videos: list[np.ndarray], queries: list[np.ndarray], L: int, M: int) -> dict[str, np.ndarray]:
-    n = len(videos)
-    feed = {"video": np.zeros((n, L, videos[0].shape[1]), np.float32), "video_mask": np.zeros((n, L), bool),
-            "query": np.zeros((n, M, queries[0].shape[1]), np.float32), "query_mask": np.zeros((n, M), bool)}
-    for i, (v, q) in enumerate(zip(videos, queries)):
-        feed["video"][i, :len(v)], feed["video_mask"][i, :len(v)] = v, True
-        feed["query"][i, :len(q)], feed["query_mask"][i, :len(q)] = q, True
-    return feed
+    """An ONNX feed of the pairs, padded to L clips and M tokens as the Retriever pads them."""
+    cpu = torch.device("cpu")
+    video, video_mask = pad_items([torch.from_numpy(v) for v in videos], L, len(videos), torch.float32, cpu, False)
+    query, query_mask = pad_items([torch.from_numpy(q) for q in queries], M, len(queries), torch.float32, cpu, False)
+    return {"video": video.numpy(), "video_mask": video_mask.numpy(), "query": query.numpy(),
+            "query_mask": query_mask.numpy()}
 
 
 def make_variants(src: Path, work: Path, calib: list[dict[str, np.ndarray]]) -> dict[str, Path]:
@@ -75,8 +77,6 @@ def make_variants(src: Path, work: Path, calib: list[dict[str, np.ndarray]]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import onnxruntime as ort
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", type=Path, required=True)
     p.add_argument("--data", type=Path, help="synthetic dataset dir (default: a temp dir)")
@@ -89,26 +89,23 @@ def main(argv: list[str] | None = None) -> int:
         ds = synthetic_dataset(config, a.data or Path(tmp) / "data", 200, 60)
         videos, queries = val_pairs(ds, config)
         L, M = config.max_video_len, config.max_query_len
-        train_v, train_q = make_pairs(config, 32, L, 32, seed=1)
+        train_v, train_q = make_pairs(config, 32, L, M, seed=1)
         calib = [padded(train_v[i:i + 8], train_q[i:i + 8], L, M) for i in range(0, 32, 8)]
         src = Path(ensure_export(a.ckpt, "onnx"))
         paths = {"fp32": src, **make_variants(src, Path(tmp), calib)}
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions = {n: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for n, p in paths.items()}
+        sessions = {n: make_session(p, "cpu", threads=1) for n, p in paths.items()}
         names = [o.name for o in sessions["fp32"].get_outputs()]
         feeds = [padded(videos[i:i + 16], queries[i:i + 16], L, M) for i in range(0, len(videos), 16)]
         outs = {n: {k: np.concatenate([o[names.index(k)] for o in (s.run(None, f) for f in feeds)])
                     for k in names} for n, s in sessions.items()}
-        timing = {b: padded(*make_pairs(config, b, 75, 32), L, M) for b in (1, 32)}
-        ms: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        timing = {b: padded(*make_pairs(config, b, L, M), L, M) for b in (1, 32)}
+        ms: dict[str, dict[int, list[float]]] = defaultdict(dict)
         for b, feed in timing.items():
-            for _ in range(a.rounds if b == 1 else max(a.rounds // 3, 2)):
-                for n, s in sessions.items():
-                    start = time.perf_counter()
-                    s.run(None, feed)
-                    ms[n][b].append(1e3 * (time.perf_counter() - start))
+            rounds = a.rounds if b == 1 else max(a.rounds // 3, 2)
+            calls = {n: (lambda s=s: s.run(None, feed)) for n, s in sessions.items()}
+            seconds, _ = interleaved_rounds(calls, rounds, lambda: None)
+            for n, t in seconds.items():
+                ms[n][b] = [1e3 * x for x in t]
     ref = outs["fp32"]
     pa = foreground_prob(ref["pred_logits"])
     rows = []

@@ -24,9 +24,10 @@ from torch import nn
 from tdfast.atomic import staged_name
 from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
-from tdfast.export.onnx_export import (ONNX_NAME, add_metadata, export_onnx, file_sha256, load_model,
-                                       read_metadata)
+from tdfast.export.onnx_export import (GRAPH_RECIPE, ONNX_NAME, add_metadata, export_onnx, file_sha256,
+                                       load_model, read_metadata)
 from tdfast.export.options import ExportOptions
+from tdfast.export.quantize import INT8_KEEP_FP32
 from tdfast.export.verify import FP16_ATOL, format_table, verification_record, verify_onnx
 
 
@@ -154,7 +155,8 @@ def export(model_or_ckpt: nn.Module | str | Path, fmt: str, out_dir: str | Path,
 
 def _is_fresh(artifact: Path, weights_sha: str, options: ExportOptions) -> bool:
     """The cached artifact exists, was made from these exact weights and, for an engine,
-    with the requested precision and max batch."""
+    with the requested precision and max batch; an ONNX file by this graph builder
+    (``GRAPH_RECIPE``) and, for int8, with this keep list."""
     if not artifact.is_file():
         return False
     if artifact.suffix == ".engine":
@@ -168,9 +170,6 @@ def _is_fresh(artifact: Path, weights_sha: str, options: ExportOptions) -> bool:
             meta = read_metadata(artifact)
         except Exception:  # unreadable or truncated by something other than us: rebuild
             return False
-    from tdfast.export.onnx_export import GRAPH_RECIPE
-    from tdfast.export.quantize import INT8_KEEP_FP32
-
     if artifact.suffix != ".engine" and meta.get("graph_recipe") != str(GRAPH_RECIPE):
         return False  # made by an earlier graph builder (engines are built from a fresh ONNX file)
     if meta.get("precision") == "int8-dynamic" and meta.get("int8_keep_fp32") != ",".join(INT8_KEEP_FP32):

@@ -39,12 +39,10 @@ AXES = {"video": ("B", "L", None), "video_mask": ("B", "L"), "query": ("B", "M",
         "saliency_scores": ("B", "L")}
 
 Log = Callable[[str], None] | None
-
-
-
 # Bumped whenever the exported graph changes for the same weights (2: PReLU exported as
 # LeakyRelu), so ensure_export rebuilds artifacts a previous version cached.
 GRAPH_RECIPE = 2
+
 
 def load_model(model_or_ckpt: nn.Module | str | Path) -> tuple[nn.Module, Path | None]:
     """A TDDETR instance or a checkpoint dir -> (model on CPU in fp32, checkpoint dir or None).
@@ -76,9 +74,9 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def build_metadata(model: nn.Module, exporter: str, opset: int, ckpt: Path | None,
-                   weights_sha: str | None = None) -> dict[str, str]:
-    """The key/value strings stored in the ONNX file (``metadata_props``)."""
+def build_metadata(model: nn.Module, exporter: str, opset: int, weights_sha: str | None) -> dict[str, str]:
+    """The key/value strings stored in the ONNX file (``metadata_props``); ``weights_sha``:
+    the sha256 of the checkpoint's weights the graph was made from (None: not from a file)."""
     from tdfast import __version__
 
     meta = {
@@ -91,9 +89,9 @@ def build_metadata(model: nn.Module, exporter: str, opset: int, ckpt: Path | Non
         "tensors": json.dumps(TENSOR_DOCS),
         "graph_recipe": str(GRAPH_RECIPE),
     }
-    if ckpt is not None:
+    if weights_sha is not None:
         # Lets ensure_export tell a stale cached export from a fresh one.
-        meta["weights_sha256"] = weights_sha or file_sha256(ckpt / WEIGHTS_NAME)
+        meta["weights_sha256"] = weights_sha
     return meta
 
 
@@ -218,7 +216,7 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
         if sha is not None and _weights_sha(ckpt) != sha:
             raise InputError(f"{ckpt}: {WEIGHTS_NAME} changed while it was being exported (is a training "
                              f"run writing to it?); export again once it is done")
-        for k, v in build_metadata(model, exporter, opset, ckpt, sha).items():
+        for k, v in build_metadata(model, exporter, opset, sha).items():
             proto.metadata_props.add(key=k, value=v)
         proto.doc_string = "TD-DETR moment retrieval + highlight detection (tdfast)"
         onnx.checker.check_model(proto)

@@ -56,15 +56,19 @@ class FixedSlopeReLU(nn.Module):
         return F.leaky_relu(x, self.slope)
 
 
+def _one_slope(m: nn.Module) -> bool:
+    return isinstance(m, nn.PReLU) and m.weight.numel() == 1
+
+
 def freeze_activations(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every one-slope ``nn.PReLU`` replaced by ``FixedSlopeReLU``
     (the caller's model is not changed; ``model`` itself when it has none)."""
-    if not any(isinstance(m, nn.PReLU) and m.weight.numel() == 1 for m in model.modules()):
+    if not any(map(_one_slope, model.modules())):
         return model
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if isinstance(child, nn.PReLU) and child.weight.numel() == 1:
+            if _one_slope(child):
                 setattr(parent, name, FixedSlopeReLU(child.weight.item()))
     return model
 

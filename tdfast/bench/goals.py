@@ -3,8 +3,9 @@
 CPU (fp32, L=75, M=32, one run): the best fp32 backend at B=32 reaches >= 80% of the
 measured GEMM peak; its B=1 latency is <= 1.3x its per-pair cost at B=32; the int8 ONNX
 Runtime variant is >= 1.5x faster than the best fp32 backend at B=32 with top-1 agreement
->= 95% and <= 0.5 points lost in val MR-full-mAP. GPU (bf16, L=75, M=32, H100/H200): one whole batch at B=1 <= 0.25 ms, B=32 <= 0.3 ms,
-B=256 <= 0.5 ms (judged on the backend call and, separately, on the whole predict).
+>= 95% and <= 0.5 points lost in val MR-full-mAP. GPU (bf16, L=75, M=32, H100/H200): one
+whole batch at B=1 <= 0.25 ms, B=32 <= 0.3 ms, B=256 <= 0.5 ms (judged on the backend
+call and, separately, on the whole predict).
 """
 from __future__ import annotations
 

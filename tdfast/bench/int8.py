@@ -56,23 +56,25 @@ def int8_agreement(fp32: Any, int8: Any, videos: list[np.ndarray], queries: list
 QUALITY_METRICS = ("MR-full-mAP", "MR-full-R1@0.5", "HL-min-VeryGood-mAP")
 
 
-def val_metrics(retriever: Any, dataset: Any, config: Any) -> dict[str, float]:
-    """``QUALITY_METRICS`` of ``retriever`` on ``dataset.val``, predicted the way ``tdfast
-    predict`` does (all ``num_queries`` moments per query) and scored by ``tdfast.eval``."""
-    from tdfast.data import FeatureStore, load_annotations
-    from tdfast.eval import eval_submission, load_jsonl
+def val_metrics(retriever: Any, anns: list, store: Any, ground_truth: list[dict], top_k: int) -> dict[str, float]:
+    """``QUALITY_METRICS`` of ``retriever`` on the annotations ``anns`` (features from
+    ``store``), predicted the way ``tdfast predict`` does and scored by ``tdfast.eval``."""
+    from tdfast.eval import eval_submission
     from tdfast.predict_jsonl import predict_annotations
 
-    anns = load_annotations(dataset.val)
-    store = FeatureStore(dataset.video_dirs, dataset.text_dir, config)
     submission = [p.to_submission(a.qid, a.query, a.vid)
-                  for a, _, p in predict_annotations(retriever, anns, store, top_k=config.num_queries)]
-    brief = eval_submission(submission, load_jsonl(dataset.val))["brief"]
+                  for a, _, p in predict_annotations(retriever, anns, store, top_k=top_k)]
+    brief = eval_submission(submission, ground_truth)["brief"]
     return {k: brief[k] for k in QUALITY_METRICS}
 
 
 def int8_metric_change(fp32: Any, int8: Any, dataset: Any, config: Any) -> dict[str, Any]:
-    """The val metrics of both variants and ``{metric}_loss`` = fp32 - int8 (points; positive
-    means int8 scores lower)."""
-    a, b = val_metrics(fp32, dataset, config), val_metrics(int8, dataset, config)
+    """The val metrics of both variants on ``dataset.val`` (all ``num_queries`` moments per
+    query) and ``{metric}_loss`` = fp32 - int8 (points; positive means int8 scores lower)."""
+    from tdfast.data import FeatureStore, load_annotations
+    from tdfast.eval import load_jsonl
+
+    anns, gt = load_annotations(dataset.val), load_jsonl(dataset.val)
+    store = FeatureStore(dataset.video_dirs, dataset.text_dir, config, cache_size=len(anns))
+    a, b = (val_metrics(r, anns, store, gt, config.num_queries) for r in (fp32, int8))
     return {"fp32_val": a, "int8_val": b, **{f"{k}_loss": round(a[k] - b[k], 4) for k in QUALITY_METRICS}}

@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from tdfast.bench.timing import interleaved_rounds
 
 # Category -> substrings of op names (torch ops, inductor kernels, ONNX op types), first match wins.
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -74,13 +75,10 @@ def summarize(ops: dict[str, tuple[float, int]], calls: int, wall_ms: float) -> 
 
 
 def _wall_ms(fn: Callable[[], Any], calls: int) -> float:
+    """Median ms of ``calls`` calls of ``fn`` after one untimed call (CPU: nothing to sync)."""
     fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    seconds, _ = interleaved_rounds({"fn": fn}, calls, lambda: None)
+    return 1e3 * float(np.median(seconds["fn"]))
 
 
 def profile_torch(fn: Callable[..., Any], args: Sequence[torch.Tensor], calls: int) -> dict[str, Any]:
