@@ -41,6 +41,11 @@ QUERY_BUCKET_STEP = 8  # tokens; buckets 8, 16, 24, 32
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16}
+# Pairs per model call when ``batch_size`` is not given. On CPU a call of 8 pairs keeps a
+# layer's activations (e.g. the FFN's [8 * 107, 1024] fp32, 3.5 MB) in cache; 32 do not, and
+# cost 10-25% more per pair (docs/benchmarks.md, "Pairs per model call on CPU"). A GPU wants
+# large calls.
+DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 32}
 
 
 def parse_device(device: Any) -> torch.device:
@@ -87,23 +92,25 @@ class Retriever:
 
     ``model``: a TDDETR (put in eval mode; converted copies are made when ``device`` or
     ``dtype`` differ from its own). ``backend``: a name in ``tdfast.backends.BACKENDS``.
-    ``batch_size``: most pairs per model call (larger inputs are chunked).
+    ``batch_size``: most pairs per model call (larger inputs are chunked); None:
+    ``DEFAULT_BATCH_SIZE`` of the device (8 on CPU, 32 on CUDA).
     ``checkpoint_dir``: where exporting backends cache their artifacts.
     """
 
     def __init__(self, model: nn.Module, backend: str = "eager", device: Any = "cpu",
-                 dtype: Any = None, batch_size: int = 32,
+                 dtype: Any = None, batch_size: int | None = None,
                  checkpoint_dir: str | Path | None = None) -> None:
         if not isinstance(getattr(model, "config", None), TDDETRConfig):
             raise InputError(f"model: expected a TDDETR (an nn.Module with a TDDETRConfig .config), "
                              f"got {type(model).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size <= 0):
+            raise InputError(f"batch_size: expected None or a positive integer, got {batch_size!r}")
         self.config: TDDETRConfig = model.config
         self.device = parse_device(device)
         self.dtype = parse_dtype(dtype)
         self.backend = backend
-        self.batch_size = batch_size
+        self.batch_size: int = batch_size or DEFAULT_BATCH_SIZE[self.device.type]
         self.runner = make_runner(backend, model, self.device, self.dtype, checkpoint_dir)
         self.video_buckets = length_buckets(self.config.max_video_len, VIDEO_BUCKET_STEP)
         self.query_buckets = length_buckets(self.config.max_query_len, QUERY_BUCKET_STEP)
@@ -111,7 +118,7 @@ class Retriever:
 
     @classmethod
     def from_pretrained(cls, checkpoint_dir: str | Path, backend: str = "eager", device: Any = "cpu",
-                        dtype: Any = None, batch_size: int = 32) -> "Retriever":
+                        dtype: Any = None, batch_size: int | None = None) -> "Retriever":
         """Load ``checkpoint_dir`` (config.json + model.safetensors) and build the backend."""
         from tdfast.checkpoint import load_checkpoint
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tdfast import Retriever, TDDETR, TDDETRConfig
+from tdfast.api import DEFAULT_BATCH_SIZE
 from tdfast.batching import batch_bucket, bucket_of, length_buckets, pad_items, plan_chunks
 
 C = TDDETRConfig.from_name("tiny")  # max_video_len 32, max_query_len 16
@@ -91,6 +92,27 @@ def test_retriever_calls_the_backend_on_buckets_and_unpads(static):
         assert got["saliency_scores"].shape == (v.shape[0],)
         for k in got:
             assert np.abs(got[k] - want[k][0].numpy()).max() < 1e-5, k
+
+
+def test_default_batch_size_on_cpu_cuts_calls_at_eight_pairs():
+    """Without batch_size, a CPU Retriever makes model calls of at most 8 pairs (20 equal-length
+    pairs: calls of 8, 8, 4) and returns what one call of all 20 returns."""
+    torch.manual_seed(0)
+    model = TDDETR(C).eval()
+    videos = [torch.randn(30, C.video_dim) for _ in range(20)]
+    queries = [torch.randn(12, C.text_dim) for _ in range(20)]
+    r = Retriever(model)
+    assert r.batch_size == DEFAULT_BATCH_SIZE["cpu"] == 8
+    r.runner = rec = ShapeRecorder(r.runner, False)
+    got = r.raw_outputs(videos, queries)
+    assert [b for b, _, _ in rec.shapes] == [8, 8, 4]
+    whole = Retriever(model, batch_size=32)
+    whole.runner = rec32 = ShapeRecorder(whole.runner, False)
+    want = whole.raw_outputs(videos, queries)
+    assert [b for b, _, _ in rec32.shapes] == [20]
+    for a, b in zip(got, want):
+        for k in a:
+            assert np.abs(a[k] - b[k]).max() < 1e-5, k
 
 
 @pytest.mark.gpu

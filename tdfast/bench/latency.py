@@ -46,6 +46,7 @@ def latency_table(retriever_by_backend: Mapping[str, Any], videos: Sequence[Any]
     ``progress``: called with one line per batch size as it finishes.
 
     Returns one dict per (backend, B): ``backend``, ``dtype``, ``device``, ``batch``,
+    ``model_batch`` (most pairs per backend call: the Retriever's ``batch_size``),
     ``video_len`` / ``query_len`` (longest pair), ``n`` (timed calls), ``p50_ms``,
     ``p90_ms``, ``p99_ms``, ``min_ms``, ``mean_ms`` (predict, ms), ``model_p50_ms``,
     ``model_p90_ms``, ``model_p99_ms`` (backend call, ms), ``pairs_per_s`` (B / p50),
@@ -102,7 +103,7 @@ def _time_batch(retriever_by_backend: Mapping[str, Any], wrapped: Mapping[str, T
         s, m = summarize_ms(seconds[name]), summarize_ms(model_s[name])
         rows.append({
             "backend": name, "dtype": str(r.dtype).removeprefix("torch."), "device": str(r.device),
-            "batch": len(v), "video_len": max(len(x) for x in v), "query_len": max(len(x) for x in q),
+            "batch": len(v), "model_batch": min(len(v), r.batch_size), "video_len": max(len(x) for x in v), "query_len": max(len(x) for x in q),
             **s, "model_p50_ms": m["p50_ms"], "model_p90_ms": m["p90_ms"],
             "model_p99_ms": m["p99_ms"], "pairs_per_s": len(v) / (s["p50_ms"] / 1e3),
             "peak_mem_mb": peak[name], "mem_kind": memory.kind,

@@ -41,6 +41,7 @@ class BenchSpec:
     backends: list[str] = dataclasses.field(
         default_factory=lambda: ["eager", "compile", "triton", "onnxruntime", "tensorrt"])
     batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [1, 8, 32, 256])
+    model_batch: int | None = None  # pairs per model call (Retriever batch_size; None: its default)
     video_lens: list[int] = dataclasses.field(default_factory=lambda: [75])
     query_len: int = 32
     dtypes: list[str] = dataclasses.field(default_factory=lambda: ["float32"])
@@ -156,7 +157,7 @@ def build_retrievers(spec: BenchSpec, ckpt: Path, dtype: str, log: Callable[[str
             start = time.perf_counter()
             try:
                 built[name] = Retriever.from_pretrained(ckpt, backend=name, device=spec.device, dtype=dtype,
-                                                        batch_size=max(spec.batch_sizes))
+                                                        batch_size=spec.model_batch)
                 info[name] = {"build_s": round(time.perf_counter() - start, 3)}
             except (BackendUnavailableError, InputError) as e:
                 reason = str(e)

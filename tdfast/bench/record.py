@@ -2,7 +2,8 @@
 
 Envelope (every kind)::
 
-    {"schema_version": 1, "kind": "predict" | "kernels" | "export" | "train" | "shared" | "profile" | "int8",
+    {"schema_version": 1, "kind": "predict" | "kernels" | "export" | "train" | "shared" | "profile" | "int8"
+                                  | "model_batch",
      "what": "<one sentence: what was timed>",
      "machine": machine_info(...) (+ optional "loadavg_end"),
      "setup": {...how it was run...}, "rows": [{...}, ...], ...kind-specific extras}
@@ -23,7 +24,7 @@ from tdfast.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 
 SCHEMA_VERSION = 1
-KINDS = ("predict", "kernels", "export", "train", "shared", "profile", "int8")
+KINDS = ("predict", "kernels", "export", "train", "shared", "profile", "int8", "model_batch")
 MACHINE_KEYS = ("device", "device_type", "cpu_model", "cores", "versions", "git", "date", "loadavg")
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms")
 

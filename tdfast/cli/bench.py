@@ -1,7 +1,8 @@
 """``tdfast bench``: end-to-end predict latency of every backend, side by side, as a record.
 
     tdfast bench [--backends eager,compile,triton,onnxruntime,tensorrt] [--batch-sizes 1,8,32,256]
-                 [--video-lens 75,150] [--query-len 32] [--dtypes fp32,bf16] [--preset qvhighlights]
+                 [--model-batch N] [--video-lens 75,150] [--query-len 32] [--dtypes fp32,bf16]
+                 [--preset qvhighlights]
                  [--ckpt DIR] [--repeats N] [--int8] [--out results.json] [--plot latency.png]
     tdfast bench --update-readme     # regenerate README.md's table from benchmarks/results/
 
@@ -43,7 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backends", default=BACKENDS, help=f"comma-separated (default {BACKENDS}; "
                    "onnxruntime-int8 is added by --int8)")
     p.add_argument("--batch-sizes", "--batch", default="1,8,32,256",
-                   help="pairs per model call, comma-separated (default 1,8,32,256; --batch: old spelling)")
+                   help="pairs per predict call, comma-separated (default 1,8,32,256; --batch: old spelling)")
+    p.add_argument("--model-batch", type=int, default=None,
+                   help="most pairs per model call inside one predict (the Retriever's batch_size; default "
+                        "its device default: 8 on CPU, 32 on CUDA)")
     p.add_argument("--video-lens", "--video-len", default="75",
                    help="clips per video, comma-separated, e.g. 75,150 (default 75; --video-len: old spelling)")
     p.add_argument("--query-len", type=int, default=32, help="tokens per query (default 32)")
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         print("README.md: " + ("updated" if changed else "up to date"))
         return 0
     for flag, value in (("--query-len", args.query_len), ("--warmup", args.warmup), ("--repeats", args.repeats),
-                        ("--threads", args.threads)):
+                        ("--threads", args.threads), ("--model-batch", args.model_batch)):
         if value is not None and value < 1:
             raise InputError(f"{flag}: expected a positive integer, got {value}")
     if args.train_epochs < 0:
@@ -120,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     parse_device(device)  # --device cuda without CUDA: one-line error before any work
     spec = BenchSpec(backends=_names("--backends", args.backends, sorted(KNOWN)),
-                     batch_sizes=_ints("--batch-sizes", args.batch_sizes), video_lens=_ints("--video-lens", args.video_lens),
+                     batch_sizes=_ints("--batch-sizes", args.batch_sizes), model_batch=args.model_batch,
+                     video_lens=_ints("--video-lens", args.video_lens),
                      query_len=args.query_len, dtypes=dtypes, preset=args.preset,
                      device=device, ckpt=Path(args.ckpt) if args.ckpt else None, repeats=args.repeats,
                      budget_s=args.budget_s, warmup=args.warmup, int8=args.int8,

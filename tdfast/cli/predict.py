@@ -35,7 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=10, help="moments kept per query (default 10)")
     p.add_argument("--nms-iou", type=float, default=None,
                    help="temporal NMS IoU threshold (default: no NMS, as the official evaluation)")
-    p.add_argument("--batch-size", type=int, default=32, help="pairs per model call (default 32)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="pairs per model call (default: 8 on CPU, 32 on CUDA)")
     p.add_argument("--sliding-window", action="store_true",
                    help="process videos longer than max_video_len clips in overlapping windows "
                    "(default: truncate them to max_video_len, as training does)")
