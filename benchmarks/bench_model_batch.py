@@ -1,4 +1,4 @@
-"""How many pairs per model call on CPU: the measurement behind ``DEFAULT_BATCH_SIZE["cpu"]``.
+"""How many pairs per model call on CPU: the measurement behind ``tdfast.api.default_batch_size``.
 
     python benchmarks/bench_model_batch.py --ckpt CKPT --out benchmarks/results/model_batch_cpu.json
 

@@ -41,11 +41,23 @@ QUERY_BUCKET_STEP = 8  # tokens; buckets 8, 16, 24, 32
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16}
-# Pairs per model call when ``batch_size`` is not given. On CPU a call of 8 pairs keeps a
-# layer's activations (e.g. the FFN's [8 * 107, 1024] fp32, 3.5 MB) in cache; 32 do not, and
-# cost 10-25% more per pair (docs/benchmarks.md, "Pairs per model call on CPU"). A GPU wants
-# large calls.
-DEFAULT_BATCH_SIZE = {"cpu": 8, "cuda": 32}
+MAX_DEFAULT_BATCH = 32  # pairs per model call when ``batch_size`` is not given (and on CUDA)
+# On CPU, a model call's widest activation (the FFN's hidden layer over the video and query
+# tokens) is kept within this many bytes: past it, activations no longer stay in cache between
+# ops and every pair costs more (docs/benchmarks.md, "Pairs per model call on CPU").
+CPU_ACTIVATION_BUDGET = 4 << 20
+
+
+def default_batch_size(config: TDDETRConfig, device: torch.device) -> int:
+    """Pairs per model call when the caller does not say: ``MAX_DEFAULT_BATCH`` on CUDA; on
+    CPU the largest power of two whose FFN activation (fp32) fits ``CPU_ACTIVATION_BUDGET``
+    (8 for the QVHighlights preset: 8 x 107 tokens x 1024 x 4 B = 3.5 MB), at most
+    ``MAX_DEFAULT_BATCH``, at least 1."""
+    if device.type != "cpu":
+        return MAX_DEFAULT_BATCH
+    per_pair = (config.max_video_len + config.max_query_len) * max(config.ffn_dim, config.hidden_dim) * 4
+    fits = max(1, CPU_ACTIVATION_BUDGET // per_pair)
+    return min(MAX_DEFAULT_BATCH, 1 << (fits.bit_length() - 1))
 
 
 def parse_device(device: Any) -> torch.device:
@@ -93,7 +105,7 @@ class Retriever:
     ``model``: a TDDETR (put in eval mode; converted copies are made when ``device`` or
     ``dtype`` differ from its own). ``backend``: a name in ``tdfast.backends.BACKENDS``.
     ``batch_size``: most pairs per model call (larger inputs are chunked); None:
-    ``DEFAULT_BATCH_SIZE`` of the device (8 on CPU, 32 on CUDA).
+    ``default_batch_size`` (on CPU sized to stay in cache: 8 for the QVHighlights preset; 32 on CUDA).
     ``checkpoint_dir``: where exporting backends cache their artifacts.
     """
 
@@ -110,7 +122,7 @@ class Retriever:
         self.device = parse_device(device)
         self.dtype = parse_dtype(dtype)
         self.backend = backend
-        self.batch_size: int = batch_size or DEFAULT_BATCH_SIZE[self.device.type]
+        self.batch_size: int = batch_size or default_batch_size(self.config, self.device)
         self.runner = make_runner(backend, model, self.device, self.dtype, checkpoint_dir)
         self.video_buckets = length_buckets(self.config.max_video_len, VIDEO_BUCKET_STEP)
         self.query_buckets = length_buckets(self.config.max_query_len, QUERY_BUCKET_STEP)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tdfast import Retriever, TDDETR, TDDETRConfig
-from tdfast.api import DEFAULT_BATCH_SIZE
+from tdfast.api import CPU_ACTIVATION_BUDGET, MAX_DEFAULT_BATCH, default_batch_size
 from tdfast.batching import batch_bucket, bucket_of, length_buckets, pad_items, plan_chunks
 
 C = TDDETRConfig.from_name("tiny")  # max_video_len 32, max_query_len 16
@@ -94,15 +94,27 @@ def test_retriever_calls_the_backend_on_buckets_and_unpads(static):
             assert np.abs(got[k] - want[k][0].numpy()).max() < 1e-5, k
 
 
-def test_default_batch_size_on_cpu_cuts_calls_at_eight_pairs():
-    """Without batch_size, a CPU Retriever makes model calls of at most 8 pairs (20 equal-length
-    pairs: calls of 8, 8, 4) and returns what one call of all 20 returns."""
+def test_default_batch_size_keeps_the_ffn_activation_within_the_cpu_budget():
+    """QVHighlights preset: 8 pairs x 107 tokens x 1024 x 4 B = 3.5 MB fits the 4 MiB budget, 16
+    would not; the tiny preset's 12 KiB per pair is capped at 32; CUDA always gets 32."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert default_batch_size(TDDETRConfig.from_name("qvhighlights"), cpu) == 8
+    assert default_batch_size(C, cpu) == MAX_DEFAULT_BATCH == 32
+    assert default_batch_size(TDDETRConfig.from_name("qvhighlights"), cuda) == 32
+    huge = TDDETRConfig.from_name("tiny", ffn_dim=CPU_ACTIVATION_BUDGET // 4)  # one pair overflows
+    assert default_batch_size(huge, cpu) == 1
+
+
+def test_default_batch_size_cuts_calls_and_keeps_the_answers():
+    """A model whose FFN is wide enough for the CPU default to be 8 (48 tokens x 2048 x 4 B per
+    pair): 20 equal-length pairs go in calls of 8, 8, 4 and return what one call of 20 returns."""
+    config = TDDETRConfig.from_name("tiny", ffn_dim=2048)
     torch.manual_seed(0)
-    model = TDDETR(C).eval()
-    videos = [torch.randn(30, C.video_dim) for _ in range(20)]
-    queries = [torch.randn(12, C.text_dim) for _ in range(20)]
+    model = TDDETR(config).eval()
+    videos = [torch.randn(30, config.video_dim) for _ in range(20)]
+    queries = [torch.randn(12, config.text_dim) for _ in range(20)]
     r = Retriever(model)
-    assert r.batch_size == DEFAULT_BATCH_SIZE["cpu"] == 8
+    assert r.batch_size == 8
     r.runner = rec = ShapeRecorder(r.runner, False)
     got = r.raw_outputs(videos, queries)
     assert [b for b, _, _ in rec.shapes] == [8, 8, 4]

@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pairs per predict call, comma-separated (default 1,8,32,256; --batch: old spelling)")
     p.add_argument("--model-batch", type=int, default=None,
                    help="most pairs per model call inside one predict (the Retriever's batch_size; default "
-                        "its device default: 8 on CPU, 32 on CUDA)")
+                        "the Retriever's: sized to the CPU cache, 8 for the qvhighlights preset; 32 on CUDA)")
     p.add_argument("--video-lens", "--video-len", default="75",
                    help="clips per video, comma-separated, e.g. 75,150 (default 75; --video-len: old spelling)")
     p.add_argument("--query-len", type=int, default=32, help="tokens per query (default 32)")

@@ -36,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--nms-iou", type=float, default=None,
                    help="temporal NMS IoU threshold (default: no NMS, as the official evaluation)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="pairs per model call (default: 8 on CPU, 32 on CUDA)")
+                   help="pairs per model call (default: sized to the CPU cache, 8 for the "
+                        "qvhighlights preset; 32 on CUDA)")
     p.add_argument("--sliding-window", action="store_true",
                    help="process videos longer than max_video_len clips in overlapping windows "
                    "(default: truncate them to max_video_len, as training does)")
