@@ -43,3 +43,32 @@ def test_agreement_iou_and_margins_on_known_outputs():
     assert got["fp32_top1_margin_median"] == pytest.approx(np.median(margins))
     assert got["decisive_pairs"] == 3  # pair 1's margin is 0.0025 < 0.01
     assert got["top1_agreement_decisive"] == 1.0
+
+
+@pytest.mark.parametrize("train_lr", [None, 5e-4])
+def test_bench_trains_with_its_recipe_and_train_lr_wins(tmp_path, monkeypatch, train_lr):
+    """--int8 without --ckpt trains the preset with BENCH_TRAINING (batch 16, lr 2e-4, QD-DETR's
+    span weights, no VSDC or negative pairs) over the preset's other settings; --train-lr
+    replaces only the learning rate."""
+    import tdfast.training as training_api
+    from tdfast import TDDETR
+    from tdfast.bench.matrix import BenchSpec, prepare_checkpoint
+    from tdfast.training import TrainConfig
+
+    seen = {}
+
+    def fake_train(config, train_ann, val_ann, video_dirs, text_dir, out_dir, *, training, epochs, **kw):
+        seen.update(training=training, epochs=epochs)
+        TDDETR(config).save_pretrained(out_dir)
+
+    monkeypatch.setattr(training_api, "train", fake_train)
+    spec = BenchSpec(preset="tiny", int8=True, train_epochs=2, train_lr=train_lr, train_videos=4, val_videos=2)
+    _, source, _ = prepare_checkpoint(spec, tmp_path, lambda msg: None)
+    got, preset = seen["training"], TrainConfig.from_name("tiny")
+    assert seen["epochs"] == 2
+    assert (got.batch_size, got.w_span_l1, got.w_span_giou, got.use_vsdc, got.use_negative_pair) == \
+        (16, 10.0, 1.0, False, False)
+    assert got.lr == (2e-4 if train_lr is None else train_lr)
+    assert (got.alpha, got.weight_decay, got.w_class, got.epochs) == \
+        (preset.alpha, preset.weight_decay, preset.w_class, preset.epochs)
+    assert f"batch 16, lr {got.lr:g}, without VSDC and negative pairs" in source

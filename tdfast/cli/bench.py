@@ -63,10 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per backend and shape (default 3)")
     p.add_argument("--int8", action="store_true", help="also the int8 ONNX Runtime variant: speed-up and "
                    "top-1 agreement on a synthetic val set (trains the preset briefly unless --ckpt)")
-    p.add_argument("--train-epochs", type=int, default=3, help="epochs of that brief training (0: random)")
+    p.add_argument("--train-epochs", type=int, default=3,
+                   help="epochs of that training (default 3; 0: random weights; 60 trains the qvhighlights "
+                        "network until its moment scores are decisive, about 40 minutes on one core)")
     p.add_argument("--gemm-sizes", default="1024,2048,4096",
                    help="square matmul sizes for the GEMM peak (default 1024,2048,4096)")
-    p.add_argument("--train-lr", type=float, help="learning rate of that training (default: the preset's)")
+    p.add_argument("--train-lr", type=float,
+                   help="learning rate of that training (default 2e-4: tdfast.bench.matrix.BENCH_TRAINING)")
     add_threads_argument(p)
     p.add_argument("--max-load", type=float, help="wait before timing until the 1-min load average is "
                    "below this (shared machines)")
