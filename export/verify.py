@@ -10,9 +10,18 @@ and eager picks i, it still counts when eager scores j within ``atol`` of i.
 Randomly initialised models score their moments within ~1e-4 of each other, so
 fp32 rounding alone flips a strict argmax on a few rows in a hundred; a real
 export bug moves the scores themselves, which the max-diff check catches.
+
+A trained model can amplify fp32 rounding past the tolerance on its own: eager fp32
+itself is then more than ``atol`` from the exact (float64) answer, and no fp32
+export can be within ``atol`` of eager. A shape that fails against eager is
+therefore judged again against the float64 model (the design's other reference):
+it passes when every output is within ``max(atol, 2 x eager's own error)`` of
+float64 and the top-1 is float64's, i.e. when the export is about as accurate as
+eager fp32. An export bug is far outside that bound either way.
 """
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,14 +55,16 @@ class Shape:
 class ParityRow:
     shape: Shape
     max_abs: dict[str, float] = field(default_factory=dict)
-    top1_same: int = 0  # rows whose top-1 moment matches eager (ties within atol allowed)
+    top1_same: int = 0  # rows whose top-1 moment matches the reference (ties within atol allowed)
     has_nan: bool = False
     atol: float = FP32_ATOL
+    reference: str = "eager"  # or "float64": judged against the float64 model (module docstring)
+    bounds: dict[str, float] = field(default_factory=dict)  # per-output bound when above atol
 
     @property
     def ok(self) -> bool:
         return (not self.has_nan and self.top1_same == self.shape.batch
-                and all(v <= self.atol for v in self.max_abs.values()))
+                and all(v <= self.bounds.get(n, self.atol) for n, v in self.max_abs.items()))
 
 
 def default_shapes(config) -> list[Shape]:
@@ -118,13 +129,36 @@ def eager_outputs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str,
     return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES}
 
 
+def float64_outputs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    """The model in float64 on CPU (a copy; eval mode, no grad) -> numpy dict with its keys."""
+    exact = copy.deepcopy(model).to("cpu", torch.float64).eval()
+    args = [x.to("cpu", torch.float64) if x.is_floating_point() else x.cpu() for x in inputs]
+    with torch.no_grad():
+        out = exact(*args)
+    return {k: out[k].numpy() for k in OUTPUT_NAMES}
+
+
+def judge_on_float64(model: nn.Module, inputs: Sequence[torch.Tensor], eager: dict[str, np.ndarray],
+                     got: dict[str, np.ndarray], shape: Shape, atol: float) -> ParityRow:
+    """The row of ``got`` against the float64 model, each output bounded by
+    ``max(atol, 2 x |eager fp32 - float64|)`` (see the module docstring)."""
+    exact = float64_outputs(model, inputs)
+    own = compare(exact, eager, inputs[1].numpy(), shape, atol).max_abs  # eager fp32's own error
+    row = compare(exact, got, inputs[1].numpy(), shape, atol)
+    row.reference = "float64"
+    row.bounds = {n: max(atol, 2 * own[n]) for n in OUTPUT_NAMES}
+    return row
+
+
 def verify_runner(run: Callable[..., dict], model: nn.Module, shapes: Sequence[Shape] | None = None,
                   atol: float = FP32_ATOL, seed: int = 0, what: str = "export",
                   strict: bool = True) -> list[ParityRow]:
     """Compare ``run(video, video_mask, query, query_mask) -> dict`` with eager ``model``.
 
-    With ``strict`` (the default), raises ``ExportVerificationError`` with the whole table
-    when any row fails; otherwise just returns the rows (for lossy variants such as int8).
+    A shape that fails against eager, without NaN and with a finite ``atol``, is judged
+    again against the float64 model (``judge_on_float64``). With ``strict`` (the default),
+    raises ``ExportVerificationError`` with the whole table when any row fails; otherwise
+    just returns the rows (for lossy variants such as int8).
     """
     from tdfast.model.inputs import check_inputs
 
@@ -135,7 +169,10 @@ def verify_runner(run: Callable[..., dict], model: nn.Module, shapes: Sequence[S
         check_inputs(*inputs, model.config)
         ref = eager_outputs(model, inputs)
         got = run(*inputs)
-        rows.append(compare(ref, got, inputs[1].numpy(), shape, atol))
+        row = compare(ref, got, inputs[1].numpy(), shape, atol)
+        if not row.ok and not row.has_nan and np.isfinite(atol):
+            row = judge_on_float64(model, inputs, ref, got, shape, atol)
+        rows.append(row)
     if strict and not all(r.ok for r in rows):
         raise ExportVerificationError(f"{what} does not match eager PyTorch "
                                       f"(tolerance {atol:g}, same top-1, no NaN):\n{format_table(rows)}")
@@ -155,14 +192,14 @@ def verify_onnx(path: str | Path, model: nn.Module, shapes: Sequence[Shape] | No
 def format_table(rows: Sequence[ParityRow]) -> str:
     """The parity table as aligned text."""
     head = f"{'B':>3} {'L':>4} {'M':>4} {'pad':>4} " + " ".join(f"{n:>16}" for n in OUTPUT_NAMES) \
-        + f" {'top1':>6} {'nan':>4} {'ok':>3}"
+        + f" {'top1':>6} {'nan':>4} {'ref':>7} {'ok':>3}"
     lines = [head]
     for r in rows:
         s = r.shape
         diffs = " ".join(f"{r.max_abs.get(n, float('nan')):>16.2e}" for n in OUTPUT_NAMES)
         lines.append(f"{s.batch:>3} {s.video_len:>4} {s.query_len:>4} {'yes' if s.padded else 'no':>4} "
                      f"{diffs} {r.top1_same:>3}/{s.batch:<2} {'yes' if r.has_nan else 'no':>4} "
-                     f"{'ok' if r.ok else 'BAD':>3}")
+                     f"{r.reference:>7} {'ok' if r.ok else 'BAD':>3}")
     return "\n".join(lines)
 
 
@@ -175,5 +212,8 @@ def verification_record(rows: Sequence[ParityRow]) -> str:
         "max_abs": {n: max(r.max_abs[n] for r in rows) for n in OUTPUT_NAMES},
         "top1_same": [sum(r.top1_same for r in rows), sum(r.shape.batch for r in rows)],
         "nan": any(r.has_nan for r in rows),
+        "reference": sorted({r.reference for r in rows}),  # "float64": a shape judged on it
+        "bounds": {n: max(r.bounds.get(n, r.atol) for r in rows) for n in OUTPUT_NAMES}
+        if any(r.bounds for r in rows) else None,
         "ok": all(r.ok for r in rows),
     })

@@ -197,6 +197,55 @@ def test_verify_fails_loudly_on_a_different_model(tiny, tmp_path):
     assert "does not match eager PyTorch" in str(e.value)
 
 
+def _amplifying_model():
+    """Tiny model whose class head is scaled 3000x: logits ~3e3, so eager fp32 itself is
+    ~1e-3 from the float64 answer, past the 1e-4 tolerance (as a trained model can be)."""
+    model = make_model("tiny", seed=0)
+    with torch.no_grad():
+        model.class_head.weight.mul_(3000.0)
+    return model
+
+
+def test_a_model_past_fp32_tolerance_is_judged_against_float64(tmp_path):
+    """Its ONNX graph is ~1e-3 from eager, so verification against eager alone would refuse
+    it; against float64 it is as accurate as eager (within 2x eager's own error) and passes,
+    with the reference and the bound in the metadata."""
+    from tdfast.export.verify import float64_outputs
+
+    model = _amplifying_model()
+    inputs = random_inputs(model.config, 8, 32, 16, True, seed=2)
+    own = np.abs(eager_outputs(model, inputs)["pred_logits"] - float64_outputs(model, inputs)["pred_logits"])
+    assert own.max() > 1e-4  # the premise: eager fp32 is itself outside the tolerance
+    path = export_onnx(model, tmp_path, log=None)
+    v = json.loads(read_metadata(path)["verification"])
+    assert v["ok"] and "float64" in v["reference"]
+    assert 1e-4 < v["bounds"]["pred_logits"] < 1e-2
+    assert v["bounds"]["pred_spans"] == v["bounds"]["saliency_scores"] == 1e-4  # not amplified
+
+
+def test_the_float64_judgement_still_rejects_an_export_bug():
+    """A backend that returns the float64 answer passes; the same answer with logits moved by
+    0.05 (a bug, 25x the bound) fails, and the table names the float64 reference."""
+    from tdfast.export.verify import float64_outputs
+
+    model = _amplifying_model()
+
+    def exact(*inputs):
+        return {k: v.astype(np.float32) for k, v in float64_outputs(model, inputs).items()}
+
+    rows = verify_runner(exact, model)
+    assert all(r.ok for r in rows) and "float64" in {r.reference for r in rows}
+
+    def buggy(*inputs):
+        out = exact(*inputs)
+        out["pred_logits"] = out["pred_logits"] + 0.05
+        return out
+
+    with pytest.raises(ExportVerificationError, match="float64") as e:
+        verify_runner(buggy, model)
+    assert "BAD" in str(e.value)
+
+
 def test_failed_verification_never_replaces_the_export(tmp_path_factory, tmp_path, monkeypatch):
     _, shared = shared_export(tmp_path_factory, "tiny", "torchscript")
     out = tmp_path / "model.onnx"
