@@ -121,7 +121,7 @@ def test_int8_agreement_without_decisive_pairs_is_called_inconclusive():
     assert (goal["value"], goal["met"]) == (0.1649, False)
     assert goal["note"] == ("inconclusive: the fp32 top-1 margin (median 1.2e-06) is below int8's score "
                             "change (median 4.0e-03) on every pair, so agreement counts flipped near-ties; "
-                            "rerun with --ckpt of a converged model")
+                            "rerun with --ckpt of a trained model, or --train-epochs 60")
     int8["decisive_pairs"] = 3
     assert "note" not in evaluate_goals(rows, "cpu", int8)[-1]
 

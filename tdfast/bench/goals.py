@@ -54,14 +54,15 @@ def cpu_goals(rows: list[dict[str, Any]], int8: Mapping[str, Any] | None) -> lis
             goal["note"] = (f"inconclusive: the fp32 top-1 margin (median {int8['fp32_top1_margin_median']:.1e}) "
                             f"is below int8's score change (median {int8['max_abs_delta_fg_prob_median']:.1e}) "
                             "on every pair, so agreement counts flipped near-ties; rerun with --ckpt of a "
-                            "converged model")
+                            "trained model, or --train-epochs 60")
         goals.append(goal)
         if "MR-full-mAP_loss" in int8:
             loss = _goal("int8 loss of val MR-full-mAP against fp32 (points)", INT8,
                          int8["MR-full-mAP_loss"], INT8_MAP_LOSS, "<=", "points")
             if int8.get("decisive_pairs") == 0:
                 loss["note"] = ("inconclusive: with every top-1 margin below int8's score change the "
-                                "rankings behind mAP flip on near-ties too; rerun with --ckpt of a converged model")
+                                "rankings behind mAP flip on near-ties too; rerun with --ckpt of a trained model, "
+                                "or --train-epochs 60")
             goals.append(loss)
     return goals
 
