@@ -129,22 +129,27 @@ def eager_outputs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str,
     return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES}
 
 
-def float64_outputs(model: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
-    """The model in float64 on CPU (a copy; eval mode, no grad) -> numpy dict with its keys."""
-    exact = copy.deepcopy(model).to("cpu", torch.float64).eval()
+def float64_model(model: nn.Module) -> nn.Module:
+    """A float64 copy of ``model`` on CPU in eval mode (the caller's model is not changed)."""
+    return copy.deepcopy(model).to("cpu", torch.float64).eval()
+
+
+def float64_outputs(exact: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    """``exact`` (a ``float64_model``) on the inputs cast to float64 (no grad) -> numpy dict
+    with the model's keys."""
     args = [x.to("cpu", torch.float64) if x.is_floating_point() else x.cpu() for x in inputs]
     with torch.no_grad():
         out = exact(*args)
     return {k: out[k].numpy() for k in OUTPUT_NAMES}
 
 
-def judge_on_float64(model: nn.Module, inputs: Sequence[torch.Tensor], eager: dict[str, np.ndarray],
+def judge_on_float64(exact: nn.Module, inputs: Sequence[torch.Tensor], eager: dict[str, np.ndarray],
                      got: dict[str, np.ndarray], shape: Shape, atol: float) -> ParityRow:
-    """The row of ``got`` against the float64 model, each output bounded by
+    """The row of ``got`` against ``exact`` (a ``float64_model``), each output bounded by
     ``max(atol, 2 x |eager fp32 - float64|)`` (see the module docstring)."""
-    exact = float64_outputs(model, inputs)
-    own = compare(exact, eager, inputs[1].numpy(), shape, atol).max_abs  # eager fp32's own error
-    row = compare(exact, got, inputs[1].numpy(), shape, atol)
+    ref64 = float64_outputs(exact, inputs)
+    own = compare(ref64, eager, inputs[1].numpy(), shape, atol).max_abs  # eager fp32's own error
+    row = compare(ref64, got, inputs[1].numpy(), shape, atol)
     row.reference = "float64"
     row.bounds = {n: max(atol, 2 * own[n]) for n in OUTPUT_NAMES}
     return row
@@ -162,7 +167,7 @@ def verify_runner(run: Callable[..., dict], model: nn.Module, shapes: Sequence[S
     """
     from tdfast.model.inputs import check_inputs
 
-    rows = []
+    rows, exact = [], None  # the float64 copy, made once when a first shape needs it
     for i, shape in enumerate(shapes or default_shapes(model.config)):
         inputs = random_inputs(model.config, shape.batch, shape.video_len, shape.query_len,
                                shape.padded, seed=seed + i)
@@ -171,7 +176,9 @@ def verify_runner(run: Callable[..., dict], model: nn.Module, shapes: Sequence[S
         got = run(*inputs)
         row = compare(ref, got, inputs[1].numpy(), shape, atol)
         if not row.ok and not row.has_nan and np.isfinite(atol):
-            row = judge_on_float64(model, inputs, ref, got, shape, atol)
+            if exact is None:
+                exact = float64_model(model)
+            row = judge_on_float64(exact, inputs, ref, got, shape, atol)
         rows.append(row)
     if strict and not all(r.ok for r in rows):
         raise ExportVerificationError(f"{what} does not match eager PyTorch "

@@ -210,11 +210,12 @@ def test_a_model_past_fp32_tolerance_is_judged_against_float64(tmp_path):
     """Its ONNX graph is ~1e-3 from eager, so verification against eager alone would refuse
     it; against float64 it is as accurate as eager (within 2x eager's own error) and passes,
     with the reference and the bound in the metadata."""
-    from tdfast.export.verify import float64_outputs
+    from tdfast.export.verify import float64_model, float64_outputs
 
     model = _amplifying_model()
     inputs = random_inputs(model.config, 8, 32, 16, True, seed=2)
-    own = np.abs(eager_outputs(model, inputs)["pred_logits"] - float64_outputs(model, inputs)["pred_logits"])
+    exact = float64_outputs(float64_model(model), inputs)
+    own = np.abs(eager_outputs(model, inputs)["pred_logits"] - exact["pred_logits"])
     assert own.max() > 1e-4  # the premise: eager fp32 is itself outside the tolerance
     path = export_onnx(model, tmp_path, log=None)
     v = json.loads(read_metadata(path)["verification"])
@@ -226,12 +227,13 @@ def test_a_model_past_fp32_tolerance_is_judged_against_float64(tmp_path):
 def test_the_float64_judgement_still_rejects_an_export_bug():
     """A backend that returns the float64 answer passes; the same answer with logits moved by
     0.05 (a bug, 25x the bound) fails, and the table names the float64 reference."""
-    from tdfast.export.verify import float64_outputs
+    from tdfast.export.verify import float64_model, float64_outputs
 
     model = _amplifying_model()
+    model64 = float64_model(model)
 
     def exact(*inputs):
-        return {k: v.astype(np.float32) for k, v in float64_outputs(model, inputs).items()}
+        return {k: v.astype(np.float32) for k, v in float64_outputs(model64, inputs).items()}
 
     rows = verify_runner(exact, model)
     assert all(r.ok for r in rows) and "float64" in {r.reference for r in rows}

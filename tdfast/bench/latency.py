@@ -103,7 +103,8 @@ def _time_batch(retriever_by_backend: Mapping[str, Any], wrapped: Mapping[str, T
         s, m = summarize_ms(seconds[name]), summarize_ms(model_s[name])
         rows.append({
             "backend": name, "dtype": str(r.dtype).removeprefix("torch."), "device": str(r.device),
-            "batch": len(v), "model_batch": min(len(v), r.batch_size), "video_len": max(len(x) for x in v), "query_len": max(len(x) for x in q),
+            "batch": len(v), "model_batch": min(len(v), r.batch_size),
+            "video_len": max(len(x) for x in v), "query_len": max(len(x) for x in q),
             **s, "model_p50_ms": m["p50_ms"], "model_p90_ms": m["p90_ms"],
             "model_p99_ms": m["p99_ms"], "pairs_per_s": len(v) / (s["p50_ms"] / 1e3),
             "peak_mem_mb": peak[name], "mem_kind": memory.kind,

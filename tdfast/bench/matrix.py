@@ -36,8 +36,9 @@ CPU_TRITON = ("the Triton kernels need a CUDA GPU; on CPU they only run in Trito
 # The brief training behind --int8 without --ckpt: the preset's network, loss and optimiser,
 # but batch 16, lr 2e-4, QD-DETR's span weights (L1 10, gIoU 1) and no VSDC or negative pairs
 # (each doubles a step's cost). On the synthetic data this is what taught the qvhighlights
-# network's decoder within an hour on one core; the official recipe (batch 32, lr 1e-4, L1 1,
-# gIoU 10, VSDC) did not in that time, and lr 4e-4 or more lost the saliency (docs/benchmarks.md).
+# network's decoder within an hour on one core; the preset's loss weights (L1 1, gIoU 10) with
+# VSDC and negative pairs at batch 8, lr 3e-4 or 1e-3 did not learn the moments in 156-312
+# steps, and lr 4e-4 or more here lost the saliency (docs/benchmarks.md, "CPU results").
 BENCH_TRAINING = dict(batch_size=16, lr=2e-4, w_span_l1=10.0, w_span_giou=1.0, use_vsdc=False,
                       use_negative_pair=False)
 
