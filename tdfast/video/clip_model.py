@@ -77,7 +77,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, causal: bool) -> Tensor:
         b, n, d = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [B, N, 3D]
-        q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, N, d/H]
+        q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, N, d/H] each
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [B, H, N, d/H]
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 

@@ -46,14 +46,12 @@ def _export(vision: nn.Module, image_size: int) -> bytes:
 
 
 def _quantize(model: bytes) -> bytes:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from tdfast.export.quantize import quantize_int8
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
         src.write_bytes(model)
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Gemm"])
-        return dst.read_bytes()
+        return quantize_int8(src, dst, keep_fp32=()).read_bytes()
 
 
 def _cache_name(weights: Path, backend: str) -> str:
