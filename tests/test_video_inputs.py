@@ -111,3 +111,32 @@ def test_sampling_follows_the_official_loader(tmp_path):
     assert frames.shape == (5, 224, 224, 3) and frames.dtype == np.uint8  # t = 0, 2, 4, 6, 8 s
     short = write_video(tmp_path / "s.mp4", 1.5, fps=24, width=64, height=64)
     assert len(list(iter_frames(short))) == 3  # < 2.1 s: fps = 2 / max(int(1.5), 1) = 2 -> 3 frames
+
+
+def test_skipping_unused_h264_frames_changes_no_frame():
+    """The fixture videos (x264, B-frames) give the same frames with and without skipping."""
+    import av
+
+    from tdfast.video.decode import _unused_packets
+
+    fixtures = Path(__file__).parent / "fixtures" / "video"
+    skipped = 0
+    for name in ("video_1.mp4", "video_2.mp4", "video_5.mp4"):
+        skipped += len(_unused_packets(av, fixtures / name, 0.5))
+        assert np.array_equal(read_frames(fixtures / name), read_frames(fixtures / name, skip_unused=False)), name
+    assert skipped > 100  # the plan does leave frames out
+
+
+def test_h264_reference_flags():
+    from tdfast.video.frame_plan import is_reference, nal_length_size
+
+    def nal(header: int, body: bytes = b"\x88\x84") -> bytes:
+        return (1 + len(body)).to_bytes(4, "big") + bytes([header]) + body
+
+    assert nal_length_size("h264", bytes([1, 100, 0, 31, 0xFF, 0xE1, 0])) == 4
+    assert nal_length_size("hevc", bytes([1, 100, 0, 31, 0xFF, 0xE1, 0])) is None
+    assert nal_length_size("h264", bytes([0, 0, 0, 1, 0x67])) is None  # Annex B: not planned
+    assert is_reference(nal(0x65), 4)  # IDR slice, nal_ref_idc 3
+    assert not is_reference(nal(0x09) + nal(0x01), 4)  # access unit delimiter + non-ref slice
+    assert is_reference(nal(0x01) + nal(0x21), 4)  # a second slice is a reference
+    assert is_reference(nal(0x06), 4)  # no slice at all: decoded, not guessed
