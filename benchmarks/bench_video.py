@@ -55,6 +55,20 @@ def official_extractor(folder: str, weights: Path):  # noqa: ANN201
                                 model_name_or_path=str(weights), device="cpu")
 
 
+def decoder_versions() -> dict[str, str]:
+    """PyAV, the FFmpeg it bundles, and the ffmpeg binary the official loader runs."""
+    import subprocess
+
+    import av
+
+    try:
+        binary = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        binary = "not found"
+    return {"av": av.__version__, "av_ffmpeg": str(getattr(av, "ffmpeg_version_info", "?")),
+            "ffmpeg_binary": binary}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--official", required=True, help="folder with the official QD-DETR code")
@@ -105,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = {**vars(args), "video": f"1280x720 30 fps H.264 (libx264 veryfast, {args.bit_rate} bit/s), {args.seconds} s, "
                                     f"{size_mb:.1f} MB, {ref.shape[0]} clips",
              "clip": "random ViT-B/32-sized weights (float16 values, run in float32)",
+             "command": "python " + " ".join(sys.argv), "versions": decoder_versions(),
              "note": "shared 2-core machine (other jobs ran alongside): ratios within this run"}
     record = make_record("video", "video file -> CLIP image features per 2 s clip, seconds per minute "
                          "of video, median and min of interleaved rounds", machine_info("cpu"), setup, rows)
