@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from tdfast.atomic import clean_stale, staged_name
-from tdfast.checkpoint import WEIGHTS_NAME, atomic_write_bytes, load_checkpoint
+from tdfast.model.checkpoint import WEIGHTS_NAME, atomic_write_bytes, load_checkpoint
 from tdfast.errors import InputError
 from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, TENSOR_DOCS, ExportWrapper, random_inputs
 
@@ -183,7 +183,7 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
     import onnx
 
     from tdfast.export.verify import ExportVerificationError
-    from tdfast.model.inputs import check_inputs
+    from tdfast.retrieval.inputs import check_inputs
 
     if not 17 <= opset <= MAX_OPSET:
         raise InputError(f"opset: expected {17} (LayerNormalization) to {MAX_OPSET} (the newest the "

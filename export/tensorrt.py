@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.model.checkpoint import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.export.options import DEFAULT_MAX_BATCH, DEFAULT_PRECISION, PRECISIONS
 from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, check_max_batch
@@ -175,7 +175,7 @@ class TrtRunner:
         raw = [x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
                for x in (video, video_mask, query, query_mask)]
         if self.check:
-            from tdfast.model.inputs import check_inputs
+            from tdfast.retrieval.inputs import check_inputs
 
             check_inputs(*raw, self.config)
         for name, x in zip(INPUT_NAMES, raw):  # outside the profile TensorRT would fail opaquely

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.model.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.export.onnx_export import ONNX_NAME, export_onnx
 from tdfast.export.triton_config import format_model_config, model_config_class

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tdfast import Retriever, TDDETR, TDDETRConfig
-from tdfast.api import CPU_ACTIVATION_BUDGET, MAX_DEFAULT_BATCH, default_batch_size
-from tdfast.batching import batch_bucket, bucket_of, length_buckets, pad_items, plan_chunks
+from tdfast.retrieval.retriever import CPU_ACTIVATION_BUDGET, MAX_DEFAULT_BATCH, default_batch_size
+from tdfast.retrieval.batching import batch_bucket, bucket_of, length_buckets, pad_items, plan_chunks
 
 C = TDDETRConfig.from_name("tiny")  # max_video_len 32, max_query_len 16
 
@@ -132,7 +132,7 @@ def test_default_batch_size_cuts_calls_and_keeps_the_answers():
 def test_gpu_batches_are_built_in_pinned_memory(monkeypatch):
     """CPU inputs, CUDA Retriever: the padded batch is page-locked (so the non_blocking copy is
     asynchronous) and the answer equals the CPU Retriever's."""
-    import tdfast.api as api
+    import tdfast.retrieval.retriever as api
 
     torch.manual_seed(0)
     model = TDDETR(C).eval()

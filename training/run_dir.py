@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tdfast.atomic import clean_stale
-from tdfast.checkpoint import (CONFIG_NAME, TRAIN_STATE_NAME, WEIGHTS_NAME, atomic_write_bytes,
+from tdfast.model.checkpoint import (CONFIG_NAME, TRAIN_STATE_NAME, WEIGHTS_NAME, atomic_write_bytes,
                                fsync_file, save_checkpoint_dir, write_checkpoint_files)
 from tdfast.errors import InputError
 

@@ -258,7 +258,7 @@ class Trainer:
         """Load weights, optimizer, scheduler, RNG and counters from a ``last/`` checkpoint."""
         from safetensors.torch import load_file
 
-        from tdfast.checkpoint import WEIGHTS_NAME, load_config
+        from tdfast.model.checkpoint import WEIGHTS_NAME, load_config
 
         state = run_dir.load_train_state(ckpt)
         saved = {**load_config(ckpt).to_dict(), **run_dir.training_config(state, ckpt).to_dict()}

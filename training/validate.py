@@ -19,8 +19,8 @@ def predict_submission(model: TDDETR, dataset: "MomentDataset", device: torch.de
     """``model``'s submission records for every query of ``dataset``, through the same path
     as ``tdfast predict`` (``Retriever`` on the eager backend, fp32; all ``num_queries``
     moments per query, ranked). The model is put back in its training mode afterwards."""
-    from tdfast.api import Retriever
-    from tdfast.predict_jsonl import predict_annotations
+    from tdfast.retrieval.retriever import Retriever
+    from tdfast.retrieval.files import predict_annotations
 
     was_training = model.training
     try:

@@ -9,8 +9,8 @@ import time
 from tdfast.cli.choices import TableKeys
 from tdfast.threads import add_threads_argument, apply_threads
 
-BACKENDS = TableKeys("tdfast.backends", "BACKENDS")
-DTYPES = TableKeys("tdfast.api", "DTYPES")
+BACKENDS = TableKeys("tdfast.retrieval.backends", "BACKENDS")
+DTYPES = TableKeys("tdfast.retrieval.retriever", "DTYPES")
 
 
 def register(subparsers) -> None:
@@ -46,8 +46,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tdfast.api import Retriever
-    from tdfast.predict_jsonl import predict_jsonl
+    from tdfast.retrieval.retriever import Retriever
+    from tdfast.retrieval.files import predict_jsonl
 
     from tdfast.cli.paths import check_out_file
 

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from tdfast.checkpoint import load_config
+    from tdfast.model.checkpoint import load_config
     from tdfast.errors import InputError
     from tdfast.training import RunConfig, train
     from tdfast.training.run_dir import check_out, load_train_state, training_config

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.model.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.textfile import decode_utf8
 

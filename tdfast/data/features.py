@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.model.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.model.checkpoint import atomic_write_bytes
 from tdfast.data.annotations import Annotation, write_annotations
 from tdfast.data.features import QUERY_KEY, VIDEO_KEY, write_npz
 from tdfast.errors import InputError

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.model.checkpoint import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.textfile import decode_utf8
 

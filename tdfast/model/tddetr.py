@@ -25,7 +25,7 @@ class TDDETR(nn.Module):
       ``pred_logits`` [B, Q, 2] (foreground, background) logits,
       ``saliency_scores`` [B, L] per-clip saliency (unbounded; padding positions are meaningless),
       and, in training mode, ``aux_outputs``: one dict of spans/logits per earlier decoder layer.
-    Inputs are not validated here (that would sync a GPU); ``tdfast.model.inputs.check_inputs``
+    Inputs are not validated here (that would sync a GPU); ``tdfast.retrieval.inputs.check_inputs``
     does it at the API and export boundaries. Masks are applied per sample, so a sample's
     outputs never depend on its batch mates (the official code's T2V mask tiling leaks padding
     across a batch; tdfast equals the official code run one sample at a time).
@@ -142,14 +142,14 @@ class TDDETR(nn.Module):
     # ------------------------------------------------------------------ io
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` atomically into ``directory``."""
-        from tdfast.checkpoint import save_checkpoint
+        from tdfast.model.checkpoint import save_checkpoint
 
         return save_checkpoint(directory, self)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TDDETR":
         """Load a checkpoint directory written by ``save_pretrained`` (no pickle)."""
-        from tdfast.checkpoint import load_checkpoint
+        from tdfast.model.checkpoint import load_checkpoint
 
         return load_checkpoint(directory, device)
 

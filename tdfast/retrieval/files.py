@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from tdfast.api import Retriever
+from tdfast.retrieval.retriever import Retriever
 from tdfast.atomic import atomic_write_file
 from tdfast.errors import InputError
-from tdfast.model.postprocess import Prediction
+from tdfast.retrieval.postprocess import Prediction
 
 if TYPE_CHECKING:
     from tdfast.data.annotations import Annotation

@@ -196,7 +196,7 @@ def load_checkpoint(directory: str | Path, device: "str | torch.device" = "cpu")
 
     from tdfast.model.tddetr import TDDETR
 
-    from tdfast.api import parse_device
+    from tdfast.retrieval.retriever import parse_device
 
     device = parse_device(device)  # no CUDA: BackendUnavailableError before any reading
     directory = Path(directory)

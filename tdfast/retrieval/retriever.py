@@ -26,15 +26,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tdfast.api_inputs import (as_feature_list, check_counts, check_durations, check_flag,
+from tdfast.retrieval.api_inputs import (as_feature_list, check_counts, check_durations, check_flag,
                                check_iou, check_top_k)
-from tdfast.backends import OUTPUT_KEYS, make_runner
-from tdfast.batching import Chunk, bucket_of, length_buckets, pad_items, plan_chunks
+from tdfast.retrieval.backends import OUTPUT_KEYS, make_runner
+from tdfast.retrieval.batching import Chunk, bucket_of, length_buckets, pad_items, plan_chunks
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.model.config import TDDETRConfig
-from tdfast.model.postprocess import Prediction, moments_in_seconds, postprocess, select_moments
+from tdfast.retrieval.postprocess import Prediction, moments_in_seconds, postprocess, select_moments
 from tdfast.model.tddetr import TDDETR
-from tdfast.windows import merge_windows, plan_windows
+from tdfast.retrieval.windows import merge_windows, plan_windows
 
 VIDEO_BUCKET_STEP = 16  # clips; buckets 16, 32, 48, 64, 75 for the QVHighlights preset
 QUERY_BUCKET_STEP = 8  # tokens; buckets 8, 16, 24, 32
@@ -100,10 +100,10 @@ class _Job:
 
 
 class Retriever:
-    """Runs a TDDETR on ragged (video, query) pairs with any backend of ``tdfast.backends``.
+    """Runs a TDDETR on ragged (video, query) pairs with any backend of ``tdfast.retrieval.backends``.
 
     ``model``: a TDDETR (put in eval mode; converted copies are made when ``device`` or
-    ``dtype`` differ from its own). ``backend``: a name in ``tdfast.backends.BACKENDS``.
+    ``dtype`` differ from its own). ``backend``: a name in ``tdfast.retrieval.backends.BACKENDS``.
     ``batch_size``: most pairs per model call (larger inputs are chunked); None:
     ``default_batch_size`` (on CPU sized to stay in cache: 8 for the QVHighlights preset; 32 on CUDA).
     ``checkpoint_dir``: where exporting backends cache their artifacts.
@@ -132,7 +132,7 @@ class Retriever:
     def from_pretrained(cls, checkpoint_dir: str | Path, backend: str = "eager", device: Any = "cpu",
                         dtype: Any = None, batch_size: int | None = None) -> "Retriever":
         """Load ``checkpoint_dir`` (config.json + model.safetensors) and build the backend."""
-        from tdfast.checkpoint import load_checkpoint
+        from tdfast.model.checkpoint import load_checkpoint
 
         return cls(load_checkpoint(checkpoint_dir), backend, device, dtype, batch_size, checkpoint_dir)
 

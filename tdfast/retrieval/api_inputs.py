@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from tdfast.errors import InputError
-from tdfast.model.inputs import check_features
+from tdfast.retrieval.inputs import check_features
 
 MAX_DURATION_S = 1e7  # ~116 days; float32 spans still resolve seconds there
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
