@@ -24,7 +24,7 @@ from tdfast.benchmarks.machine import machine_info
 from tdfast.benchmarks.matrix import make_pairs
 from tdfast.benchmarks.record import make_record, write_record
 from tdfast.benchmarks.roofline import flops_per_pair, gemm_peak
-from tdfast.model.checkpoint import load_checkpoint
+from tdfast.model.tddetr import TDDETR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    model = load_checkpoint(a.ckpt)
+    model = TDDETR.from_pretrained(a.ckpt)
     L, M = model.config.max_video_len, model.config.max_query_len
     peak = gemm_peak("cpu", torch.float32)["gflops"]
     retrievers = {}

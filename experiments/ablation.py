@@ -140,7 +140,8 @@ def run_one(job: Job) -> dict[str, Any]:
     import torch
 
     from tdfast.retrieval.retriever import Retriever
-    from tdfast.model.checkpoint import atomic_write_bytes, read_json
+    from tdfast.atomic import atomic_write_bytes
+    from tdfast.model.checkpoint import read_json
     from tdfast.experiments.spurious import spurious_analysis
     from tdfast.training.api import train
     from tdfast.training.run_dir import LAST

@@ -252,7 +252,7 @@ def inspect_layers(model: torch.nn.Module, ann_path: str | Path, meta_path: str 
 def probe_ablation(out_dir: str | Path, rows: list[str], seeds: list[int]) -> dict[str, Any]:
     """``inspect_layers`` on test (the split with decoys) and ``branch_ablation`` on val and test for every
     ``out_dir/runs/<row>/seed<s>`` of a shortcut benchmark directory (data in ``out_dir/data``)."""
-    from tdfast.model.checkpoint import load_checkpoint
+    from tdfast.model.tddetr import TDDETR
 
     out, data = Path(out_dir), Path(out_dir) / "data"
     dirs, text = [data / "video_feats"], data / "text_feats"
@@ -262,7 +262,7 @@ def probe_ablation(out_dir: str | Path, rows: list[str], seeds: list[int]) -> di
             run = out / "runs" / row / f"seed{seed}"
             if not (run / "model.safetensors").is_file():
                 continue
-            model = load_checkpoint(run)
+            model = TDDETR.from_pretrained(run)
             runs.append({"row": row, "seed": seed,
                          "layers": {"test": inspect_layers(model, data / "test.jsonl",
                                                            data / "synthetic_meta.json", dirs, text)},
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from tdfast.benchmarks.machine import machine_info
-    from tdfast.model.checkpoint import atomic_write_bytes
+    from tdfast.atomic import atomic_write_bytes
 
     p = argparse.ArgumentParser(prog="python -m tdfast.experiments.branches",
                                 description="Branch probes of every run of a shortcut benchmark directory.")

@@ -132,7 +132,7 @@ def _write_windows_only(src: Path, dst: Path) -> None:
     """Copy an annotation jsonl without ``relevant_clip_ids`` / ``saliency_scores``."""
     import json
 
-    from tdfast.model.checkpoint import atomic_write_bytes
+    from tdfast.atomic import atomic_write_bytes
 
     lines = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
     drop = ("relevant_clip_ids", "saliency_scores")

@@ -159,7 +159,7 @@ def _spec(items: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tdfast.model.checkpoint import atomic_write_bytes
+    from tdfast.atomic import atomic_write_bytes
     from tdfast.data.synthetic import make_synthetic_dataset
     from tdfast.experiments.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
                                           run_ablation, run_dir)

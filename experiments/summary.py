@@ -100,7 +100,7 @@ def write_record(out_dir, record: dict[str, Any], name: str = "ablation") -> tup
     import json
     from pathlib import Path
 
-    from tdfast.model.checkpoint import atomic_write_bytes
+    from tdfast.atomic import atomic_write_bytes
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

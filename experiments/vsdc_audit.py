@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from tdfast.benchmarks.machine import machine_info
-    from tdfast.model.checkpoint import atomic_write_bytes
+    from tdfast.atomic import atomic_write_bytes
     from tdfast.experiments.shortcut import SHORTCUT_PRESET, SHORTCUT_SETS
 
     p = argparse.ArgumentParser(prog="python -m tdfast.experiments.vsdc_audit")

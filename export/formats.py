@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from tdfast.atomic import staged_name
-from tdfast.model.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.export.onnx_export import (GRAPH_RECIPE, ONNX_NAME, add_metadata, export_onnx, file_sha256,
                                        load_model, read_metadata)

@@ -15,7 +15,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from tdfast.model.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError, InputError
 
 

@@ -154,7 +154,7 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRe
 
 def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
     from tdfast.benchmarks import format_table, latency_table
-    from tdfast.model.checkpoint import atomic_write_bytes
+    from tdfast.atomic import atomic_write_bytes
     from tdfast.data.annotations import load_annotations
     from tdfast.data.features import FeatureStore
     from tdfast.data.synthetic import make_synthetic_dataset

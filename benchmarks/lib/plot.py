@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tdfast.model.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError
 
 STYLES = ["-", "--", ":", "-."]

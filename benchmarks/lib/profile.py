@@ -162,11 +162,11 @@ def profile_cpu(ckpt: Path, batches: Sequence[int], video_len: int, query_len: i
     """Profile rows (backend, batch, and ``summarize``'s fields) for a checkpoint on CPU fp32."""
     from tdfast.retrieval.backends import make_runner
     from tdfast.benchmarks.matrix import make_pairs
-    from tdfast.model.checkpoint import load_checkpoint
+    from tdfast.model.tddetr import TDDETR
     from tdfast.export import ensure_export
 
     torch.set_num_threads(threads)
-    model = load_checkpoint(ckpt).eval()
+    model = TDDETR.from_pretrained(ckpt).eval()
     rows = []
     for b in batches:
         v, q = make_pairs(model.config, b, video_len, query_len)
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tdfast.benchmarks.machine import machine_info
     from tdfast.benchmarks.record import make_record, write_record
     from tdfast.benchmarks.roofline import flops_per_pair, gemm_peak
-    from tdfast.model.checkpoint import load_checkpoint
+    from tdfast.model.tddetr import TDDETR
     from tdfast.threads import default_threads
 
     p = argparse.ArgumentParser(prog="python -m tdfast.benchmarks.profile", description=__doc__.split("\n\n")[0])
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
         peak = gemm_peak("cpu", torch.float32)
         print(f"GEMM peak {peak['gflops']:.1f} GFLOP/s")
-        flops = flops_per_pair(load_checkpoint(ckpt), a.video_len, a.query_len)
+        flops = flops_per_pair(TDDETR.from_pretrained(ckpt), a.video_len, a.query_len)
         rows = profile_cpu(ckpt, [int(b) for b in a.batch_sizes.split(",")], a.video_len, a.query_len, a.threads,
                            a.calls)
     for r in rows:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tdfast.benchmarks.record import read_record
-from tdfast.model.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
 
 START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"

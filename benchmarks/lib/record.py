@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tdfast.model.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
 
 SCHEMA_VERSION = 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from tdfast.model.config import PRESETS
+from tdfast.presets import PRESETS
 
 
 def register(subparsers) -> None:

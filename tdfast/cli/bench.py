@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_out_file("--out", args.out)
     check_out_file("--plot", args.plot)
-    from tdfast.retrieval.retriever import DTYPES, parse_device
+    from tdfast.devices import DTYPES, parse_device
 
     dtypes = _names("--dtypes", args.dtypes, sorted(DTYPES))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -6,7 +6,7 @@ import json
 import sys
 
 from tdfast.cli.choices import TableKeys
-from tdfast.model.config import PRESETS
+from tdfast.presets import PRESETS
 from tdfast.threads import add_threads_argument, apply_threads
 
 

@@ -1,7 +1,6 @@
 """TD-DETR model: config, building blocks, network, checkpoint format.
 
-Names are imported on first use, so ``tdfast.model.config`` (the presets, which the CLI
-reads to build its choices) loads without PyTorch.
+Names are imported on first use, so ``tdfast.model.config`` loads without PyTorch.
 """
 from __future__ import annotations
 
@@ -9,11 +8,12 @@ from typing import TYPE_CHECKING
 
 from tdfast.lazy import lazy_getattr
 
-_LAZY = {"PRESETS": "tdfast.model.config", "TDDETRConfig": "tdfast.model.config",
+_LAZY = {"PRESETS": "tdfast.presets", "TDDETRConfig": "tdfast.model.config",
          "TDDETR": "tdfast.model.tddetr"}
 
 if TYPE_CHECKING:
-    from tdfast.model.config import PRESETS, TDDETRConfig
+    from tdfast.model.config import TDDETRConfig
+    from tdfast.presets import PRESETS
     from tdfast.model.tddetr import TDDETR
 
 __all__ = sorted(_LAZY)

@@ -13,6 +13,9 @@ from tdfast.model.layers import MLP, input_projection, inverse_sigmoid, sine_pos
 from tdfast.model.td_interaction import TDInteractionLayer
 from tdfast.model.transformer import Decoder, EncoderLayer
 
+# The inference outputs of ``TDDETR.forward``, in the order exported graphs and engines list them.
+OUTPUT_NAMES = ("pred_spans", "pred_logits", "saliency_scores")
+
 
 class TDDETR(nn.Module):
     """Video moment retrieval + highlight detection: the official TD-DETR network (QD-DETR base).
@@ -148,8 +151,23 @@ class TDDETR(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TDDETR":
-        """Load a checkpoint directory written by ``save_pretrained`` (no pickle)."""
-        from tdfast.model.checkpoint import load_checkpoint
+        """Load a checkpoint directory written by ``save_pretrained`` (no pickle), in eval mode.
+        The config and the safetensors header are checked before any weight is read
+        (``tdfast.model.checkpoint``); every problem is an InputError naming the file."""
+        from tdfast.devices import parse_device
+        from tdfast.model.checkpoint import load_config, load_weights
 
-        return load_checkpoint(directory, device)
+        device = parse_device(device)  # no CUDA: BackendUnavailableError before any reading
+        config = load_config(directory)
+        state = load_weights(directory, config, cls.tensor_shapes)  # checked before the model is built
+        model = cls(config)
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval()
+
+    @classmethod
+    def tensor_shapes(cls, config: TDDETRConfig) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every weight ``config`` builds, from a model on the ``meta`` device
+        (no memory)."""
+        with torch.device("meta"):
+            return {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
 
