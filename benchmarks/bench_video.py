@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tdfast.bench import machine_info, make_record, write_record
-from tdfast.bench.timing import interleaved_rounds
+from tdfast.benchmarks import machine_info, make_record, write_record
+from tdfast.benchmarks.timing import interleaved_rounds
 from tdfast.video import ClipEncoder
 from tdfast.video.decode import read_frames
 from tdfast.video.image_backends import IMAGE_BACKENDS

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from tdfast.errors import InputError
 
 if TYPE_CHECKING:
-    from tdfast.api import Retriever
-    from tdfast.model.postprocess import Prediction
+    from tdfast.retrieval.retriever import Retriever
+    from tdfast.retrieval.postprocess import Prediction
     from tdfast.video.encode import ClipEncoder
 
 
