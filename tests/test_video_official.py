@@ -135,11 +135,26 @@ def test_cli_prints_official_moments(meta, clip_file, ckpt_dir, capsys):
     assert np.abs(np.array(line["pred_saliency_scores"]) - v["predictions"][0]["pred_saliency_scores"]).max() <= 1e-3
 
 
-def test_onnxruntime_image_tower_equals_eager(meta, clip_file, official):
+def test_onnxruntime_image_tower_equals_official_and_is_cached(meta, clip_file, official, tmp_path):
     pytest.importorskip("onnxruntime")
-    ort_enc = ClipEncoder(clip_file, clip_backend="onnxruntime", threads=1)
-    ours = ort_enc.encode_video(FIXTURES / meta["videos"][3]["file"])
-    assert np.abs(ours - official["feat_3"].numpy()).max() <= FEATURE_TOL
+    ort_enc = ClipEncoder(clip_file, clip_backend="onnxruntime", threads=1, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("clip-image-onnxruntime-*.onnx")
+    stamp = cached.stat().st_mtime_ns
+    again = ClipEncoder(clip_file, clip_backend="onnxruntime", threads=1, cache_dir=tmp_path)
+    assert cached.stat().st_mtime_ns == stamp  # read back, not exported again
+    for enc in (ort_enc, again):
+        ours = enc.encode_video(FIXTURES / meta["videos"][3]["file"])
+        assert np.abs(ours - official["feat_3"].numpy()).max() <= FEATURE_TOL
+
+
+def test_wrong_checkpoint_or_backend_is_named(clip_file, encoder, tmp_path):
+    from tdfast import TDDETR, TDDETRConfig
+
+    with pytest.raises(InputError, match="clip_backend: expected one of eager, onnxruntime, onnxruntime-int8"):
+        ClipEncoder(clip_file, clip_backend="tensorrt")
+    slowfast = Retriever(TDDETR(TDDETRConfig.from_name("tiny")).eval())
+    with pytest.raises(InputError, match=r"expects video features of dim \d+ .* this CLIP gives 512 and 128"):
+        slowfast.predict_video_files([FIXTURES / "video_0.mp4"], ["a dog"], encoder)
 
 
 def test_long_video_needs_sliding_window(meta, encoder, ckpt_dir, tmp_path):

@@ -37,6 +37,8 @@ def register(subparsers) -> None:
                      help="local CLIP ViT-B/32 weights (the ViT-B-32.pt that clip.load caches)")
     raw.add_argument("--clip-backend", default="eager", choices=IMAGE_BACKENDS, metavar="BACKEND",
                      help="CLIP image tower backend: %(choices)s (default eager)")
+    raw.add_argument("--clip-cache", metavar="DIR",
+                     help="keep the image tower's ONNX export here between runs (onnxruntime backends)")
     p.add_argument("--backend", default="eager", choices=BACKENDS, metavar="BACKEND",
                    help="Retriever backend: %(choices)s (default eager)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -90,7 +92,7 @@ def run_video(args: argparse.Namespace) -> int:
     if not args.query or not args.clip_weights:
         raise InputError("predict --video: --query TEXT (at least one) and --clip-weights FILE are required")
     apply_threads(args.threads)
-    encoder = ClipEncoder(args.clip_weights, clip_backend=args.clip_backend)
+    encoder = ClipEncoder(args.clip_weights, clip_backend=args.clip_backend, cache_dir=args.clip_cache)
     retriever = Retriever.from_pretrained(args.checkpoint, backend=args.backend, device=args.device,
                                           dtype=args.dtype, batch_size=args.batch_size)
     pairs = [(v, q) for v in args.video for q in args.query]

@@ -88,7 +88,7 @@ class ClipEncoder:
         self.batch_size = batch_size
         self.threads = threads
         self.run_image = make_image_runner(clip_backend, self.vision, self.shape.image_size, threads,
-                                           weights, None if cache_dir is None else Path(cache_dir))
+                                           weights, None if cache_dir is None else Path(cache_dir).expanduser())
 
     @property
     def video_dim(self) -> int:
