@@ -163,6 +163,9 @@ def test_long_video_needs_sliding_window(meta, encoder, ckpt_dir, tmp_path):
     retriever = Retriever.from_pretrained(ckpt_dir)
     long = write_video(tmp_path / "long.mp4", 152.0, fps=2, width=64, height=48)  # 76 clips > 75
     with pytest.raises(InputError, match="max_video_len=75"):
-        retriever.predict_video_files([long], ["a dog"], encoder)
+        retriever.predict_video_files([long], ["a dog"], encoder)  # found after sampling
+    longer = write_video(tmp_path / "longer.mp4", 300.0, fps=1, width=64, height=48)
+    with pytest.raises(InputError, match=r"longer.mp4': 300.0 s is about 150 clips.*max_video_len=75"):
+        retriever.predict_video_files([longer], ["a dog"], encoder)  # found from the header
     (p,) = retriever.predict_video_files([long], ["a dog"], encoder, sliding_window=True)
     assert p.saliency.shape == (76,) and np.isfinite(p.spans).all()

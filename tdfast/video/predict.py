@@ -31,6 +31,19 @@ def check_compatible(retriever: "Retriever", encoder: "ClipEncoder") -> None:
                          f"SlowFast features, which tdfast does not extract")
 
 
+def check_lengths(paths: Sequence[str | Path], clip_len: float, max_clips: int) -> None:
+    """InputError before any decoding for a file whose stream duration is clearly over
+    ``max_clips`` clips (the exact count is checked again after sampling)."""
+    from tdfast.video.decode import probe
+
+    for i, p in enumerate(paths):
+        seconds = probe(p).duration
+        if seconds > (max_clips + 1) * clip_len:
+            raise InputError(f"paths[{i}] {str(p)!r}: {seconds:.1f} s is about {seconds / clip_len:.0f} "
+                             f"clips, the checkpoint takes at most max_video_len={max_clips}; pass "
+                             f"sliding_window=True (CLI: --sliding-window) for long videos")
+
+
 def predict_video_files(retriever: "Retriever", encoder: "ClipEncoder", paths: Sequence[str | Path],
                         queries: Sequence[str], top_k: int = 5, nms_iou: float | None = None,
                         sliding_window: bool = False) -> list["Prediction"]:
@@ -45,6 +58,8 @@ def predict_video_files(retriever: "Retriever", encoder: "ClipEncoder", paths: S
                          f"and {len(queries)} queries")
     check_compatible(retriever, encoder)
     clip_len = retriever.config.clip_len
+    if not sliding_window:
+        check_lengths(paths, clip_len, retriever.config.max_video_len)
     videos = {p: retriever.prepare_video(encoder.encode_video(p, clip_len)) for p in dict.fromkeys(map(str, paths))}
     unique = list(dict.fromkeys(queries))
     tokens = dict(zip(unique, (retriever.prepare_query(t) for t in encoder.encode_text(unique))))
