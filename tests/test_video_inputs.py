@@ -140,3 +140,21 @@ def test_h264_reference_flags():
     assert not is_reference(nal(0x09) + nal(0x01), 4)  # access unit delimiter + non-ref slice
     assert is_reference(nal(0x01) + nal(0x21), 4)  # a second slice is a reference
     assert is_reference(nal(0x06), 4)  # no slice at all: decoded, not guessed
+
+
+def test_decoding_thread_stops_when_encoding_fails(tmp_path):
+    """An error in the image tower ends the background decoder (no thread left blocked)."""
+    import threading
+
+    from tdfast.video.encode import _batches
+
+    path = write_video(tmp_path / "v.mp4", 20.0, fps=10, width=64, height=48)
+    before = threading.active_count()
+    batches = _batches(iter_frames(path), 2)
+    assert next(batches).shape == (2, 224, 224, 3)
+    batches.close()  # what an exception in the consumer does to the generator
+    for _ in range(50):
+        if threading.active_count() <= before:
+            break
+        threading.Event().wait(0.1)
+    assert threading.active_count() <= before

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,33 +42,51 @@ def normalize_pixels(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((x - CLIP_MEAN[:, None, None]) / (CLIP_STD[:, None, None] + np.float32(1e-8)))
 
 
-def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """Group frames into [<=size, S, S, 3] arrays, decoding in a background thread."""
+def _batches(frames: Generator[np.ndarray, None, None], size: int) -> Iterator[np.ndarray]:
+    """Group frames into [<=size, S, S, 3] arrays, decoding in a background thread.
+
+    If the consumer stops early (an error while encoding), the decoding thread stops too
+    and closes the file."""
     q: queue.Queue = queue.Queue(maxsize=2 * size)
-    done = object()
+    done, stop = object(), threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def produce() -> None:
         try:
             for f in frames:
-                q.put(f)
-            q.put(done)
+                if not put(f):
+                    return
+            put(done)
         except BaseException as e:  # noqa: BLE001 -- re-raised in the consumer
-            q.put(e)
+            put(e)
+        finally:
+            frames.close()
 
     threading.Thread(target=produce, daemon=True).start()
     batch: list[np.ndarray] = []
-    while True:
-        item = q.get()
-        if isinstance(item, BaseException):
-            raise item
-        if item is done:
-            break
-        batch.append(item)
-        if len(batch) == size:
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is done:
+                break
+            batch.append(item)
+            if len(batch) == size:
+                yield np.stack(batch)
+                batch = []
+        if batch:
             yield np.stack(batch)
-            batch = []
-    if batch:
-        yield np.stack(batch)
+    finally:
+        stop.set()
 
 
 class ClipEncoder:
