@@ -4,8 +4,8 @@
 
 compiles, with Triton's AOT path (``triton.compile(ASTSource(...), target=GPUTarget(...))``,
 no GPU or driver needed), both kernels of one TD layer at qvhighlights widths (D = 256,
-8 heads) and writes per kernel and configuration what ptxas reports (DESIGN.md, "The fused
-kernel", fixed schema):
+8 heads) and writes per kernel and configuration what ptxas reports (a fixed schema, read by
+outside checks):
 
     {"triton": version, "configs": [{"arch", "name", "dtype", "L", "M", "compiled", "error",
                                      "registers", "spill_bytes", "shared_bytes",
