@@ -6,7 +6,7 @@ Runs ``tdfast.demo.run_demo`` with its defaults (``tdfast demo``: 10 epochs of t
 preset on the embedded synthetic dataset, one thread) in ``--work`` (default: a temporary
 directory) and writes a ``demo`` record: the val metrics before and after training, the
 backends' agreement with eager, the wall time, and the machine. ``python -m
-tdfast.bench.readme`` turns it into the README's demo lines.
+tdfast.benchmarks.readme`` turns it into the README's demo lines.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tdfast.bench.machine import machine_info
-from tdfast.bench.record import make_record, write_record
+from tdfast.benchmarks.machine import machine_info
+from tdfast.benchmarks.record import make_record, write_record
 from tdfast.demo import DemoOptions, run_demo
 
 

@@ -98,7 +98,7 @@ def demo_record(mapr_after: float = 45.58) -> dict:
 
 
 def test_the_demo_line_comes_from_the_newest_demo_record(tmp_path):
-    from tdfast.bench.readme import DEMO_END, DEMO_START
+    from tdfast.benchmarks.readme import DEMO_END, DEMO_START
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro {DEMO_START}\nold numbers 38.55\n{DEMO_END} more\n{START}\n{END}\n")
@@ -117,7 +117,7 @@ def test_the_demo_line_comes_from_the_newest_demo_record(tmp_path):
 
 
 def test_a_readme_with_demo_markers_needs_a_demo_record(tmp_path):
-    from tdfast.bench.readme import DEMO_END, DEMO_START
+    from tdfast.benchmarks.readme import DEMO_END, DEMO_START
 
     readme = tmp_path / "README.md"
     readme.write_text(f"{DEMO_START}\n{DEMO_END}\n{START}\n{END}\n")
@@ -130,10 +130,10 @@ def test_a_readme_with_demo_markers_needs_a_demo_record(tmp_path):
 
 def test_the_repository_readme_is_generated_from_the_committed_records():
     """Every number the README's generated parts show is in a committed record, and the README
-    holds exactly what the records render (regenerate: python -m tdfast.bench.readme)."""
+    holds exactly what the records render (regenerate: python -m tdfast.benchmarks.readme)."""
     from pathlib import Path
 
-    from tdfast.bench.readme import DEMO_START
+    from tdfast.benchmarks.readme import DEMO_START
 
     repo = Path(__file__).resolve().parents[1]
     assert DEMO_START in (repo / "README.md").read_text()
