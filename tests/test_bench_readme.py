@@ -110,7 +110,7 @@ def test_the_demo_line_comes_from_the_newest_demo_record(tmp_path):
     text = readme.read_text()
     assert text.startswith(
         f"intro {DEMO_START}\nOne run with the defaults (10 epochs, 1 thread; Test CPU, torch 2.0.0, 2026-01-02, "
-        "141 s; `benchmarks/results/demo_cpu.json`): val MR-full-mAP 10.35 -> 45.58; val "
+        "141 s at load 0.5; `benchmarks/results/demo_cpu.json`): val MR-full-mAP 10.35 -> 45.58; val "
         "HL-min-VeryGood-Hit1 19.75 -> 64.20; onnxruntime equal to eager within 4.8e-06 with the same "
         f"top-1 on 82/82 test pairs.\n{DEMO_END} more\n")
     assert "38.55" not in text

@@ -152,7 +152,8 @@ def render_demo(records: Sequence[tuple[str, dict[str, Any]]]) -> str:
                       for b, p in record.get("parity", {}).items() if "top1_agree" in p)
     return (f"One run with the defaults ({setup['epochs']} epochs, {setup['threads']} thread; "
             f"{m['device']}, torch {m['versions']['torch']}, {m['date'][:10]}, "
-            f"{record['wall_s']:.0f} s; `benchmarks/results/{name}`): {moved}; {agree}.\n")
+            f"{record['wall_s']:.0f} s at load {m['loadavg'][0]:g}; `benchmarks/results/{name}`): "
+            f"{moved}; {agree}.\n")
 
 
 def replace_section(text: str, table: str, where: str = "README.md", start_marker: str = START,
