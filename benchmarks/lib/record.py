@@ -125,10 +125,16 @@ def validate_record(record: Any) -> dict[str, Any]:
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:
-    """Validate ``record`` and write it as indented JSON, atomically (temp file, fsync, rename)."""
+    """Validate ``record`` and write it with ``write_json``."""
     validate_record(record)
-    data = json.dumps(record, indent=1, allow_nan=False, default=str) + "\n"
-    atomic_write_bytes(path, data.encode())
+    return write_json(record, path)
+
+
+def write_json(data: Any, path: str | Path, allow_nan: bool = False) -> Path:
+    """``data`` as indented JSON (values JSON lacks written with ``str``), atomically (temp
+    file, fsync, rename): every benchmark file tdfast writes goes through here."""
+    text = json.dumps(data, indent=1, allow_nan=allow_nan, default=str) + "\n"
+    atomic_write_bytes(path, text.encode())
     return Path(path)
 
 
