@@ -38,7 +38,6 @@ NUMPY_DTYPES = {"video": np.float32, "query": np.float32, "video_lengths": np.in
                 "query_lengths": np.int32, "top_k": np.int32, "durations": np.float32,
                 "spans": np.float32, "scores": np.float32, "saliency": np.float32}
 TRITON_DTYPES = {np.float32: "TYPE_FP32", np.int32: "TYPE_INT32"}
-CLIENT_DTYPES = {np.float32: "FP32", np.int32: "INT32"}  # tritonclient's names
 
 
 def tensor_dims(name: str, video_dim: int, text_dim: int) -> list[int]:

@@ -99,11 +99,12 @@ def _stop(process: subprocess.Popen, work: Path, grace_s: float) -> None:
 
 class TritonServer:
     """A running ``tritonserver`` (see ``start_server``): ``http_url``, ``grpc_url``
-    (``host:port``), ``models``, ``log_path``; ``stop()`` or use it as a context manager."""
+    (``host:port``), ``repository``, ``models``, ``log_path``; ``stop()`` or use it as a
+    context manager."""
 
-    def __init__(self, process: subprocess.Popen, work: Path, http_port: int, grpc_port: int,
-                 models: list[str]) -> None:
-        self.process, self.work, self.models = process, work, models
+    def __init__(self, process: subprocess.Popen, work: Path, repository: Path, http_port: int,
+                 grpc_port: int, models: list[str]) -> None:
+        self.process, self.work, self.repository, self.models = process, work, repository, models
         self.http_url, self.grpc_url = f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
         self.log_path = work / "tritonserver.log"
         self._finalizer = weakref.finalize(self, _stop, process, work, 15.0)
@@ -177,7 +178,7 @@ def start_server(repository: str | Path, models: list[str], http_port: int | Non
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    server = TritonServer(process, work, http_port, grpc_port, list(models))
+    server = TritonServer(process, work, repository, http_port, grpc_port, list(models))
     try:
         server.wait_ready(timeout_s)
     except BaseException:

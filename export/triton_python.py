@@ -43,7 +43,10 @@ def make_python_model_config(config, model_name: str, backend: str, max_batch_si
     if dynamic_batching:
         cfg.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
     cfg.instance_group.add(count=instance_count, kind=2)  # KIND_CPU: the stub process runs on CPU
-    for key, value in (("backend", backend), ("threads", threads), ("top_k", top_k)):
+    # The maxima let clients pad to them (then every request can be batched) without the checkpoint.
+    for key, value in (("backend", backend), ("threads", threads), ("top_k", top_k),
+                       ("max_video_len", config.max_video_len), ("max_query_len", config.max_query_len),
+                       ("clip_len", config.clip_len)):
         cfg.parameters[key].string_value = str(value)
     return cfg
 
