@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
 from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.export.triton_config import format_model_config, model_config_class
@@ -57,15 +59,17 @@ def _positive(name: str, value: object) -> int:
     return value
 
 
-def write_python_model(ckpt_dir: str | Path, out_dir: str | Path, model_name: str = MOMENTS_MODEL_NAME,
+def write_python_model(ckpt: str | Path | nn.Module, out_dir: str | Path, model_name: str = MOMENTS_MODEL_NAME,
                        version: int = 1, backend: str = "onnxruntime", max_batch_size: int = 32,
                        dynamic_batching: bool = True, max_queue_delay_us: int = 2000,
-                       instance_count: int = 1, threads: int = 1, top_k: int = 5) -> Path:
-    """Write the moments model of checkpoint ``ckpt_dir`` under ``out_dir``; returns
-    ``out_dir/model_name``.
+                       instance_count: int = 1, threads: int = 1, top_k: int = 5,
+                       onnx: str | Path | None = None) -> Path:
+    """Write the moments model of ``ckpt`` (a checkpoint dir or a TDDETR) under ``out_dir``;
+    returns ``out_dir/model_name``.
 
     ``backend``: the Retriever backend it runs (``SERVED_BACKENDS``); its export is made
-    (verified, cached in the checkpoint) and copied. ``max_batch_size``: most pairs per
+    (verified, cached in the checkpoint) and copied, or, for ``onnxruntime``, ``onnx`` (an
+    fp32 export of these weights) is copied. ``max_batch_size``: most pairs per
     batch Triton forms; ``dynamic_batching``: let Triton merge concurrent requests, waiting
     at most ``max_queue_delay_us`` microseconds for more; ``instance_count``: model instances
     (stub processes) of ``threads`` CPU threads each; ``top_k``: moments per pair when a
@@ -83,14 +87,19 @@ def write_python_model(ckpt_dir: str | Path, out_dir: str | Path, model_name: st
         raise InputError(f"max_queue_delay_us: expected an integer >= 0, got {max_queue_delay_us!r}")
     if backend not in SERVED_BACKENDS:
         raise InputError(f"backend: expected one of {sorted(SERVED_BACKENDS)}, got {backend!r}")
-    ckpt = Path(ckpt_dir)
-    config = load_config(ckpt)  # InputError naming the dir if it is not a checkpoint
     model_dir = Path(out_dir) / model_name
     version_dir = model_dir / str(version)
-    version_dir.mkdir(parents=True, exist_ok=True)
-    files = [ckpt / CONFIG_NAME, ckpt / WEIGHTS_NAME]
-    if SERVED_BACKENDS[backend]:
-        files.append(Path(ensure_export(ckpt, SERVED_BACKENDS[backend])))
+    fmt = SERVED_BACKENDS[backend]
+    if isinstance(ckpt, nn.Module):
+        config = ckpt.config
+        ckpt.save_pretrained(version_dir)
+        files = [] if onnx is None else [Path(onnx)]  # else made in the repository on first load
+    else:
+        config = load_config(ckpt)  # InputError naming the dir if it is not a checkpoint
+        version_dir.mkdir(parents=True, exist_ok=True)
+        files = [Path(ckpt) / CONFIG_NAME, Path(ckpt) / WEIGHTS_NAME]
+        if fmt:
+            files.append(Path(onnx) if onnx is not None and fmt == "onnx" else Path(ensure_export(ckpt, fmt)))
     for src in files:  # byte copies: the export's recorded weights hash stays valid here
         atomic_write_bytes(version_dir / src.name, src.read_bytes())
     entry = Path(__file__).with_name("triton_entry.py")
