@@ -6,7 +6,8 @@ The qvhighlights preset (random init unless ``--ckpt``), ONNX Runtime fp32 on on
 thread everywhere: the direct ``Retriever.predict`` on B = c pairs per call, and the
 moments model on the bundled ``tritonserver`` (one instance, one thread) loaded by c
 client threads (gRPC, one pair per request, padded to 75 clips / 32 tokens), with Triton's
-dynamic batching on (``max_queue_delay_us`` 2000, max batch 64) and off. Each round times
+dynamic batching on (``max_queue_delay_us`` 0, the default: a batch is what queued
+while the instance was busy; max batch 64) and off. Each round times
 every (variant, c) once, in turn, so load from other jobs on the machine hits all of them
 alike; a row pools its rounds' latencies and takes the median round's throughput.
 Where the time goes comes from the server's own statistics (queue, compute per batch,
@@ -34,7 +35,7 @@ from tdfast.export.triton_client import MomentsClient
 from tdfast.export.triton_process import start_server
 from tdfast.export.triton_python import write_python_model
 
-QUEUE_DELAY_US = 2000
+QUEUE_DELAY_US = 0  # the served default: batches form from what queued while the instance was busy
 MAX_BATCH = 64
 
 
@@ -97,8 +98,9 @@ def time_served(url: str, http: MomentsClient, model: str, videos, queries, c: i
     ex = max(d["executions"], 1)
     return {"latencies_s": lat, "pairs_per_s": len(lat) / wall, "mean_batch": d["requests"] / ex,
             "server_queue_ms_per_request": d["queue_ns"] / 1e6 / max(d["requests"], 1),
+            # Triton charges each request the whole compute of the batch it ran in
             "server_compute_ms_per_batch": (d["compute_input_ns"] + d["compute_infer_ns"] + d["compute_output_ns"])
-            / 1e6 / ex, "client_cpu_s_per_request": cpu / len(lat)}
+            / 1e6 / max(d["requests"], 1), "client_cpu_ms_per_request": cpu * 1e3 / len(lat)}
 
 
 def _row(variant: str, c: int, runs: list[dict]) -> dict:
@@ -106,7 +108,7 @@ def _row(variant: str, c: int, runs: list[dict]) -> dict:
     row = {"variant": variant, "concurrency": c, "rounds": len(runs), "requests": len(lat),
            "pairs_per_s": statistics.median(r["pairs_per_s"] for r in runs),
            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99)}
-    for k in ("mean_batch", "server_queue_ms_per_request", "server_compute_ms_per_batch", "client_cpu_s_per_request"):
+    for k in ("mean_batch", "server_queue_ms_per_request", "server_compute_ms_per_batch", "client_cpu_ms_per_request"):
         if k in runs[0]:
             row[k] = statistics.median(r[k] for r in runs)
     return row
@@ -175,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
              "max_queue_delay_us": QUEUE_DELAY_US, "direct_batch_size": direct.batch_size,
              "rounds": a.rounds, "concurrency": conc, "command": "python benchmarks/bench_serve.py " + " ".join(
                  argv if argv is not None else __import__("sys").argv[1:])}
+    import os
+
     record = make_record("serve", "throughput and latency of the Triton-served moments model under load vs the "
                          "direct Retriever, interleaved rounds, one thread each", machine_info("cpu"), setup,
                          rows, goals=goals(rows))
+    record["machine"]["loadavg_end"] = list(os.getloadavg())
     write_record(record, a.out)
     for g in record["goals"]:
         print(f"goal: {g['goal']}: {g['value']:.3g} ({'met' if g['met'] else 'MISSED'})")

@@ -43,6 +43,7 @@ def make_python_model_config(config, model_name: str, backend: str, max_batch_si
         cfg.output.add(name=name, data_type=TRITON_DTYPES[NUMPY_DTYPES[name]],
                        dims=tensor_dims(name, config.video_dim, config.text_dim))
     if dynamic_batching:
+        cfg.dynamic_batching.SetInParent()  # present even with every field at its default
         cfg.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
     cfg.instance_group.add(count=instance_count, kind=2)  # KIND_CPU: the stub process runs on CPU
     # The maxima let clients pad to them (then every request can be batched) without the checkpoint.
@@ -61,7 +62,7 @@ def _positive(name: str, value: object) -> int:
 
 def write_python_model(ckpt: str | Path | nn.Module, out_dir: str | Path, model_name: str = MOMENTS_MODEL_NAME,
                        version: int = 1, backend: str = "onnxruntime", max_batch_size: int = 32,
-                       dynamic_batching: bool = True, max_queue_delay_us: int = 2000,
+                       dynamic_batching: bool = True, max_queue_delay_us: int = 0,
                        instance_count: int = 1, threads: int = 1, top_k: int = 5,
                        onnx: str | Path | None = None) -> Path:
     """Write the moments model of ``ckpt`` (a checkpoint dir or a TDDETR) under ``out_dir``;

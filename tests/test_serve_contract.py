@@ -94,6 +94,8 @@ def test_repository_model_is_self_contained(tmp_path):
     version = model_dir / "1"
     assert (version / "model.safetensors").read_bytes() == (ckpt / "model.safetensors").read_bytes()
     assert "from tdfast.export.triton_backend import TritonPythonModel" in (version / "model.py").read_text()
+    text = (write_python_model(ckpt, tmp_path / "repo2", backend="eager") / "config.pbtxt").read_text()
+    assert "dynamic_batching {\n}" in text  # on by default, queue delay 0 (the proto default)
 
 
 @pytest.mark.parametrize("kw, name", [({"backend": "tensorrt"}, "backend"), ({"threads": 0}, "threads"),

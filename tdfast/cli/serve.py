@@ -27,8 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-batch", type=int, default=32, help="most pairs per batch (default: 32)")
     p.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
                    help="run each request alone instead of merging concurrent ones")
-    p.add_argument("--max-queue-delay-us", type=int, default=2000,
-                   help="how long the batcher waits for more requests, microseconds (default: 2000)")
+    p.add_argument("--max-queue-delay-us", type=int, default=0,
+                   help="how long the batcher waits for more requests, microseconds (default: 0: a batch "
+                   "is what queued while the instance was busy, no wait when idle)")
     p.add_argument("--top-k", type=int, default=5, help="moments per pair when a request sends no top_k")
     p.set_defaults(func=run)
 
