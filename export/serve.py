@@ -6,7 +6,7 @@ import tempfile
 import weakref
 from pathlib import Path
 
-from tdfast.export.triton_process import TritonServer, bundled_server, start_server
+from tdfast.export.triton_process import TritonServer, bundled_server, check_ports, start_server
 from tdfast.export.triton_python import MOMENTS_MODEL_NAME, write_python_model
 
 
@@ -21,7 +21,8 @@ def serve(ckpt_dir: str | Path, repository: str | Path | None = None, backend: s
     removed when the server stops). The other arguments are ``write_python_model``'s and
     ``start_server``'s. Without the server installed: ``BackendUnavailableError`` before any work.
     """
-    bundled_server()  # fail fast: a missing server is reported before the export
+    bundled_server()  # fail fast: a missing server or a bad port is reported before the export
+    check_ports(http_port, grpc_port)
     owned = repository is None
     repo = Path(tempfile.mkdtemp(prefix="tdfast-repo-")) if owned else Path(repository)
     try:

@@ -74,6 +74,13 @@ def server_environment(libs: Path) -> dict[str, str]:
     return env
 
 
+def check_ports(http_port: int | None, grpc_port: int | None) -> None:
+    """InputError unless each port is None (a free one) or a TCP port number."""
+    for name, port in (("http_port", http_port), ("grpc_port", grpc_port)):
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+            raise InputError(f"{name}: expected a TCP port 1..65535 or None (a free one), got {port!r}")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -160,9 +167,7 @@ def start_server(repository: str | Path, models: list[str], http_port: int | Non
     if not models or missing:
         raise InputError(f"models: expected model names with a config.pbtxt under {repository}, "
                          f"got {models!r} (missing: {missing})")
-    for name, port in (("http_port", http_port), ("grpc_port", grpc_port)):
-        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
-            raise InputError(f"{name}: expected a TCP port 1..65535 or None (a free one), got {port!r}")
+    check_ports(http_port, grpc_port)
     http_port = http_port or free_port()
     grpc_port = grpc_port or free_port()
     work = Path(tempfile.mkdtemp(prefix="tdfast-triton-"))

@@ -120,3 +120,14 @@ def test_serve_without_the_server_says_what_to_install(monkeypatch, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("tdfast serve: error: no Triton Inference Server found") and "tdfast[serve]" in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("kw, name", [({"http_port": 70000}, "http_port"), ({"grpc_port": True}, "grpc_port")])
+def test_serve_checks_ports_before_any_export(monkeypatch, tmp_path, kw, name):
+    import tdfast.export.serve as serve_module
+
+    monkeypatch.setattr(serve_module, "bundled_server", lambda: None)  # as if installed
+    with pytest.raises(InputError) as e:
+        serve_module.serve(tmp_path / "no-such-ckpt", tmp_path / "repo", **kw)
+    assert_names(e.value, name, "1..65535")
+    assert not (tmp_path / "repo").exists()
