@@ -98,11 +98,9 @@ def time_served(url: str, http: MomentsClient, model: str, videos, queries, c: i
     ex = max(d["executions"], 1)
     return {"latencies_s": lat, "pairs_per_s": len(lat) / wall, "mean_batch": d["requests"] / ex,
             "server_queue_ms_per_request": d["queue_ns"] / 1e6 / max(d["requests"], 1),
-            # Triton charges each request the whole compute of the batch it ran in: these are per batch.
-            # input: request tensors into the stub; infer: TritonPythonModel.execute; output: back.
-            **{f"server_{k}_ms_per_batch": d[f"compute_{k}_ns"] / 1e6 / max(d["requests"], 1)
-               for k in ("input", "infer", "output")},
-            "client_cpu_ms_per_request": cpu * 1e3 / len(lat)}
+            # Triton charges each request the whole compute of the batch it ran in
+            "server_compute_ms_per_batch": (d["compute_input_ns"] + d["compute_infer_ns"] + d["compute_output_ns"])
+            / 1e6 / max(d["requests"], 1), "client_cpu_ms_per_request": cpu * 1e3 / len(lat)}
 
 
 def _row(variant: str, c: int, runs: list[dict]) -> dict:
@@ -110,8 +108,7 @@ def _row(variant: str, c: int, runs: list[dict]) -> dict:
     row = {"variant": variant, "concurrency": c, "rounds": len(runs), "requests": len(lat),
            "pairs_per_s": statistics.median(r["pairs_per_s"] for r in runs),
            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99)}
-    for k in ("mean_batch", "server_queue_ms_per_request", "server_input_ms_per_batch", "server_infer_ms_per_batch",
-              "server_output_ms_per_batch", "client_cpu_ms_per_request"):
+    for k in ("mean_batch", "server_queue_ms_per_request", "server_compute_ms_per_batch", "client_cpu_ms_per_request"):
         if k in runs[0]:
             row[k] = statistics.median(r[k] for r in runs)
     return row
