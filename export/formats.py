@@ -103,7 +103,7 @@ def _triton(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None
                                         max_batch_size=o.max_batch, verify=o.verify, log=o.log, opset=o.opset,
                                         exporter=o.exporter)
     moments = write_python_model(ckpt or model, out_dir, f"{o.model_name}_moments", max_batch_size=o.max_batch,
-                                 onnx=model_dir / "1" / ONNX_NAME)
+                                 export_file=model_dir / "1" / ONNX_NAME)
     if o.log:
         o.log(f"triton: wrote {moments}/config.pbtxt (Python backend: moments in seconds)")
     return model_dir

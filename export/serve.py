@@ -7,7 +7,8 @@ import weakref
 from pathlib import Path
 
 from tdfast.export.triton_process import TritonServer, bundled_server, check_ports, start_server
-from tdfast.export.triton_python import MOMENTS_MODEL_NAME, write_python_model
+from tdfast.export.formats import ensure_export
+from tdfast.export.triton_python import EXPORT_FORMATS, MOMENTS_MODEL_NAME, write_python_model
 
 
 def serve(ckpt_dir: str | Path, repository: str | Path | None = None, backend: str = "onnxruntime",
@@ -26,7 +27,8 @@ def serve(ckpt_dir: str | Path, repository: str | Path | None = None, backend: s
     owned = repository is None
     repo = Path(tempfile.mkdtemp(prefix="tdfast-repo-")) if owned else Path(repository)
     try:
-        write_python_model(ckpt_dir, repo, backend=backend, max_batch_size=max_batch_size,
+        export = ensure_export(ckpt_dir, EXPORT_FORMATS[backend]) if backend in EXPORT_FORMATS else None
+        write_python_model(ckpt_dir, repo, backend=backend, export_file=export, max_batch_size=max_batch_size,
                            dynamic_batching=dynamic_batching, max_queue_delay_us=max_queue_delay_us,
                            instance_count=instance_count, threads=threads, top_k=top_k)
         server = start_server(repo, [MOMENTS_MODEL_NAME], http_port, grpc_port, timeout_s)

@@ -18,7 +18,7 @@ import numpy as np
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.export.triton_contract import OUTPUTS, pad_request
 from tdfast.export.triton_python import MOMENTS_MODEL_NAME
-from tdfast.model.postprocess import Prediction
+from tdfast.retrieval.postprocess import Prediction
 
 PROTOCOLS = ("http", "grpc")
 

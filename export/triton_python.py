@@ -27,8 +27,9 @@ from tdfast.export.triton_server import check_model_name
 from tdfast.export.wrapper import check_max_batch
 
 MOMENTS_MODEL_NAME = "tdfast_moments"
-# Retriever backend -> the export it runs (None: PyTorch weights only).
-SERVED_BACKENDS = {"onnxruntime": "onnx", "onnxruntime-int8": "onnx-int8", "eager": None}
+# Retriever backend -> the export file it runs (None: PyTorch weights only) and its format.
+SERVED_BACKENDS = {"onnxruntime": "model.onnx", "onnxruntime-int8": "model.int8.onnx", "eager": None}
+EXPORT_FORMATS = {"onnxruntime": "onnx", "onnxruntime-int8": "onnx-int8"}  # tdfast.export.FORMATS names
 
 
 def make_python_model_config(config, model_name: str, backend: str, max_batch_size: int,
@@ -64,20 +65,20 @@ def write_python_model(ckpt: str | Path | nn.Module, out_dir: str | Path, model_
                        version: int = 1, backend: str = "onnxruntime", max_batch_size: int = 32,
                        dynamic_batching: bool = True, max_queue_delay_us: int = 0,
                        instance_count: int = 1, threads: int = 1, top_k: int = 5,
-                       onnx: str | Path | None = None) -> Path:
+                       export_file: str | Path | None = None) -> Path:
     """Write the moments model of ``ckpt`` (a checkpoint dir or a TDDETR) under ``out_dir``;
     returns ``out_dir/model_name``.
 
-    ``backend``: the Retriever backend it runs (``SERVED_BACKENDS``); its export is made
-    (verified, cached in the checkpoint) and copied, or, for ``onnxruntime``, ``onnx`` (an
-    fp32 export of these weights) is copied. ``max_batch_size``: most pairs per
+    ``backend``: the Retriever backend it runs (``SERVED_BACKENDS``). ``export_file``: the
+    verified export of these weights that backend runs (e.g. ``ensure_export(ckpt, "onnx")``),
+    copied into the repository; None: the server makes it there on first load (verified,
+    slower to start). ``max_batch_size``: most pairs per
     batch Triton forms; ``dynamic_batching``: let Triton merge concurrent requests, waiting
     at most ``max_queue_delay_us`` microseconds for more; ``instance_count``: model instances
     (stub processes) of ``threads`` CPU threads each; ``top_k``: moments per pair when a
     request sends no ``top_k``.
     """
-    from tdfast.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_config
-    from tdfast.export.formats import ensure_export
+    from tdfast.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_config
 
     check_model_name(model_name)
     check_max_batch(max_batch_size, "max_batch_size")
@@ -90,17 +91,19 @@ def write_python_model(ckpt: str | Path | nn.Module, out_dir: str | Path, model_
         raise InputError(f"backend: expected one of {sorted(SERVED_BACKENDS)}, got {backend!r}")
     model_dir = Path(out_dir) / model_name
     version_dir = model_dir / str(version)
-    fmt = SERVED_BACKENDS[backend]
+    artifact = SERVED_BACKENDS[backend]
+    if export_file is not None and (artifact is None or Path(export_file).name != artifact):
+        raise InputError(f"export_file: backend {backend!r} runs {artifact or 'no export'}, got {str(export_file)!r}")
     if isinstance(ckpt, nn.Module):
         config = ckpt.config
         ckpt.save_pretrained(version_dir)
-        files = [] if onnx is None else [Path(onnx)]  # else made in the repository on first load
+        files = []
     else:
         config = load_config(ckpt)  # InputError naming the dir if it is not a checkpoint
         version_dir.mkdir(parents=True, exist_ok=True)
         files = [Path(ckpt) / CONFIG_NAME, Path(ckpt) / WEIGHTS_NAME]
-        if fmt:
-            files.append(Path(onnx) if onnx is not None and fmt == "onnx" else Path(ensure_export(ckpt, fmt)))
+    if export_file is not None:
+        files.append(Path(export_file))
     for src in files:  # byte copies: the export's recorded weights hash stays valid here
         atomic_write_bytes(version_dir / src.name, src.read_bytes())
     entry = Path(__file__).with_name("triton_entry.py")

@@ -101,7 +101,8 @@ def test_repository_model_is_self_contained(tmp_path):
 @pytest.mark.parametrize("kw, name", [({"backend": "tensorrt"}, "backend"), ({"threads": 0}, "threads"),
                                       ({"max_batch_size": 0}, "max_batch_size"),
                                       ({"model_name": "../x"}, "model_name"),
-                                      ({"max_queue_delay_us": -1}, "max_queue_delay_us")])
+                                      ({"max_queue_delay_us": -1}, "max_queue_delay_us"),
+                                      ({"export_file": "x/model.int8.onnx"}, "export_file")])
 def test_repository_options_are_checked_before_writing(tmp_path, kw, name):
     ckpt = make_model("tiny").save_pretrained(tmp_path / "ckpt")
     with pytest.raises(InputError) as e:

@@ -49,9 +49,10 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     model = make_model("tiny")
     ckpt = model.save_pretrained(root / "ckpt")
-    ensure_export(ckpt, "onnx", exporter="torchscript")  # cached in ckpt; 3x faster here than dynamo
-    write_python_model(ckpt, root / "repo", "fp32", backend="onnxruntime", max_batch_size=8)
-    write_python_model(ckpt, root / "repo", "int8", backend="onnxruntime-int8", max_batch_size=8)
+    fp32 = ensure_export(ckpt, "onnx", exporter="torchscript")  # cached in ckpt; 3x faster here than dynamo
+    write_python_model(ckpt, root / "repo", "fp32", backend="onnxruntime", max_batch_size=8, export_file=fp32)
+    write_python_model(ckpt, root / "repo", "int8", backend="onnxruntime-int8", max_batch_size=8,
+                       export_file=ensure_export(ckpt, "onnx-int8"))
     server = start_server(root / "repo", ["fp32", "int8"])
     yield ckpt, model, server
     server.stop()
