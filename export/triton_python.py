@@ -72,11 +72,11 @@ def write_python_model(ckpt: str | Path | nn.Module, out_dir: str | Path, model_
     ``backend``: the Retriever backend it runs (``SERVED_BACKENDS``). ``export_file``: the
     verified export of these weights that backend runs (e.g. ``ensure_export(ckpt, "onnx")``),
     copied into the repository; None: the server makes it there on first load (verified,
-    slower to start). ``max_batch_size``: most pairs per
-    batch Triton forms; ``dynamic_batching``: let Triton merge concurrent requests, waiting
-    at most ``max_queue_delay_us`` microseconds for more; ``instance_count``: model instances
-    (stub processes) of ``threads`` CPU threads each; ``top_k``: moments per pair when a
-    request sends no ``top_k``.
+    slower to start). ``max_batch_size``: most pairs per batch Triton forms;
+    ``dynamic_batching``: let Triton merge concurrent requests, waiting at most
+    ``max_queue_delay_us`` microseconds for more (0: a batch is what queued while the
+    instance was busy); ``instance_count``: model instances (stub processes) of ``threads``
+    CPU threads each; ``top_k``: moments per pair when a request sends no ``top_k``.
     """
     from tdfast.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_config
 
