@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tdfast.api_inputs import (as_feature_list, check_counts, check_durations, check_flag,
+from tdfast.api_inputs import (as_feature_array, as_feature_list, check_counts, check_durations, check_flag,
                                check_iou, check_top_k)
 from tdfast.backends import OUTPUT_KEYS, make_runner
 from tdfast.batching import Chunk, bucket_of, length_buckets, pad_items, plan_chunks
@@ -151,15 +151,18 @@ class Retriever:
 
         if isinstance(parts, (np.ndarray, Tensor)):
             parts = [parts]
+        if not isinstance(parts, (list, tuple)) or not parts:
+            raise InputError(f"parts: expected an array or a non-empty list of arrays, got {parts!r:.80}")
         config = self.config if truncate else untruncated(self.config)
-        return prepare_video([np.asarray(p) for p in parts], config, "videos")
+        arrays = [as_feature_array(f"parts[{k}]", p) for k, p in enumerate(parts)]
+        return prepare_video(arrays, config, "parts")
 
     def prepare_query(self, tokens: np.ndarray) -> np.ndarray:
         """Raw token features [M, text_dim] -> [min(M, max_query_len), text_dim] float32,
         L2-normalised per token if the config says so (as ``tdfast.data`` does)."""
         from tdfast.data.features import prepare_query
 
-        return prepare_query(np.asarray(tokens), self.config, "queries")
+        return prepare_query(as_feature_array("tokens", tokens), self.config, "tokens")
 
     # ------------------------------------------------------------------ public inference
     def predict(self, videos: Any, queries: Any, top_k: int = 5, nms_iou: float | None = None,

@@ -111,7 +111,6 @@ def test_out_paths_that_cannot_be_written(tmp_path, capsys):
 
 
 def test_unwritable_places_and_a_file_size_limit_give_one_line_and_no_partial_files(tmp_path):
-    tmp_path.chmod(0o755)
     locked_parent = tmp_path / "ro"
     locked_parent.mkdir(mode=0o555)
     proc = run_tdfast(["convert", str(CKPT), "--out", str(locked_parent / "new")], unprivileged=True)

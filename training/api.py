@@ -1,6 +1,7 @@
 """``train(...)``: the one call behind ``tdfast train`` and the demo."""
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +39,9 @@ def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.
     ``eval_before``: score the untrained model first (``TrainResult.initial_metrics``).
     ``resume``: a run directory (or its ``last/``) to continue exactly; ``out_dir`` may be
     the same directory. ``cache_size``: feature arrays kept in memory per process.
-    Under ``torchrun`` every process calls this; process 0 writes. Bad input raises
-    InputError before ``out_dir`` is created.
+    Under ``torchrun`` every process calls this; process 0 writes, alone (``run_dir.claim``:
+    a second run into the same ``out_dir`` is refused). Bad input raises InputError before
+    ``out_dir`` is created; an unwritable ``out_dir`` fails before training.
     """
     from tdfast.data.dataset import MomentDataset
     from tdfast.eval import load_jsonl
@@ -68,11 +70,12 @@ def train(config: TDDETRConfig, train_ann: str | os.PathLike, val_ann: str | os.
         val_gt = load_jsonl(val_ann)
     ctx = init_distributed(device)
     try:
-        if src_run is not None and ctx.is_main and src_run.resolve() != out.resolve():
-            run_dir.copy_run_files(src_run, out)
-        trainer = Trainer(config, train_set, val_set, val_gt, out, training=training, seed=seed, ctx=ctx,
-                          autocast=autocast,
-                          save_every_steps=save_every_steps, progress=progress, num_workers=num_workers)
-        return trainer.fit(training.epochs, resume=ckpt, eval_before=eval_before, on_step=on_step)
+        with run_dir.claim(out, fresh=ckpt is None) if ctx.is_main else contextlib.nullcontext():
+            if src_run is not None and ctx.is_main and src_run.resolve() != out.resolve():
+                run_dir.copy_run_files(src_run, out)
+            trainer = Trainer(config, train_set, val_set, val_gt, out, training=training, seed=seed, ctx=ctx,
+                              autocast=autocast, save_every_steps=save_every_steps, progress=progress,
+                              num_workers=num_workers)
+            return trainer.fit(training.epochs, resume=ckpt, eval_before=eval_before, on_step=on_step)
     finally:
         shutdown(ctx)

@@ -143,9 +143,11 @@ class TDDETRConfig(ConfigBase):
 # TD-DETR / QD-DETR / Moment-DETR setting (widths 256-2816, <= 6 layers, 10-30 queries, 75-256
 # clips) and there so a typo such as num_queries=1000000000 is refused at once instead of
 # building for minutes or exhausting memory (checkpoints are also checked against their tensors).
-SIZE_LIMITS: dict[str, tuple[int, int]] = {
-    "video_dim": (1, 1 << 16), "text_dim": (1, 1 << 16), "max_video_len": (1, 1 << 14),
-    "max_query_len": (1, 1 << 12), "hidden_dim": (1, 1 << 13), "num_heads": (1, 256),
+# The two lengths size no tensor (inputs are as long as their data; untruncated loading uses
+# a huge max_video_len): no upper bound.
+SIZE_LIMITS: dict[str, tuple[float, float]] = {
+    "video_dim": (1, 1 << 16), "text_dim": (1, 1 << 16), "max_video_len": (1, math.inf),
+    "max_query_len": (1, math.inf), "hidden_dim": (1, 1 << 13), "num_heads": (1, 256),
     "ffn_dim": (1, 1 << 16), "num_td_layers": (0, 64), "num_encoder_layers": (0, 64),
     "num_decoder_layers": (1, 64), "num_queries": (1, 1 << 12), "num_input_proj": (1, 16),
 }

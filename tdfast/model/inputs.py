@@ -50,8 +50,9 @@ def check_finite(name: str, x: Tensor) -> None:
                      f"{float(x[first]):g} at index {first}")
 
 
-def check_features(name: str, x: Tensor, feature_dim: int) -> None:
-    """One unpadded item [L, feature_dim]: rank 2, right dim, float, at least one row, finite."""
+def check_features(name: str, x: Tensor, feature_dim: int | None) -> None:
+    """One unpadded item [L, feature_dim]: rank 2, right dim (any if None), float, at least one
+    row, finite."""
     _check_tensor(name, x, 2, feature_dim)
     if not x.is_floating_point():
         raise InputError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
