@@ -77,9 +77,13 @@ def test_bad_opt_values_name_the_field_and_value(tmp_path, capsys, name, value):
     assert not (tmp_path / "o").exists()
 
 
-def test_a_huge_layer_count_is_refused_against_the_tensors_before_building(tmp_path):
+def test_layer_counts_are_refused_against_limits_and_tensors_before_building(tmp_path):
+    """enc_layers = 10**7 built ten million layers on the meta device first (75 s)."""
     path = modified(tmp_path, lambda c: setattr(c["opt"], "enc_layers", 10 ** 7))
-    with pytest.raises(InputError, match=r"opt.enc_layers = 10000000, but the checkpoint holds 2"):
+    with pytest.raises(InputError, match=r"config.num_td_layers: expected a value in \[0, 64\], got 10000000"):
+        convert_official(path, tmp_path / "o")
+    path = modified(tmp_path, lambda c: setattr(c["opt"], "enc_layers", 60))
+    with pytest.raises(InputError, match=r"opt.enc_layers = 60, but the checkpoint holds 2"):
         convert_official(path, tmp_path / "o")
 
 
