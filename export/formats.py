@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from tdfast.atomic import staged_name
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.export.onnx_export import (GRAPH_RECIPE, ONNX_NAME, add_metadata, export_onnx, file_sha256,
                                        load_model, read_metadata)
@@ -189,7 +189,7 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", options: ExportOption
     ``fmt``: onnx, onnx-int8, onnx-fp16 or tensorrt; the derived ones are made from the
     (cached) ``model.onnx``, which is made first if needed.
     """
-    from tdfast.checkpoint import WEIGHTS_NAME, load_config
+    from tdfast.model.checkpoint import WEIGHTS_NAME, load_config
 
     f = _format(fmt)
     if fmt == "triton-server":

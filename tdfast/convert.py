@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from tdfast.atomic import clean_stale
-from tdfast.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from tdfast.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from tdfast.commit import finish_commit
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig

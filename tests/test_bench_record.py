@@ -1,4 +1,4 @@
-"""tdfast.bench records, percentiles, goals and the text table: numbers on hand-made input."""
+"""tdfast.benchmarks records, percentiles, goals and the text table: numbers on hand-made input."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from bench_support import predict_record, row
-from tdfast.bench.goals import add_roofline, evaluate_goals
-from tdfast.bench.latency import format_table
-from tdfast.bench.record import read_record, validate_record, write_record
-from tdfast.bench.timing import PeakMemory, percentile, rounds_for, summarize_ms
+from tdfast.benchmarks.goals import add_roofline, evaluate_goals
+from tdfast.benchmarks.latency import format_table
+from tdfast.benchmarks.record import read_record, validate_record, write_record
+from tdfast.benchmarks.timing import PeakMemory, percentile, rounds_for, summarize_ms
 from tdfast.errors import InputError
 
 

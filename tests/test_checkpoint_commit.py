@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tdfast import TDDETR, TDDETRConfig
-from tdfast.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from tdfast.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from tdfast.commit import JOURNAL, KILL_ENV
 
 # the new checkpoint's config differs in a shape (num_queries): new weights beside the old

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tdfast import InputError, TDDETR, convert_official
-from tdfast.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from tdfast.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from tdfast.cli import main as cli_main
 from tdfast.commit import KILL_ENV
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tdfast import TDDETR
-from tdfast.checkpoint import WEIGHTS_NAME
+from tdfast.model.checkpoint import WEIGHTS_NAME
 from tdfast.cli import main
 from tdfast.commit import KILL_ENV
 from tdfast.data.synthetic import make_synthetic_dataset
@@ -135,3 +135,42 @@ def test_a_train_killed_at_each_boundary_of_its_first_save_leaves_a_usable_direc
         assert TDDETR.from_pretrained(out).config.hidden_dim == 32
     assert main(argv(data, out)) == 0  # no last/ yet: the same command starts it again
     assert TDDETR.from_pretrained(out).config.hidden_dim == 32
+
+
+def train_kill_sweep(data, tmp_path: Path, kills: int) -> None:
+    """Kill ``tdfast train`` (checkpointing every step) at random moments; each time the run
+    directory's best weights load if present, and the run continues (--resume) or starts again
+    (no checkpoint yet) to exit 0."""
+    import random
+
+    rng = random.Random(1)
+    torch.set_num_threads(1)
+    for i in range(kills):
+        out = tmp_path / f"run{i}"
+        cmd = argv(data, out, "--epochs", "2", "--save-every-steps", "1")
+        status = run_child(lambda: main(cmd), kill_after=rng.uniform(0.05, 2.5))
+        if not os.WIFSIGNALED(status):  # finished before the kill: nothing to check
+            continue
+        if (out / WEIGHTS_NAME).exists() or (out / ".tdfast-commit.json").exists():
+            assert TDDETR.from_pretrained(out).config.hidden_dim == 32
+        # resuming takes the checkpoint's config: no --set
+        again = [a for a in cmd if a not in ("--set", "batch_size=8")] + ["--resume", str(out)] \
+            if (out / "last").exists() else cmd
+        assert main(again) == 0, i
+        assert TDDETR.from_pretrained(out).config.hidden_dim == 32
+
+
+def test_train_kill_sweep_short(data, tmp_path):
+    train_kill_sweep(data, tmp_path, kills=2)
+
+
+@pytest.mark.slow
+def test_train_kill_sweep_long(data, tmp_path):
+    train_kill_sweep(data, tmp_path, kills=20)
+
+
+def test_sizes_that_ran_on_for_minutes_are_refused_before_any_work(data, tmp_path, capsys):
+    for item in ("num_queries=1000000000", "num_encoder_layers=100000000"):
+        assert main(argv(data, tmp_path / "run", "--set", item)) == 2
+        assert item.split("=")[0] in one_line(capsys)
+    assert not (tmp_path / "run").exists()

@@ -139,9 +139,10 @@ def run_one(job: Job) -> dict[str, Any]:
     ``job.eval_anns`` and write ``result.json``; an existing result is returned as is."""
     import torch
 
-    from tdfast.api import Retriever
-    from tdfast.checkpoint import atomic_write_bytes, read_json
-    from tdfast.fidelity.spurious import spurious_analysis
+    from tdfast.retrieval.retriever import Retriever
+    from tdfast.atomic import atomic_write_bytes
+    from tdfast.model.checkpoint import read_json
+    from tdfast.experiments.spurious import spurious_analysis
     from tdfast.training.api import train
     from tdfast.training.run_dir import LAST
 

@@ -72,11 +72,11 @@ def zero_branches(model: torch.nn.Module, names: tuple[str, ...]) -> Iterator[No
 def branch_ablation(model: torch.nn.Module, ann_path: str | Path, video_dirs, text_dir
                     ) -> dict[str, dict[str, float]]:
     """Per entry of ``ABLATIONS``: R1@0.5, R1@0.7 and mAP of ``model`` on ``ann_path``."""
-    from tdfast.api import Retriever
+    from tdfast.retrieval.retriever import Retriever
     from tdfast.data.annotations import load_annotations
     from tdfast.data.features import FeatureStore
-    from tdfast.fidelity.metrics import table2_metrics
-    from tdfast.fidelity.spurious import predict_split
+    from tdfast.experiments.metrics import table2_metrics
+    from tdfast.experiments.spurious import predict_split
 
     anns = load_annotations(ann_path)
     gt = [a.to_json_dict() for a in anns]
@@ -252,7 +252,7 @@ def inspect_layers(model: torch.nn.Module, ann_path: str | Path, meta_path: str 
 def probe_ablation(out_dir: str | Path, rows: list[str], seeds: list[int]) -> dict[str, Any]:
     """``inspect_layers`` on test (the split with decoys) and ``branch_ablation`` on val and test for every
     ``out_dir/runs/<row>/seed<s>`` of a shortcut benchmark directory (data in ``out_dir/data``)."""
-    from tdfast.checkpoint import load_checkpoint
+    from tdfast.model.tddetr import TDDETR
 
     out, data = Path(out_dir), Path(out_dir) / "data"
     dirs, text = [data / "video_feats"], data / "text_feats"
@@ -262,7 +262,7 @@ def probe_ablation(out_dir: str | Path, rows: list[str], seeds: list[int]) -> di
             run = out / "runs" / row / f"seed{seed}"
             if not (run / "model.safetensors").is_file():
                 continue
-            model = load_checkpoint(run)
+            model = TDDETR.from_pretrained(run)
             runs.append({"row": row, "seed": seed,
                          "layers": {"test": inspect_layers(model, data / "test.jsonl",
                                                            data / "synthetic_meta.json", dirs, text)},
@@ -275,19 +275,19 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from tdfast.bench.machine import machine_info
-    from tdfast.checkpoint import atomic_write_bytes
+    from tdfast.benchmarks.machine import machine_info
+    from tdfast.atomic import atomic_write_bytes
 
-    p = argparse.ArgumentParser(prog="python -m tdfast.fidelity.branches",
+    p = argparse.ArgumentParser(prog="python -m tdfast.experiments.branches",
                                 description="Branch probes of every run of a shortcut benchmark directory.")
-    p.add_argument("--out", required=True, help="the benchmark directory of python -m tdfast.fidelity.shortcut")
+    p.add_argument("--out", required=True, help="the benchmark directory of python -m tdfast.experiments.shortcut")
     p.add_argument("--rows", default="a,b,c,d")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--record", required=True, help="JSON file to write")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     record = probe_ablation(args.out, args.rows.split(","), [int(s) for s in args.seeds.split(",")])
-    record.update(command="python -m tdfast.fidelity.branches " + " ".join(sys.argv[1:] if argv is None else argv),
+    record.update(command="python -m tdfast.experiments.branches " + " ".join(sys.argv[1:] if argv is None else argv),
                   machine=machine_info("cpu"))
     Path(args.record).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(Path(args.record), json.dumps(record, indent=1).encode("utf-8"))

@@ -1,6 +1,6 @@
 """Where a CPU forward's time goes: per-op profiles of eager, compile and ONNX Runtime.
 
-    python -m tdfast.bench.profile --batch-sizes 1,32 --threads 2 \
+    python -m tdfast.benchmarks.profile --batch-sizes 1,32 --threads 2 \
         --out benchmarks/results/profile_cpu_fp32.json
 
 Per backend and batch size: wall ms per forward (timed without the profiler), the
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tdfast.bench.timing import interleaved_rounds
+from tdfast.benchmarks.timing import interleaved_rounds
 
 # Category -> substrings of op names (torch ops, inductor kernels, ONNX op types), first match wins.
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -160,13 +160,13 @@ def profile_cpu(ckpt: Path, batches: Sequence[int], video_len: int, query_len: i
                 calls: int, backends: Sequence[str] = ("eager", "compile", "onnxruntime", "onnxruntime-int8"),
                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Profile rows (backend, batch, and ``summarize``'s fields) for a checkpoint on CPU fp32."""
-    from tdfast.backends import make_runner
-    from tdfast.bench.matrix import make_pairs
-    from tdfast.checkpoint import load_checkpoint
+    from tdfast.retrieval.backends import make_runner
+    from tdfast.benchmarks.matrix import make_pairs
+    from tdfast.model.tddetr import TDDETR
     from tdfast.export import ensure_export
 
     torch.set_num_threads(threads)
-    model = load_checkpoint(ckpt).eval()
+    model = TDDETR.from_pretrained(ckpt).eval()
     rows = []
     for b in batches:
         v, q = make_pairs(model.config, b, video_len, query_len)
@@ -204,13 +204,13 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tdfast.bench.machine import machine_info
-    from tdfast.bench.record import make_record, write_record
-    from tdfast.bench.roofline import flops_per_pair, gemm_peak
-    from tdfast.checkpoint import load_checkpoint
+    from tdfast.benchmarks.machine import machine_info
+    from tdfast.benchmarks.record import make_record, write_record
+    from tdfast.benchmarks.roofline import flops_per_pair, gemm_peak
+    from tdfast.model.tddetr import TDDETR
     from tdfast.threads import default_threads
 
-    p = argparse.ArgumentParser(prog="python -m tdfast.bench.profile", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tdfast.benchmarks.profile", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", type=Path, help="checkpoint directory (default: the preset, random init)")
     p.add_argument("--preset", default="qvhighlights")
     p.add_argument("--batch-sizes", default="1,32", help="batch sizes (default 1,32)")
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
         peak = gemm_peak("cpu", torch.float32)
         print(f"GEMM peak {peak['gflops']:.1f} GFLOP/s")
-        flops = flops_per_pair(load_checkpoint(ckpt), a.video_len, a.query_len)
+        flops = flops_per_pair(TDDETR.from_pretrained(ckpt), a.video_len, a.query_len)
         rows = profile_cpu(ckpt, [int(b) for b in a.batch_sizes.split(",")], a.video_len, a.query_len, a.threads,
                            a.calls)
     for r in rows:

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tdfast.defaults import MAX_BATCH
 from tdfast.errors import BackendUnavailableError, InputError
-
-OUTPUT_KEYS = ("pred_spans", "pred_logits", "saliency_scores")
+from tdfast.model.tddetr import OUTPUT_NAMES
 
 
 class Runner(Protocol):
@@ -40,7 +40,6 @@ class Runner(Protocol):
                  query_mask: Tensor) -> dict[str, Tensor]: ...
 
 
-TRT_MAX_BATCH = 32  # batch size the TensorRT profile is built for (the Retriever chunks to it)
 
 
 class TorchRunner:
@@ -64,12 +63,12 @@ class TorchRunner:
         if not self.static_shapes or n >= 3:
             with torch.inference_mode():
                 out = self.fn(video, video_mask, query, query_mask)
-            return {k: out[k] for k in OUTPUT_KEYS}
+            return {k: out[k] for k in OUTPUT_NAMES}
         sync = torch.cuda.synchronize if video.is_cuda else (lambda: None)
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.fn(video, video_mask, query, query_mask)
-            out = {k: out[k].clone() for k in OUTPUT_KEYS}  # CUDA-graph outputs are reused buffers
+            out = {k: out[k].clone() for k in OUTPUT_NAMES}  # CUDA-graph outputs are reused buffers
         sync()
         dt = time.perf_counter() - start
         t = self.timings.setdefault(shape, {"compile_s": 0.0, "warmup_s": 0.0})
@@ -128,7 +127,7 @@ class ArrayRunner:
     def __call__(self, video: Tensor, video_mask: Tensor, query: Tensor,
                  query_mask: Tensor) -> dict[str, Tensor]:
         out = self.run(video, video_mask, query, query_mask)
-        return {k: torch.as_tensor(np.asarray(out[k])) for k in OUTPUT_KEYS}
+        return {k: torch.as_tensor(np.asarray(out[k])) for k in OUTPUT_NAMES}
 
 
 def _artifact(model: nn.Module, ckpt: Path | None, fmt: str, **options) -> Path:
@@ -179,9 +178,9 @@ def _tensorrt(model: nn.Module, device: torch.device, dtype: torch.dtype, ckpt: 
     from tdfast.export import TrtRunner
 
     precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
-    engine = _artifact(model, ckpt, "tensorrt", precision=precision, max_batch=TRT_MAX_BATCH)
+    engine = _artifact(model, ckpt, "tensorrt", precision=precision, max_batch=MAX_BATCH)
     runner = ArrayRunner("tensorrt", TrtRunner(engine, check=False), static_shapes=True)
-    runner.max_batch = TRT_MAX_BATCH  # the engine's profile ends there
+    runner.max_batch = MAX_BATCH  # the engine's profile ends there
     return runner
 
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import numpy as np
 
-from tdfast.fidelity.metrics import GIOU_KEY, TABLE2_KEYS
-from tdfast.fidelity.spurious import CONDITIONS, SHORT_NAMES
+from tdfast.experiments.metrics import GIOU_KEY, TABLE2_KEYS
+from tdfast.experiments.spurious import CONDITIONS, SHORT_NAMES
 
 # Columns of the two markdown tables per split: the paper's Table 4 (unmasked) and Table 2
 # (GT clips zeroed, plus the gIoU loss without masks).
@@ -85,10 +85,10 @@ def markdown(table: list[dict[str, Any]]) -> str:
 def make_record(base: dict[str, Any], rows: list[Any], seeds: list[int], epochs: int | None,
                 inputs: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
     """The ablation's JSON record: base config, rows, seeds, inputs, per-run results, the
-    summary table and the machine (``tdfast.bench.machine_info``)."""
+    summary table and the machine (``tdfast.benchmarks.machine_info``)."""
     from dataclasses import asdict
 
-    from tdfast.bench.machine import machine_info
+    from tdfast.benchmarks.machine import machine_info
 
     return {"base_config": base, "rows": [asdict(r) for r in rows], "seeds": list(seeds), "epochs": epochs,
             "inputs": inputs, "table": summarize(results), "results": results,
@@ -100,7 +100,7 @@ def write_record(out_dir, record: dict[str, Any], name: str = "ablation") -> tup
     import json
     from pathlib import Path
 
-    from tdfast.checkpoint import atomic_write_bytes
+    from tdfast.atomic import atomic_write_bytes
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tdfast.bench.timing import interleaved_rounds, synchronizer
+from tdfast.benchmarks.timing import interleaved_rounds, synchronizer
 
 
 def gemm_peak(device: str | torch.device, dtype: torch.dtype, sizes: Sequence[int] = (1024, 2048, 4096),

@@ -7,7 +7,7 @@ by line in this process (``tdfast ...`` through ``tdfast.cli.main``, ``python -m
 writes a small synthetic dataset with the real dims and file layout (SlowFast 2304 + CLIP
 512 video columns, 512-d CLIP text tokens, Moment-DETR file names), so::
 
-    python -m tdfast.fidelity.recipe DIR [--epochs 1]
+    python -m tdfast.experiments.recipe DIR [--epochs 1]
 
 runs the train / evaluate / submit / analyze blocks end to end on a stand-in under DIR
 (the ablation block is 45 full trainings; its test stubs the training of each run).
@@ -132,7 +132,7 @@ def _write_windows_only(src: Path, dst: Path) -> None:
     """Copy an annotation jsonl without ``relevant_clip_ids`` / ``saliency_scores``."""
     import json
 
-    from tdfast.checkpoint import atomic_write_bytes
+    from tdfast.atomic import atomic_write_bytes
 
     lines = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
     drop = ("relevant_clip_ids", "saliency_scores")
@@ -154,7 +154,7 @@ def run_standin(out_dir: str | os.PathLike, epochs: int = 1, num_videos: int = 4
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tdfast.fidelity.recipe",
+    p = argparse.ArgumentParser(prog="python -m tdfast.experiments.recipe",
                                 description="Run docs/recipe.md end to end on a synthetic stand-in.")
     p.add_argument("out", help="directory for the stand-in data and runs (new)")
     p.add_argument("--epochs", type=int, default=1)

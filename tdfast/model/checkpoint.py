@@ -31,9 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tdfast.atomic import (OLD_TAG, atomic_write_bytes, atomic_write_dir, atomic_write_file,  # noqa: F401
-                           fsync_file, write_new_file)
-from tdfast.commit import commit_files, finish_commit, reading
+from tdfast.atomic import OLD_TAG, atomic_write_bytes, atomic_write_dir, atomic_write_file, write_new_file
+from tdfast.commit import commit_files, finish_commit, reading  # noqa: F401 -- reading: for loaders
 from tdfast.errors import InputError
 
 if TYPE_CHECKING:  # torch is imported only where weights are touched: tdfast eval does without it
@@ -149,13 +148,10 @@ def read_header(weights: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     return header
 
 
-def check_header(config, header: dict[str, tuple[str, tuple[int, ...]]], weights: Path,
-                 config_path: Path) -> None:
-    """InputError unless the config builds exactly the tensors the header lists, all floating."""
-    import torch
-
-    from tdfast.model.tddetr import TDDETR
-
+def check_header(config, header: dict[str, tuple[str, tuple[int, ...]]],
+                 expected: dict[str, tuple[int, ...]], weights: Path, config_path: Path) -> None:
+    """InputError unless the header lists exactly the ``expected`` tensors (name -> shape, what
+    the config builds), all floating."""
     for name in LAYER_COUNT_FIELDS:
         n = getattr(config, name, None)
         if isinstance(n, int) and n > len(header):
@@ -165,8 +161,6 @@ def check_header(config, header: dict[str, tuple[str, tuple[int, ...]]], weights
         if dtype not in FLOAT_DTYPES:
             raise InputError(f"{weights}: tensor {name!r} has dtype {dtype}; expected floating-point "
                              f"weights ({', '.join(FLOAT_DTYPES)})")
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in TDDETR(config).state_dict().items()}
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))
     if missing or unexpected:
@@ -198,33 +192,27 @@ def _layer_fields(names: list[str]) -> list[str]:
     return sorted(set(guesses)) or prefixes or ["(structure switches such as use_tdem)"]
 
 
-def load_checkpoint(directory: str | Path, device: "str | torch.device" = "cpu"):
-    """Build a TDDETR from ``directory`` and load its safetensors weights (checked, strict)."""
+def load_weights(directory: str | Path, config,
+                 expected: Callable[[Any], dict[str, tuple[int, ...]]]) -> dict[str, "torch.Tensor"]:
+    """The checked tensors of ``<directory>/model.safetensors`` on CPU: ``expected(config)``
+    gives the tensor names and shapes the network builds (the model passes its own, so the
+    format does not import the network); InputError naming the file and tensor otherwise."""
     import torch
     from safetensors.torch import load_file
 
-    from tdfast.model.tddetr import TDDETR
-
-    from tdfast.api import parse_device
-
-    device = parse_device(device)  # no CUDA: BackendUnavailableError before any reading
     directory = Path(directory)
-    with reading(directory):  # config and weights of one commit
-        config = load_config(directory)
-        weights = directory / WEIGHTS_NAME
-        if not weights.is_file():
-            raise InputError(f"checkpoint {str(directory)!r}: {WEIGHTS_NAME} is missing")
-        check_header(config, read_header(weights), weights, directory / CONFIG_NAME)
-        try:
-            state = load_file(str(weights), device="cpu")
-        except Exception as e:
-            raise InputError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise InputError(f"checkpoint {str(directory)!r}: {WEIGHTS_NAME} is missing")
+    check_header(config, read_header(weights), expected(config), weights, directory / CONFIG_NAME)
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as e:
+        raise InputError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e})") from None
     for k, v in state.items():
         if not bool(torch.isfinite(v).all()):
             raise InputError(f"{weights}: tensor {k!r} holds NaN or inf values")
-    model = TDDETR(config)
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    return state
 
 
 def read_json(path: str | Path) -> dict:

@@ -60,7 +60,7 @@ def val_metrics(retriever: Any, anns: list, store: Any, ground_truth: list[dict]
     """``QUALITY_METRICS`` of ``retriever`` on the annotations ``anns`` (features from
     ``store``), predicted the way ``tdfast predict`` does and scored by ``tdfast.eval``."""
     from tdfast.eval import eval_submission
-    from tdfast.predict_jsonl import predict_annotations
+    from tdfast.retrieval.files import predict_annotations
 
     submission = [p.to_submission(a.qid, a.query, a.vid)
                   for a, _, p in predict_annotations(retriever, anns, store, top_k=top_k)]

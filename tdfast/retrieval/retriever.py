@@ -26,22 +26,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tdfast.api_inputs import (as_feature_array, as_feature_list, check_counts, check_durations, check_flag,
-                               check_iou, check_top_k)
-from tdfast.backends import OUTPUT_KEYS, make_runner
-from tdfast.batching import Chunk, bucket_of, length_buckets, pad_items, plan_chunks
-from tdfast.errors import BackendUnavailableError, InputError
+from tdfast.defaults import MAX_BATCH, TOP_K
+from tdfast.devices import parse_device, parse_dtype
+from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
-from tdfast.model.postprocess import Prediction, moments_in_seconds, postprocess, select_moments
-from tdfast.model.tddetr import TDDETR
-from tdfast.windows import merge_windows, plan_windows
+from tdfast.model.tddetr import OUTPUT_NAMES, TDDETR
+from tdfast.retrieval.backends import make_runner
+from tdfast.retrieval.batching import Chunk, length_buckets, pad_items, plan_chunks
+from tdfast.retrieval.inputs import (as_feature_array, as_feature_list, check_counts, check_durations, check_flag,
+                                     check_iou, check_length, check_top_k)
+from tdfast.retrieval.postprocess import Prediction, moments_in_seconds, select_moments
+from tdfast.retrieval.windows import merge_windows, plan_windows
 
 VIDEO_BUCKET_STEP = 16  # clips; buckets 16, 32, 48, 64, 75 for the QVHighlights preset
 QUERY_BUCKET_STEP = 8  # tokens; buckets 8, 16, 24, 32
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-          "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16}
-MAX_DEFAULT_BATCH = 32  # pairs per model call when ``batch_size`` is not given (and on CUDA)
 # On CPU, a model call's widest activation (the FFN's hidden layer over the video and query
 # tokens) is kept within this many bytes: past it, activations no longer stay in cache between
 # ops and every pair costs more (docs/benchmarks.md, "Pairs per model call on CPU").
@@ -49,45 +47,15 @@ CPU_ACTIVATION_BUDGET = 4 << 20
 
 
 def default_batch_size(config: TDDETRConfig, device: torch.device) -> int:
-    """Pairs per model call when the caller does not say: ``MAX_DEFAULT_BATCH`` on CUDA; on
+    """Pairs per model call when the caller does not say: ``MAX_BATCH`` on CUDA; on
     CPU the largest power of two whose FFN activation (fp32) fits ``CPU_ACTIVATION_BUDGET``
     (8 for the QVHighlights preset: 8 x 107 tokens x 1024 x 4 B = 3.5 MB), at most
-    ``MAX_DEFAULT_BATCH``, at least 1."""
+    ``MAX_BATCH``, at least 1."""
     if device.type != "cpu":
-        return MAX_DEFAULT_BATCH
+        return MAX_BATCH
     per_pair = (config.max_video_len + config.max_query_len) * max(config.ffn_dim, config.hidden_dim) * 4
     fits = max(1, CPU_ACTIVATION_BUDGET // per_pair)
-    return min(MAX_DEFAULT_BATCH, 1 << (fits.bit_length() - 1))
-
-
-def parse_device(device: Any) -> torch.device:
-    """'cpu' / 'cuda' / 'cuda:1' / torch.device -> torch.device; InputError if malformed,
-    BackendUnavailableError if CUDA is asked for and missing."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise BackendUnavailableError(f"device={device!r}: no CUDA GPU is visible to torch "
-                                          f"(torch {torch.__version__}); use device='cpu'")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
-def parse_dtype(dtype: Any) -> torch.dtype:
-    """None -> float32; a torch dtype or one of ``DTYPES``' names."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype in DTYPES:
-        return DTYPES[dtype]
-    raise InputError(f"dtype: expected one of float32, float16, bfloat16 (torch dtype or name), "
-                     f"got {dtype!r}")
+    return min(MAX_BATCH, 1 << (fits.bit_length() - 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,10 +68,10 @@ class _Job:
 
 
 class Retriever:
-    """Runs a TDDETR on ragged (video, query) pairs with any backend of ``tdfast.backends``.
+    """Runs a TDDETR on ragged (video, query) pairs with any backend of ``tdfast.retrieval.backends``.
 
     ``model``: a TDDETR (put in eval mode; converted copies are made when ``device`` or
-    ``dtype`` differ from its own). ``backend``: a name in ``tdfast.backends.BACKENDS``.
+    ``dtype`` differ from its own). ``backend``: a name in ``tdfast.retrieval.backends.BACKENDS``.
     ``batch_size``: most pairs per model call (larger inputs are chunked); None:
     ``default_batch_size`` (on CPU sized to stay in cache: 8 for the QVHighlights preset; 32 on CUDA).
     ``checkpoint_dir``: where exporting backends cache their artifacts.
@@ -132,9 +100,7 @@ class Retriever:
     def from_pretrained(cls, checkpoint_dir: str | Path, backend: str = "eager", device: Any = "cpu",
                         dtype: Any = None, batch_size: int | None = None) -> "Retriever":
         """Load ``checkpoint_dir`` (config.json + model.safetensors) and build the backend."""
-        from tdfast.checkpoint import load_checkpoint
-
-        return cls(load_checkpoint(checkpoint_dir), backend, device, dtype, batch_size, checkpoint_dir)
+        return cls(TDDETR.from_pretrained(checkpoint_dir), backend, device, dtype, batch_size, checkpoint_dir)
 
     def __repr__(self) -> str:
         return (f"Retriever(backend={self.backend!r}, device={str(self.device)!r}, dtype={self.dtype}, "
@@ -147,15 +113,14 @@ class Retriever:
         each L2-normalised per clip on its own if the config says so, cut to the shortest
         and concatenated -> [L, video_dim] float32. ``truncate``: cut to max_video_len (as
         training did) instead of keeping the whole video for sliding windows."""
-        from tdfast.data.features import prepare_video, untruncated
+        from tdfast.data.features import prepare_video
 
         if isinstance(parts, (np.ndarray, Tensor)):
             parts = [parts]
         if not isinstance(parts, (list, tuple)) or not parts:
             raise InputError(f"parts: expected an array or a non-empty list of arrays, got {parts!r:.80}")
-        config = self.config if truncate else untruncated(self.config)
         arrays = [as_feature_array(f"parts[{k}]", p) for k, p in enumerate(parts)]
-        return prepare_video(arrays, config, "parts")
+        return prepare_video(arrays, self.config, "parts", truncate)
 
     def prepare_query(self, tokens: np.ndarray) -> np.ndarray:
         """Raw token features [M, text_dim] -> [min(M, max_query_len), text_dim] float32,
@@ -165,7 +130,7 @@ class Retriever:
         return prepare_query(as_feature_array("tokens", tokens), self.config, "tokens")
 
     # ------------------------------------------------------------------ public inference
-    def predict(self, videos: Any, queries: Any, top_k: int = 5, nms_iou: float | None = None,
+    def predict(self, videos: Any, queries: Any, top_k: int = TOP_K, nms_iou: float | None = None,
                 durations: Sequence[float] | None = None, sliding_window: bool = False,
                 window_stride: int | None = None) -> list[Prediction]:
         """Ranked moments and clip saliency for each pair (videos[i], queries[i]).
@@ -183,26 +148,12 @@ class Retriever:
         top_k = check_top_k(top_k)
         nms_iou = check_iou("nms_iou", nms_iou)
         sliding_window = check_flag("sliding_window", sliding_window)
-        v, q = self._inputs(videos, queries)
-        lengths = [t.shape[0] for t in v]
-        durations = check_durations(durations, lengths, self.config.clip_len)
-        jobs, firsts, windows = self._jobs(v, q, sliding_window, window_stride)
-        per_clip = [d / n for d, n in zip(durations, lengths)]  # seconds per clip
-        job_preds: list[Prediction] = [None] * len(jobs)  # type: ignore[list-item]
-        for chunk, out, lengths in self._run(jobs):
-            secs = torch.tensor([jobs[j].video.shape[0] * per_clip[jobs[j].pair] for j in chunk.indices])
-            spans, scores = moments_in_seconds(out["pred_spans"], out["pred_logits"], secs)
-            saliency = out["saliency_scores"].numpy()
-            for row, (j, n) in enumerate(zip(chunk.indices, lengths)):
-                s, p = spans[row], scores[row]
-                if len(windows[jobs[j].pair]) == 1:  # a windowed pair is ranked once, after merging
-                    s, p = select_moments(s, p, top_k, nms_iou)
-                job_preds[j] = Prediction(spans=s, scores=p, saliency=saliency[row, :n])
-        return [job_preds[first] if len(win) == 1 else
-                merge_windows(win, job_preds[first: first + len(win)], per_clip[i], durations[i], top_k, nms_iou)
-                for i, (first, win) in enumerate(zip(firsts, windows))]
+        v = as_feature_list("videos", videos, self.config.video_dim)
+        q = self._queries("queries", queries)
+        check_counts(v, q)
+        return self._predict(v, q, top_k, nms_iou, durations, sliding_window, window_stride)
 
-    def predict_queries(self, video: Any, queries: Any, top_k: int = 5, nms_iou: float | None = None,
+    def predict_queries(self, video: Any, queries: Any, top_k: int = TOP_K, nms_iou: float | None = None,
                         duration: float | None = None) -> list[Prediction]:
         """Many queries against one video (encode once, retrieve many).
 
@@ -211,31 +162,39 @@ class Retriever:
         triton) the video's TEF, input projection and positions run once for all queries
         (everything after them depends on the query). Other backends run the pairs as given.
         """
-        v = self._one_video(video)
+        if not isinstance(video, (np.ndarray, Tensor)) or np.ndim(video) != 2:
+            raise InputError(f"video: expected one 2-D (length, {self.config.video_dim}) array or tensor, "
+                             f"got {type(video).__name__} of shape {tuple(np.shape(video))}")
+        v = as_feature_list("video", [video], self.config.video_dim)[0]
+        self._check_video_length("video", v)
         q = self._queries("queries", queries)
-        return self._predict_shared(v, q, "video", top_k, nms_iou,
-                                    None if duration is None else [duration] * len(q))
+        n = len(q)
+        return self._predict([v] * n, q, check_top_k(top_k), check_iou("nms_iou", nms_iou),
+                             None if duration is None else [duration] * n, shared="video")
 
-    def predict_videos(self, videos: Any, query: Any, top_k: int = 5, nms_iou: float | None = None,
+    def predict_videos(self, videos: Any, query: Any, top_k: int = TOP_K, nms_iou: float | None = None,
                        durations: Sequence[float] | None = None) -> list[Prediction]:
         """One query against many videos (the corpus case): ``predict(videos, [query] * n)``'s
         answers, with the query's input projection run once on a PyTorch backend."""
         q = self._queries("query", [query])[0]
         v = as_feature_list("videos", videos, self.config.video_dim)
         for i, t in enumerate(v):
-            self._check_length(f"videos[{i}]", t)
-        return self._predict_shared(q, v, "query", top_k, nms_iou, durations)
+            self._check_video_length(f"videos[{i}]", t)
+        return self._predict(v, [q] * len(v), check_top_k(top_k), check_iou("nms_iou", nms_iou),
+                             durations, shared="query")
 
     def raw_outputs(self, videos: Any, queries: Any) -> list[dict[str, np.ndarray]]:
         """The model's raw outputs per pair, unpadded, float32 numpy: ``pred_spans`` [Q, 2]
         (normalized cxw), ``pred_logits`` [Q, 2], ``saliency_scores`` [L_i]. No windows."""
-        v, q = self._inputs(videos, queries)
+        v = as_feature_list("videos", videos, self.config.video_dim)
+        q = self._queries("queries", queries)
+        check_counts(v, q)
         jobs, _, _ = self._jobs(v, q, sliding_window=False, window_stride=None)
         results: list[dict[str, np.ndarray]] = [{} for _ in jobs]
         for chunk, out, lengths in self._run(jobs):
             for row, (j, n) in enumerate(zip(chunk.indices, lengths)):
                 results[j] = {k: out[k][row, :n].numpy() if k == "saliency_scores" else out[k][row].numpy()
-                              for k in OUTPUT_KEYS}
+                              for k in OUTPUT_NAMES}
         return results
 
     def warmup(self, batch_sizes: Sequence[int] = (1,), video_len: int | None = None,
@@ -254,74 +213,39 @@ class Retriever:
         return dict(getattr(self.runner, "timings", {}))
 
     # ------------------------------------------------------------------ internals
-    def _inputs(self, videos: Any, queries: Any) -> tuple[list[Tensor], list[Tensor]]:
-        v = as_feature_list("videos", videos, self.config.video_dim)
-        q = self._queries("queries", queries)
-        check_counts(v, q)
-        return v, q
-
     def _queries(self, name: str, queries: Any) -> list[Tensor]:
         q = as_feature_list(name, queries, self.config.text_dim)
         for i, t in enumerate(q):
-            if t.shape[0] > self.config.max_query_len:
-                raise InputError(f"{name}[{i}]: expected at most max_query_len="
-                                 f"{self.config.max_query_len} tokens, got {t.shape[0]} (truncate it, "
-                                 f"e.g. with Retriever.prepare_query)")
+            check_length(f"{name}[{i}]", t, "max_query_len", self.config.max_query_len, "tokens",
+                         "truncate it, e.g. with Retriever.prepare_query")
         return q
 
-    def _one_video(self, video: Any) -> Tensor:
-        if not isinstance(video, (np.ndarray, Tensor)) or np.ndim(video) != 2:
-            raise InputError(f"video: expected one 2-D (length, {self.config.video_dim}) array or tensor, "
-                             f"got {type(video).__name__} of shape {tuple(np.shape(video))}")
-        v = as_feature_list("video", [video], self.config.video_dim)[0]
-        self._check_length("video", v)
-        return v
+    def _check_video_length(self, name: str, video: Tensor) -> None:
+        check_length(name, video, "max_video_len", self.config.max_video_len, "clips",
+                     "pass sliding_window=True to predict() to process long videos in overlapping windows")
 
-    def _check_length(self, name: str, video: Tensor) -> None:
-        if video.shape[0] > self.config.max_video_len:
-            raise InputError(f"{name}: expected at most max_video_len={self.config.max_video_len} clips, "
-                             f"got {video.shape[0]} (predict(..., sliding_window=True) handles long videos)")
-
-    def _predict_shared(self, shared: Tensor, others: list[Tensor], kind: str, top_k: int,
-                        nms_iou: float | None, durations: Sequence[float] | None) -> list[Prediction]:
-        """``kind`` "video": ``shared`` is the video [L, Dv], ``others`` the queries; "query": the
-        reverse. The shared item is projected once when the backend runs a TDDETR module."""
-        pairs = [(shared, o) if kind == "video" else (o, shared) for o in others]
-        videos, queries = [p[0] for p in pairs], [p[1] for p in pairs]
-        model = getattr(self.runner, "fn", None)
-        if not isinstance(model, TDDETR):  # compiled graphs and exported engines take raw inputs
-            return self.predict(videos, queries, top_k, nms_iou, durations)
-        top_k, nms_iou = check_top_k(top_k), check_iou("nms_iou", nms_iou)
+    def _predict(self, videos: list[Tensor], queries: list[Tensor], top_k: int, nms_iou: float | None,
+                 durations: Sequence[float] | None, sliding_window: bool = False,
+                 window_stride: int | None = None, shared: str | None = None) -> list[Prediction]:
+        """``predict`` on checked items [L_i, Dv] / [M_i, Dt]; ``shared`` ("video" / "query"):
+        every pair holds the same video / query, which ``_run`` then projects once."""
         lengths = [t.shape[0] for t in videos]
-        secs = check_durations(durations, lengths, self.config.clip_len)
-        dtype, dev = self.runner.input_dtype, self.device
-        buckets = self.query_buckets if kind == "video" else self.video_buckets
-        order = sorted(range(len(others)), key=lambda i: others[i].shape[0])
-        results: list[Prediction] = [None] * len(others)  # type: ignore[list-item]
-        with self._lock, torch.inference_mode():
-            x, x_mask = (t.to(dev) for t in pad_items([shared], shared.shape[0], 1, dtype, dev, pin=False))
-            if kind == "video":
-                proj = model.project_video(x, x_mask)  # ([1, L, D], [1, L, D])
-            else:
-                proj = (model.project_query(x),)  # ([1, M, D],)
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start: start + self.batch_size]
-                n = len(rows)
-                length = bucket_of(max(others[i].shape[0] for i in rows), buckets)
-                y, y_mask = pad_items([others[i] for i in rows], length, n, dtype, dev, pin=False)
-                same = [p.expand(n, -1, -1) for p in proj]
-                if kind == "video":
-                    out = model.forward_projected(*same, x_mask.expand(n, -1), model.project_query(y), y_mask)
-                else:
-                    out = model.forward_projected(*model.project_video(y, y_mask), y_mask, *same,
-                                                  x_mask.expand(n, -1))
-                out = {k: out[k].float().cpu() for k in OUTPUT_KEYS}
-                lengths = [shared.shape[0]] * n if kind == "video" else [others[i].shape[0] for i in rows]
-                preds = postprocess(out["pred_spans"], out["pred_logits"], out["saliency_scores"],
-                                    lengths, torch.tensor([secs[i] for i in rows]), top_k, nms_iou)
-                for i, p in zip(rows, preds):
-                    results[i] = p
-        return results
+        durations = check_durations(durations, lengths, self.config.clip_len)
+        jobs, firsts, windows = self._jobs(videos, queries, sliding_window, window_stride)
+        per_clip = [d / n for d, n in zip(durations, lengths)]  # seconds per clip
+        job_preds: list[Prediction] = [None] * len(jobs)  # type: ignore[list-item]
+        for chunk, out, clips in self._run(jobs, shared):
+            secs = torch.tensor([jobs[j].video.shape[0] * per_clip[jobs[j].pair] for j in chunk.indices])
+            spans, scores = moments_in_seconds(out["pred_spans"], out["pred_logits"], secs)
+            saliency = out["saliency_scores"].numpy()
+            for row, (j, n) in enumerate(zip(chunk.indices, clips)):
+                s, p = spans[row], scores[row]
+                if len(windows[jobs[j].pair]) == 1:  # a windowed pair is ranked once, after merging
+                    s, p = select_moments(s, p, top_k, nms_iou)
+                job_preds[j] = Prediction(spans=s, scores=p, saliency=saliency[row, :n])
+        return [job_preds[first] if len(win) == 1 else
+                merge_windows(win, job_preds[first: first + len(win)], per_clip[i], durations[i], top_k, nms_iou)
+                for i, (first, win) in enumerate(zip(firsts, windows))]
 
     def _jobs(self, videos: list[Tensor], queries: list[Tensor], sliding_window: bool,
               window_stride: int | None
@@ -337,24 +261,37 @@ class Retriever:
         jobs: list[_Job] = []
         firsts, windows = [], []
         for i, (v, q) in enumerate(zip(videos, queries)):
-            if v.shape[0] > w and not sliding_window:
-                raise InputError(f"videos[{i}]: expected at most max_video_len={w} clips, got "
-                                 f"{v.shape[0]}; pass sliding_window=True to process long videos "
-                                 f"in overlapping windows")
+            if not sliding_window:
+                self._check_video_length(f"videos[{i}]", v)
             win = plan_windows(v.shape[0], w, stride)
             firsts.append(len(jobs))
             jobs.extend(_Job(i, v[s:e], q) for s, e in win)
             windows.append(win)
         return jobs, firsts, windows
 
-    def _run(self, jobs: Sequence[_Job]) -> Iterator[tuple[Chunk, dict[str, Tensor], list[int]]]:
+    def _run(self, jobs: Sequence[_Job], shared: str | None = None
+             ) -> Iterator[tuple[Chunk, dict[str, Tensor], list[int]]]:
         """Pad jobs chunk by chunk, call the backend, yield (chunk, outputs on CPU float32
-        cut to the chunk's real rows, each row's real clips)."""
+        cut to the chunk's real rows, each row's real clips). Every model call of the
+        Retriever passes here, and so through its NaN/inf guard.
+
+        ``shared`` ("video" / "query"): all jobs hold the same video / query; when the backend
+        runs a TDDETR module (eager, triton) that input keeps its own length and is projected
+        once for all chunks (``_forward_shared``). Other backends take the pairs as they are."""
         runner = self.runner
+        model = getattr(runner, "fn", None)
+        if shared is None or not isinstance(model, TDDETR):
+            model = None
+        video_buckets, query_buckets = self.video_buckets, self.query_buckets
+        if model is not None and shared == "video":
+            video_buckets = [jobs[0].video.shape[0]]
+        elif model is not None:
+            query_buckets = [jobs[0].query.shape[0]]
         max_batch = min(self.batch_size, getattr(runner, "max_batch", None) or self.batch_size)
         chunks = plan_chunks([j.video.shape[0] for j in jobs], [j.query.shape[0] for j in jobs],
-                             self.video_buckets, self.query_buckets, max_batch, runner.static_shapes)
+                             video_buckets, query_buckets, max_batch, runner.static_shapes)
         gpu = self.device.type == "cuda"
+        projected: dict[str, tuple[Tensor, ...]] = {}
         for chunk in chunks:
             items = [jobs[j] for j in chunk.indices]
             n = len(items)
@@ -365,10 +302,31 @@ class Retriever:
                                runner.input_dtype, torch.device(src), pin=gpu))
             args = tuple(a.to(self.device, non_blocking=True) for a in args)
             with self._lock:  # the copy to CPU stays inside: graph outputs are reused buffers
-                out = runner(*args)
-                out = {k: out[k][:n].float().cpu() for k in OUTPUT_KEYS}
+                if model is None:
+                    out = runner(*args)
+                else:
+                    with torch.inference_mode():
+                        out = _forward_shared(model, shared, projected, *args)
+                out = {k: out[k][:n].float().cpu() for k in OUTPUT_NAMES}
             bad = [k for k, x in out.items() if not bool(torch.isfinite(x).all())]
             if bad:
                 raise FloatingPointError(f"backend {self.backend!r} returned NaN/inf in {bad} for finite "
                                          f"inputs (dtype {self.dtype}); try dtype=torch.float32")
             yield chunk, out, [it.video.shape[0] for it in items]
+
+
+def _forward_shared(model: TDDETR, shared: str, projected: dict[str, tuple[Tensor, ...]], video: Tensor,
+                    video_mask: Tensor, query: Tensor, query_mask: Tensor) -> dict[str, Tensor]:
+    """``model(video, video_mask, query, query_mask)`` for a batch whose rows all hold the same
+    video (``shared`` "video") or the same query: that input is projected from row 0 the first
+    time (kept in ``projected`` for the next chunks) and expanded over the batch."""
+    n = video.shape[0]
+    if shared == "video":
+        if "video" not in projected:
+            projected["video"] = model.project_video(video[:1], video_mask[:1])  # ([1, L, D], [1, L, D])
+        v, pos = (p.expand(n, -1, -1) for p in projected["video"])  # [B, L, D] each
+        return model.forward_projected(v, pos, video_mask, model.project_query(query), query_mask)
+    if "query" not in projected:
+        projected["query"] = (model.project_query(query[:1]),)  # ([1, M, D],)
+    t = projected["query"][0].expand(n, -1, -1)  # [B, M, D]
+    return model.forward_projected(*model.project_video(video, video_mask), video_mask, t, query_mask)

@@ -14,13 +14,13 @@ from typing import Sequence
 
 from tdfast.data.annotations import Annotation, load_annotations
 from tdfast.data.features import FeatureStore
+from tdfast.defaults import TOP_K
 from tdfast.errors import InputError
-from tdfast.fidelity.masking import gt_clip_mask, zero_gt_clips
-from tdfast.fidelity.metrics import GIOU_KEY, TABLE2_KEYS, table2_metrics
-from tdfast.predict_jsonl import predict_annotations
+from tdfast.experiments.masking import gt_clip_mask, zero_gt_clips
+from tdfast.experiments.metrics import GIOU_KEY, TABLE2_KEYS, table2_metrics
+from tdfast.retrieval.files import predict_annotations
 
 CONDITIONS = ("normal", "masked")
-TOP_K = 10  # windows per query, as the official mAP uses
 
 
 def predict_split(retriever, annotations: list[Annotation], store: FeatureStore, *, zero_gt: bool,

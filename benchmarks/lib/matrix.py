@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from tdfast.bench.goals import INT8, add_roofline, evaluate_goals
-from tdfast.bench.latency import latency_table
-from tdfast.bench.machine import load_average, machine_info, wait_for_quiet
-from tdfast.bench.record import make_record
-from tdfast.bench.roofline import flops_per_pair, gemm_peak
-from tdfast.bench.timing import rounds_for
+from tdfast.benchmarks.goals import INT8, add_roofline, evaluate_goals
+from tdfast.benchmarks.latency import latency_table
+from tdfast.benchmarks.machine import load_average, machine_info, wait_for_quiet
+from tdfast.benchmarks.record import make_record
+from tdfast.benchmarks.roofline import flops_per_pair, gemm_peak
+from tdfast.benchmarks.timing import rounds_for
 from tdfast.errors import BackendUnavailableError, InputError
 
 WHAT = ("Retriever.predict(videos, queries, top_k=5) wall-clock on host numpy inputs (validation, "
@@ -90,7 +90,7 @@ def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) 
     weights (latency does not depend on them). ``max_video_len`` is raised to the longest
     benchmarked length (weights do not depend on it). Returns (dir, source, dataset or None)."""
     from tdfast import TDDETR, TDDETRConfig
-    from tdfast.checkpoint import load_checkpoint
+    from tdfast.model.checkpoint import load_checkpoint
 
     dataset = None
     if spec.ckpt is not None:
@@ -129,7 +129,7 @@ def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) 
 def check_spec(spec: BenchSpec) -> None:
     """Fail before any timing on what the model cannot take (InputError naming the flag)."""
     from tdfast import TDDETRConfig
-    from tdfast.checkpoint import load_config
+    from tdfast.model.checkpoint import load_config
 
     config = load_config(spec.ckpt) if spec.ckpt is not None else TDDETRConfig.from_name(spec.preset)
     if spec.query_len > config.max_query_len:
@@ -204,9 +204,9 @@ def time_length(spec: BenchSpec, built: dict, config, n: int, dt: str, flops: fl
 
 
 def run_bench(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the matrix and return the record (kind ``predict``; see ``tdfast.bench.record``)."""
+    """Run the matrix and return the record (kind ``predict``; see ``tdfast.benchmarks.record``)."""
     from tdfast import TDDETR
-    from tdfast.api import parse_dtype
+    from tdfast.retrieval.retriever import parse_dtype
 
     check_spec(spec)
     if spec.threads:
@@ -235,7 +235,7 @@ def run_bench(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[str, 
                 rows += time_length(spec, built, model.config, n, dt, flops[n], peaks[dt]["start"]["gflops"], log)
             ref = next((built[n] for n in ("onnxruntime", "eager") if n in built), None)
             if INT8 in built and ref is not None:
-                from tdfast.bench.int8 import int8_agreement, int8_metric_change, val_pairs
+                from tdfast.benchmarks.int8 import int8_agreement, int8_metric_change, val_pairs
 
                 int8 = {"reference": ref.backend, "model": source,
                         **int8_agreement(ref, built[INT8], *val_pairs(dataset, model.config)),

@@ -101,17 +101,17 @@ def audit_batches(data_dir: str | Path, config: RunConfig, seed: int = 0, epochs
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tdfast.fidelity.vsdc_audit --data DIR --record FILE [--set K=V ...]...``:
+    """``python -m tdfast.experiments.vsdc_audit --data DIR --record FILE [--set K=V ...]...``:
     the audit for the plain batches and for each ``--variant`` (space-separated ``--set``
     assignments) on the benchmark's ``tiny`` config, one epoch, written as JSON."""
     import argparse
     import sys
 
-    from tdfast.bench.machine import machine_info
-    from tdfast.checkpoint import atomic_write_bytes
-    from tdfast.fidelity.shortcut import SHORTCUT_PRESET, SHORTCUT_SETS
+    from tdfast.benchmarks.machine import machine_info
+    from tdfast.atomic import atomic_write_bytes
+    from tdfast.experiments.shortcut import SHORTCUT_PRESET, SHORTCUT_SETS
 
-    p = argparse.ArgumentParser(prog="python -m tdfast.fidelity.vsdc_audit")
+    p = argparse.ArgumentParser(prog="python -m tdfast.experiments.vsdc_audit")
     p.add_argument("--data", required=True, help="a synthetic dataset (e.g. the benchmark's DIR/data)")
     p.add_argument("--variant", action="append", default=[], help="e.g. 'use_vsdc=true alpha=0.5'")
     p.add_argument("--epochs", type=int, default=1)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results.items():
         print(f"{name}: {r}")
     record = {"results": results, "epochs": args.epochs, "preset": SHORTCUT_PRESET, "set": SHORTCUT_SETS,
-              "command": "python -m tdfast.fidelity.vsdc_audit " + " ".join(sys.argv[1:] if argv is None else argv),
+              "command": "python -m tdfast.experiments.vsdc_audit " + " ".join(sys.argv[1:] if argv is None else argv),
               "machine": machine_info("cpu")}
     Path(args.record).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(Path(args.record), json.dumps(record, indent=1).encode("utf-8"))

@@ -8,7 +8,7 @@ Envelope (every kind)::
      "machine": machine_info(...) (+ optional "loadavg_end"),
      "setup": {...how it was run...}, "rows": [{...}, ...], ...kind-specific extras}
 
-``predict`` rows are ``tdfast.bench.latency_table`` rows (plus skipped backends as
+``predict`` rows are ``tdfast.benchmarks.latency_table`` rows (plus skipped backends as
 ``{"backend", "dtype", "skipped": reason}``); ``kernels`` rows have ``impl``, ``B``,
 ``L`` and ``us`` (or ``error``). Other kinds are checked for the envelope only.
 """
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
 
 SCHEMA_VERSION = 1

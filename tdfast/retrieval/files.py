@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from tdfast.api import Retriever
 from tdfast.atomic import atomic_write_file
+from tdfast.defaults import TOP_K
 from tdfast.errors import InputError
-from tdfast.model.postprocess import Prediction
+from tdfast.retrieval.postprocess import Prediction
+from tdfast.retrieval.retriever import Retriever
 
 if TYPE_CHECKING:
     from tdfast.data.annotations import Annotation
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def predict_annotations(retriever: Retriever, annotations: Sequence["Annotation"], store: "FeatureStore",
-                        top_k: int = 10, nms_iou: float | None = None, sliding_window: bool = False,
+                        top_k: int = TOP_K, nms_iou: float | None = None, sliding_window: bool = False,
                         video_fn: Callable[["Annotation", np.ndarray], np.ndarray] | None = None,
                         block: int = 256) -> Iterator[tuple["Annotation", np.ndarray, Prediction]]:
     """(annotation, the video as predicted [L, video_dim], its Prediction) for every annotation,
@@ -48,7 +49,7 @@ def predict_annotations(retriever: Retriever, annotations: Sequence["Annotation"
 
 def predict_jsonl(retriever: Retriever, ann_path: str | os.PathLike,
                   video_dirs: Sequence[str | os.PathLike] | str | os.PathLike,
-                  text_dir: str | os.PathLike, out_path: str | os.PathLike, top_k: int = 10,
+                  text_dir: str | os.PathLike, out_path: str | os.PathLike, top_k: int = TOP_K,
                   nms_iou: float | None = None, sliding_window: bool = False,
                   block: int = 256) -> dict:
     """Predict every query of ``ann_path`` and write ``out_path`` atomically (temp + rename).
@@ -59,12 +60,11 @@ def predict_jsonl(retriever: Retriever, ann_path: str | os.PathLike,
     (``queries``, ``windowed`` = queries whose video needed windows, ``out``).
     """
     from tdfast.data.annotations import load_annotations
-    from tdfast.data.features import FeatureStore, untruncated
+    from tdfast.data.features import FeatureStore
 
-    # With windows the loader must keep whole videos; the Retriever cuts them.
-    config = untruncated(retriever.config) if sliding_window else retriever.config
     annotations = load_annotations(ann_path)
-    store = FeatureStore(video_dirs, text_dir, config, cache_size=64)
+    # With windows the loader keeps whole videos; the Retriever cuts them.
+    store = FeatureStore(video_dirs, text_dir, retriever.config, cache_size=64, truncate=not sliding_window)
     out_path = Path(out_path)
     if out_path.is_dir():
         raise InputError(f"out_path {str(out_path)!r}: expected a file to write, but it is a directory")

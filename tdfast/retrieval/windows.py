@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from tdfast.errors import InputError
-from tdfast.model.postprocess import Prediction
+from tdfast.retrieval.postprocess import Prediction
 from tdfast.spans import pairwise_iou
 
 DEFAULT_WINDOW_NMS_IOU = 0.5  # merging windows needs NMS even when the caller asked for none

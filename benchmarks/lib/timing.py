@@ -117,7 +117,7 @@ def interleaved_rounds(calls: Mapping[str, Callable[[], object]], rounds: int,
 
 
 class TimedRunner:
-    """Wraps a backend runner (``tdfast.backends.Runner``) and records the seconds of each
+    """Wraps a backend runner (``tdfast.retrieval.backends.Runner``) and records the seconds of each
     call, synchronised on CUDA: the backend's share of a ``Retriever.predict``."""
 
     def __init__(self, runner, sync: Callable[[], None]) -> None:

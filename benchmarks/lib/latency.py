@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tdfast.bench.timing import (PeakMemory, TimedRunner, interleaved_rounds, summarize_ms,
+from tdfast.benchmarks.timing import (PeakMemory, TimedRunner, interleaved_rounds, summarize_ms,
                                  synchronizer)
 
 COLUMNS = [  # (header, row key, format)

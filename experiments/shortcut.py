@@ -1,11 +1,11 @@
 """The synthetic shortcut benchmark (docs/fidelity.md): context flanks the moment of the
 query's concept in training, and flanks a decoy at test time.
 
-    python -m tdfast.fidelity.shortcut --out DIR [--seeds 0,1,2] [--rows a,b,c,d,untrained]
+    python -m tdfast.experiments.shortcut --out DIR [--seeds 0,1,2] [--rows a,b,c,d,untrained]
         [--alphas ...] [--betas ...] [--epochs 100] [--jobs 2] [--set KEY=VALUE ...] [--record FILE]
 
 writes the dataset (``SHORTCUT_SPEC``) under ``DIR/data``, runs the ablation
-(``tdfast.fidelity.ablation``, base preset ``tiny`` + ``SHORTCUT_SETS``) under ``DIR``
+(``tdfast.experiments.ablation``, base preset ``tiny`` + ``SHORTCUT_SETS``) under ``DIR``
 with val (drawn like train) and test (shifted) analyzed, adds per run how often the
 top-1 window lands on the test decoy, and writes ``DIR/ablation.json`` / ``.md`` (and a
 copy of the JSON to ``--record``).
@@ -44,10 +44,10 @@ def decoy_hits(checkpoint: str | Path, ann_path: str | Path, meta_path: str | Pa
       ``context_clips`` on each side) with a larger IoU than the GT zone (each GT window with
       its context clips), i.e. drawn to where the query's training-time context now is.
     """
-    from tdfast.api import Retriever
+    from tdfast.retrieval.retriever import Retriever
     from tdfast.data.annotations import load_annotations
     from tdfast.data.features import FeatureStore
-    from tdfast.fidelity.spurious import predict_split
+    from tdfast.experiments.spurious import predict_split
     from tdfast.spans import pairwise_iou
 
     meta = json.loads(Path(meta_path).read_text())
@@ -76,7 +76,7 @@ def decoy_hits(checkpoint: str | Path, ann_path: str | Path, meta_path: str | Pa
 
 def decoy_markdown(results: list[dict[str, Any]]) -> str:
     """Markdown table: per row, mean ± std over seeds of the ``decoy_hits`` rates on test."""
-    from tdfast.fidelity.summary import mean_std
+    from tdfast.experiments.summary import mean_std
 
     rows: dict[str, list[dict]] = {}
     for r in results:
@@ -98,7 +98,7 @@ SHIFT_KEYS = ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP")
 def shift_table(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per row: in-distribution (val) and shifted (test) score and the fraction kept
     (test / val, per seed, in percent) of each ``SHIFT_KEYS`` metric, mean ± std over seeds."""
-    from tdfast.fidelity.summary import mean_std
+    from tdfast.experiments.summary import mean_std
 
     rows: dict[str, list[dict]] = {}
     for r in results:
@@ -128,7 +128,7 @@ def shift_markdown(table: list[dict[str, Any]]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tdfast.fidelity.shortcut", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tdfast.experiments.shortcut", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="benchmark directory (created or continued)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--rows", default="a,b,c,d,untrained")
@@ -159,11 +159,11 @@ def _spec(items: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tdfast.checkpoint import atomic_write_bytes
+    from tdfast.atomic import atomic_write_bytes
     from tdfast.data.synthetic import make_synthetic_dataset
-    from tdfast.fidelity.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
+    from tdfast.experiments.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
                                           run_ablation, run_dir)
-    from tdfast.fidelity.summary import make_record, markdown, write_record
+    from tdfast.experiments.summary import make_record, markdown, write_record
     from tdfast.training.config import RunConfig
 
     args = _parser().parse_args(argv)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_bytes(cache, json.dumps(hits).encode("utf-8"))
         r["decoy"] = json.loads(cache.read_text())
     inputs = {"synthetic_spec": spec, "preset": SHORTCUT_PRESET, "set": sets,
-              "command": "python -m tdfast.fidelity.shortcut " + " ".join(sys.argv[1:] if argv is None else argv)}
+              "command": "python -m tdfast.experiments.shortcut " + " ".join(sys.argv[1:] if argv is None else argv)}
     record = make_record(base.to_dict(), rows, seeds, args.epochs, inputs, results)
     record["shift"] = shift_table(results)
     json_path, md_path = write_record(out, record, args.name)

@@ -1,6 +1,6 @@
 """The latency plot: p50 latency vs batch size, one line per backend (x dtype x video length).
 
-    python -m tdfast.bench.plot RECORD.json [OUT.png]     # e.g. for a record made on a GPU box
+    python -m tdfast.benchmarks.plot RECORD.json [OUT.png]     # e.g. for a record made on a GPU box
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError
 
 STYLES = ["-", "--", ":", "-."]
@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from tdfast.bench.record import read_record
+    from tdfast.benchmarks.record import read_record
     from tdfast.errors import InputError
 
-    p = argparse.ArgumentParser(prog="python -m tdfast.bench.plot", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m tdfast.benchmarks.plot", description=main.__doc__)
     p.add_argument("record", type=Path, help="a tdfast bench JSON record")
     p.add_argument("out", type=Path, nargs="?", help="PNG path (default: RECORD with .png)")
     args = p.parse_args(argv)
