@@ -142,6 +142,9 @@ def commit_files(directory: str | Path, writers: dict[str, Callable[[Path], None
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # a killed commit's staged files are the directory's content once its journal exists:
+    # finish it before clean_stale could take them for a dead writer's leftovers
+    finish_commit(directory)
     staged: dict[str, Path] = {}
     try:
         for name, write in writers.items():

@@ -77,6 +77,33 @@ def test_a_kill_at_each_boundary_leaves_the_old_or_the_new_checkpoint(tmp_path, 
     assert sorted(p.name for p in ckpt.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME, "notes.txt"]
 
 
+def test_a_save_that_fails_after_a_killed_one_keeps_the_killed_ones_commit(tmp_path, monkeypatch):
+    """The next writer finishes a journal before it cleans dead writers' staged files: cleaning
+    first deleted the staged config.json that the journal still had to rename."""
+    import errno
+
+    from tdfast.model import checkpoint
+
+    old, new = models()
+    ckpt = tmp_path / "ckpt"
+    old.save_pretrained(ckpt)
+    status = run_child(lambda: new.save_pretrained(ckpt), env={KILL_ENV: f"renamed:{WEIGHTS_NAME}"})
+    assert os.WIFSIGNALED(status)
+
+    write = checkpoint.write_new_file
+
+    def full_disk_at_the_config(path, data):  # the weights are staged, the config fails
+        if CONFIG_NAME in path.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(path, data)
+
+    monkeypatch.setattr(checkpoint, "write_new_file", full_disk_at_the_config)
+    with pytest.raises(OSError, match="No space left"):
+        old.save_pretrained(ckpt)
+    monkeypatch.undo()
+    assert which(ckpt, old, new) == "new"
+
+
 def test_a_crash_at_any_rename_leaves_a_loadable_checkpoint(tmp_path, monkeypatch):
     """Fails on the old code: weights renamed, then death before config.json was."""
     old, new = models()
