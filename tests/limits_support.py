@@ -51,3 +51,28 @@ def one_line_error(proc: subprocess.CompletedProcess, command: str, *parts: str)
     for part in parts:
         assert part in lines[0], (part, lines[0])
     return lines[0]
+
+
+def run_cli_forked(args: list[str], fsize_bytes: int) -> subprocess.CompletedProcess:
+    """``tdfast ARGS`` in a forked child of this process under a file-size limit: the same as
+    ``run_tdfast(..., fsize_bytes=...)`` without a fresh interpreter importing torch."""
+    import tempfile
+
+    from tdfast.cli import main
+
+    with tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:  # child: never returns into pytest
+            code = 3
+            try:
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_bytes, fsize_bytes))
+                os.dup2(err.fileno(), 2)
+                sys.stderr = os.fdopen(2, "w", buffering=1)
+                code = main(args)
+            finally:
+                os._exit(code)
+        status = os.waitpid(pid, 0)[1]
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    return subprocess.CompletedProcess(args, os.waitstatus_to_exitcode(status), "", stderr)

@@ -17,7 +17,7 @@ from tdfast.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from tdfast.cli import main as cli_main
 from tdfast.commit import KILL_ENV
 
-from limits_support import one_line_error, run_tdfast
+from limits_support import one_line_error, run_cli_forked, run_tdfast
 from test_checkpoint_commit import run_child
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
@@ -125,7 +125,7 @@ def test_unwritable_places_and_a_file_size_limit_give_one_line_and_no_partial_fi
     one_line_error(proc, "convert", str(empty_ro), "Permission denied")
     assert list(empty_ro.iterdir()) == []
     small = tmp_path / "small"
-    proc = run_tdfast(["convert", str(CKPT), "--out", str(small)], fsize_bytes=50 * 1024)
+    proc = run_cli_forked(["convert", str(CKPT), "--out", str(small)], fsize_bytes=50 * 1024)
     one_line_error(proc, "convert", str(small / WEIGHTS_NAME), "File too large")
     assert list(small.iterdir()) == []  # staged files removed; a rerun proceeds
     assert cli_main(["convert", str(CKPT), "--out", str(small)]) == 0

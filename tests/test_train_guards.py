@@ -17,7 +17,7 @@ from tdfast.commit import KILL_ENV
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.training import run_dir
 
-from limits_support import one_line_error, run_tdfast
+from limits_support import one_line_error, run_cli_forked, run_tdfast
 from test_checkpoint_commit import run_child
 from train_support import start
 
@@ -119,7 +119,7 @@ def test_read_only_parent_and_file_size_limit_are_one_line_and_leave_nothing_hal
     # the first save of the weights (~50 KB) hits the limit: one line naming the file, and the
     # same command then runs (the run never reached a checkpoint)
     out = tmp_path / "small"
-    proc = run_tdfast(argv(data, out), fsize_bytes=20 * 1024)
+    proc = run_cli_forked(argv(data, out), fsize_bytes=20 * 1024)
     one_line_error(proc, "train", str(out / WEIGHTS_NAME), "File too large")
     torch.set_num_threads(1)
     assert main(argv(data, out)) == 0
