@@ -150,7 +150,7 @@ class TDDETRConfig(ConfigBase):
 SIZE_LIMITS: dict[str, tuple[float, float]] = {
     "video_dim": (1, 1 << 16), "text_dim": (1, 1 << 16), "max_video_len": (1, math.inf),
     "max_query_len": (1, math.inf), "hidden_dim": (1, 1 << 13), "num_heads": (1, 256),
-    "ffn_dim": (1, 1 << 16), "num_td_layers": (0, 64), "num_encoder_layers": (0, 64),
+    "ffn_dim": (1, 1 << 20), "num_td_layers": (0, 64), "num_encoder_layers": (0, 64),
     "num_decoder_layers": (1, 64), "num_queries": (1, 1 << 12), "num_input_proj": (1, 16),
 }
 
