@@ -24,6 +24,7 @@ from torch import nn
 from tdfast.atomic import staged_name
 from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
+from tdfast.userdirs import user_cache_dir
 from tdfast.export.onnx_export import (GRAPH_RECIPE, ONNX_NAME, add_metadata, export_onnx, file_sha256,
                                        load_model, read_metadata)
 from tdfast.export.options import ExportOptions
@@ -231,8 +232,3 @@ def is_writable_dir(directory: Path) -> bool:
     return True
 
 
-def user_cache_dir() -> Path:
-    """Where exports of read-only checkpoints go: ``$XDG_CACHE_HOME/tdfast`` (default
-    ``~/.cache/tdfast``), one subdirectory per weights hash."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tdfast"
