@@ -19,15 +19,19 @@ def check_out_dir(flag: str, path: str | Path | None) -> None:
 
 
 def check_writable_dir(flag: str, path: str | Path) -> None:
-    """Create directory ``path`` if needed and prove it writable with a staged file of our own
-    (removed again), so a command fails in one line before its slow work, not after it.
-    OSErrors (no permission, a file in the way) name the path."""
+    """InputError / OSError naming ``path`` unless the directory ``path`` (or, if it does not
+    exist yet, its nearest existing parent, where it would be created) takes a new file: a
+    staged file of our own is written and removed again, so a command fails in one line
+    before its slow work, not after it, and creates nothing."""
     from tdfast.atomic import named_os_errors, staged_name, write_new_file
 
     check_out_dir(flag, path)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    probe = staged_name(path / ".probe")
-    with named_os_errors(path):
+    target = Path(path).absolute()
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        raise InputError(f"{flag} {str(path)!r}: {target} is a file, so no directory can be made there")
+    probe = staged_name(target / ".probe")
+    with named_os_errors(Path(path)):
         write_new_file(probe, b"")
     probe.unlink()
