@@ -25,7 +25,7 @@ from tdfast.errors import InputError
 
 SCHEMA_VERSION = 1
 KINDS = ("predict", "kernels", "export", "train", "shared", "profile", "int8", "model_batch", "demo", "serve",
-         "save")
+         "save", "video")
 MACHINE_KEYS = ("device", "device_type", "cpu_model", "cores", "versions", "git", "date", "loadavg")
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms")
 

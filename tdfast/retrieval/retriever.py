@@ -183,6 +183,18 @@ class Retriever:
         return self._predict(v, [q] * len(v), check_top_k(top_k), check_iou("nms_iou", nms_iou),
                              durations, shared="query")
 
+    def predict_video_files(self, paths: Sequence[str | Path], queries: Sequence[str], clip: Any,
+                            top_k: int = 5, nms_iou: float | None = None,
+                            sliding_window: bool = False) -> list[Prediction]:
+        """Video files and sentences in, moments out, as QD-DETR's run_on_video: one pair per
+        (paths[i], queries[i]). ``clip``: a ``tdfast.video.ClipEncoder`` or the path of a local
+        CLIP weights file (e.g. OpenAI's ViT-B-32.pt). Needs a CLIP-only checkpoint; see
+        ``tdfast.video.predict``."""
+        from tdfast.video import ClipEncoder, predict_video_files
+
+        encoder = clip if isinstance(clip, ClipEncoder) else ClipEncoder(clip)
+        return predict_video_files(self, encoder, paths, queries, top_k, nms_iou, sliding_window)
+
     def raw_outputs(self, videos: Any, queries: Any) -> list[dict[str, np.ndarray]]:
         """The model's raw outputs per pair, unpadded, float32 numpy: ``pred_spans`` [Q, 2]
         (normalized cxw), ``pred_logits`` [Q, 2], ``saliency_scores`` [L_i]. No windows."""
