@@ -6,15 +6,16 @@ import tempfile
 import weakref
 from pathlib import Path
 
-from tdfast.export.triton_process import TritonServer, bundled_server, check_ports, start_server
+from tdfast.defaults import MAX_BATCH, TOP_K
 from tdfast.export.formats import ensure_export
+from tdfast.export.triton_process import TritonServer, bundled_server, check_ports, start_server
 from tdfast.export.triton_python import EXPORT_FORMATS, MOMENTS_MODEL_NAME, write_python_model
 
 
 def serve(ckpt_dir: str | Path, repository: str | Path | None = None, backend: str = "onnxruntime",
           http_port: int | None = None, grpc_port: int | None = None, threads: int = 1,
-          instance_count: int = 1, max_batch_size: int = 32, dynamic_batching: bool = True,
-          max_queue_delay_us: int = 0, top_k: int = 5, timeout_s: float = 300.0) -> TritonServer:
+          instance_count: int = 1, max_batch_size: int = MAX_BATCH, dynamic_batching: bool = True,
+          max_queue_delay_us: int = 0, top_k: int = TOP_K, timeout_s: float = 300.0) -> TritonServer:
     """Serve checkpoint ``ckpt_dir`` as the ``tdfast_moments`` model on 127.0.0.1 and return
     the ready server (``.http_url``, ``.grpc_url``, ``.stop()``).
 

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tdfast.defaults import TOP_K
 from tdfast.errors import InputError
 
 
@@ -37,7 +38,7 @@ class TritonPythonModel:
         torch.set_num_threads(threads)  # also sizes the ONNX Runtime session (tdfast.backends)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.retriever = Retriever.from_pretrained(version_dir, backend=_param(config, "backend", "onnxruntime"))
-        self.top_k = int(_param(config, "top_k", "5"))
+        self.top_k = int(_param(config, "top_k", str(TOP_K)))
 
     def execute(self, requests: list) -> list:
         import triton_python_backend_utils as pb_utils

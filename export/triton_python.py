@@ -19,6 +19,7 @@ from pathlib import Path
 from torch import nn
 
 from tdfast.atomic import atomic_write_bytes
+from tdfast.defaults import MAX_BATCH, TOP_K
 from tdfast.errors import InputError
 from tdfast.export.triton_config import format_model_config, model_config_class
 from tdfast.export.triton_contract import (INPUTS, NUMPY_DTYPES, OPTIONAL_INPUTS, OUTPUTS, TRITON_DTYPES,
@@ -62,9 +63,9 @@ def _positive(name: str, value: object) -> int:
 
 
 def write_python_model(ckpt: str | Path | nn.Module, out_dir: str | Path, model_name: str = MOMENTS_MODEL_NAME,
-                       version: int = 1, backend: str = "onnxruntime", max_batch_size: int = 32,
+                       version: int = 1, backend: str = "onnxruntime", max_batch_size: int = MAX_BATCH,
                        dynamic_batching: bool = True, max_queue_delay_us: int = 0,
-                       instance_count: int = 1, threads: int = 1, top_k: int = 5,
+                       instance_count: int = 1, threads: int = 1, top_k: int = TOP_K,
                        export_file: str | Path | None = None) -> Path:
     """Write the moments model of ``ckpt`` (a checkpoint dir or a TDDETR) under ``out_dir``;
     returns ``out_dir/model_name``.

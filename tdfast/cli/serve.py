@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from tdfast.cli.choices import TableKeys
+from tdfast.defaults import MAX_BATCH, TOP_K
 
 
 def register(subparsers) -> None:
@@ -24,13 +25,14 @@ def register(subparsers) -> None:
     p.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default: a free one)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per model instance (default: 1)")
     p.add_argument("--instances", type=int, default=1, help="model instances, one process each (default: 1)")
-    p.add_argument("--max-batch", type=int, default=32, help="most pairs per batch (default: 32)")
+    p.add_argument("--max-batch", type=int, default=MAX_BATCH, help=f"most pairs per batch (default: {MAX_BATCH})")
     p.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
                    help="run each request alone instead of merging concurrent ones")
     p.add_argument("--max-queue-delay-us", type=int, default=0,
                    help="how long the batcher waits for more requests, microseconds (default: 0: a batch "
                    "is what queued while the instance was busy, no wait when idle)")
-    p.add_argument("--top-k", type=int, default=5, help="moments per pair when a request sends no top_k")
+    p.add_argument("--top-k", type=int, default=TOP_K,
+                   help=f"moments per pair when a request sends no top_k (default {TOP_K})")
     p.set_defaults(func=run)
 
 
