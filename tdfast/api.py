@@ -32,7 +32,8 @@ from tdfast.backends import OUTPUT_KEYS, make_runner
 from tdfast.batching import Chunk, bucket_of, length_buckets, pad_items, plan_chunks
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.model.config import TDDETRConfig
-from tdfast.model.postprocess import Prediction, moments_in_seconds, postprocess, select_moments
+from tdfast.model.postprocess import (Prediction, apply_postprocess, moments_in_seconds, postprocess,
+                                     select_moments)
 from tdfast.model.tddetr import TDDETR
 from tdfast.windows import merge_windows, plan_windows
 
@@ -164,7 +165,7 @@ class Retriever:
     # ------------------------------------------------------------------ public inference
     def predict(self, videos: Any, queries: Any, top_k: int = 5, nms_iou: float | None = None,
                 durations: Sequence[float] | None = None, sliding_window: bool = False,
-                window_stride: int | None = None) -> list[Prediction]:
+                window_stride: int | None = None, postprocess: str = "none") -> list[Prediction]:
         """Ranked moments and clip saliency for each pair (videos[i], queries[i]).
 
         videos: list of [L_i, video_dim] arrays/tensors (numpy and torch may be mixed) or
@@ -173,13 +174,16 @@ class Retriever:
         temporal NMS threshold (None: no NMS; with windows 0.5 is used to merge).
         ``sliding_window``: process videos longer than max_video_len in overlapping windows
         of max_video_len clips every ``window_stride`` clips (default half a window);
-        without it such a video is an InputError.
+        without it such a video is an InputError. ``postprocess``: "none", or "official" for
+        the official submission files' spans (clipped to [0, 150] s, rounded to multiples of
+        2 s), scores and saliency (``tdfast.model.postprocess.official_postprocess``).
 
         Returns one ``Prediction`` per pair: spans [k, 2] seconds, scores [k], saliency [L_i].
         """
         top_k = check_top_k(top_k)
         nms_iou = check_iou("nms_iou", nms_iou)
         sliding_window = check_flag("sliding_window", sliding_window)
+        apply_postprocess([], postprocess)  # checks the name before any work
         v, q = self._inputs(videos, queries)
         lengths = [t.shape[0] for t in v]
         durations = check_durations(durations, lengths, self.config.clip_len)
@@ -195,9 +199,10 @@ class Retriever:
                 if len(windows[jobs[j].pair]) == 1:  # a windowed pair is ranked once, after merging
                     s, p = select_moments(s, p, top_k, nms_iou)
                 job_preds[j] = Prediction(spans=s, scores=p, saliency=saliency[row, :n])
-        return [job_preds[first] if len(win) == 1 else
-                merge_windows(win, job_preds[first: first + len(win)], per_clip[i], durations[i], top_k, nms_iou)
-                for i, (first, win) in enumerate(zip(firsts, windows))]
+        return apply_postprocess([
+            job_preds[first] if len(win) == 1 else
+            merge_windows(win, job_preds[first: first + len(win)], per_clip[i], durations[i], top_k, nms_iou)
+            for i, (first, win) in enumerate(zip(firsts, windows))], postprocess)
 
     def predict_queries(self, video: Any, queries: Any, top_k: int = 5, nms_iou: float | None = None,
                         duration: float | None = None) -> list[Prediction]:

@@ -11,6 +11,7 @@ from tdfast.threads import add_threads_argument, apply_threads
 
 BACKENDS = TableKeys("tdfast.backends", "BACKENDS")
 DTYPES = TableKeys("tdfast.api", "DTYPES")
+POSTPROCESS = TableKeys("tdfast.model.postprocess", "POSTPROCESS")
 
 
 def register(subparsers) -> None:
@@ -35,6 +36,10 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=10, help="moments kept per query (default 10)")
     p.add_argument("--nms-iou", type=float, default=None,
                    help="temporal NMS IoU threshold (default: no NMS, as the official evaluation)")
+    p.add_argument("--postprocess", default="none", choices=POSTPROCESS, metavar="NAME",
+                   help="none (default: spans as predicted, 4 decimals) or official: what the "
+                   "official QD-DETR / TD-DETR inference.py writes (spans clipped to [0, 150] s and "
+                   "rounded to multiples of 2 s; the published numbers were computed on such files)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="pairs per model call (default: sized to the CPU cache, 8 for the "
                         "qvhighlights preset; 32 on CUDA)")
@@ -57,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     retriever = Retriever.from_pretrained(args.checkpoint, backend=args.backend, device=args.device,
                                           dtype=args.dtype, batch_size=args.batch_size)
     summary = predict_jsonl(retriever, args.ann, args.video_feats, args.text_feats, args.out,
-                            top_k=args.top_k, nms_iou=args.nms_iou, sliding_window=args.sliding_window)
+                            top_k=args.top_k, nms_iou=args.nms_iou, sliding_window=args.sliding_window,
+                            postprocess=args.postprocess)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["backend"] = args.backend
     print(json.dumps(summary), file=sys.stderr)
