@@ -48,9 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model-batch", type=int, default=None,
                    help="most pairs per model call inside one predict (the Retriever's batch_size; default "
                         "the Retriever's: sized to the CPU cache, 8 for the qvhighlights preset; 32 on CUDA)")
-    p.add_argument("--video-lens", "--video-len", default="75",
-                   help="clips per video, comma-separated, e.g. 75,150 (default 75; --video-len: old spelling)")
-    p.add_argument("--query-len", type=int, default=32, help="tokens per query (default 32)")
+    p.add_argument("--video-lens", "--video-len", default=None,
+                   help="clips per video, comma-separated, e.g. 75,150 (default 75, or the model's "
+                        "max_video_len if smaller; --video-len: old spelling)")
+    p.add_argument("--query-len", type=int, default=None,
+                   help="tokens per query (default 32, or the model's max_query_len if smaller)")
     p.add_argument("--dtypes", "--dtype", default="fp32",
                    help="fp32,bf16,fp16 (comma-separated; default fp32; --dtype: old spelling)")
     p.add_argument("--preset", default="qvhighlights", help="model preset without --ckpt (default qvhighlights)")
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tdfast.backends import BACKENDS as KNOWN
     from tdfast.bench.latency import format_table
-    from tdfast.bench.matrix import BenchSpec, run_bench
+    from tdfast.bench.matrix import BenchSpec, run_bench, spec_defaults
     from tdfast.bench.record import write_record
 
     if args.update_readme:
@@ -124,12 +126,14 @@ def run(args: argparse.Namespace) -> int:
     from tdfast.api import DTYPES, parse_device
 
     dtypes = _names("--dtypes", args.dtypes, sorted(DTYPES))
+    defaults = spec_defaults(Path(args.ckpt) if args.ckpt else None, args.preset)
+    video_lens = _ints("--video-lens", args.video_lens) if args.video_lens else defaults["video_lens"]
+    query_len = defaults["query_len"] if args.query_len is None else args.query_len
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     parse_device(device)  # --device cuda without CUDA: one-line error before any work
     spec = BenchSpec(backends=_names("--backends", args.backends, sorted(KNOWN)),
                      batch_sizes=_ints("--batch-sizes", args.batch_sizes), model_batch=args.model_batch,
-                     video_lens=_ints("--video-lens", args.video_lens),
-                     query_len=args.query_len, dtypes=dtypes, preset=args.preset,
+                     video_lens=video_lens, query_len=query_len, dtypes=dtypes, preset=args.preset,
                      device=device, ckpt=Path(args.ckpt) if args.ckpt else None, repeats=args.repeats,
                      budget_s=args.budget_s, warmup=args.warmup, int8=args.int8,
                      train_epochs=args.train_epochs, train_lr=args.train_lr,
