@@ -82,3 +82,19 @@ def test_missing_markers_are_an_error():
         replace_section("# tdfast\n<!-- bench-table:end -->\n", "x", "README.md")
     assert str(e.value) == ("README.md: expected the markers <!-- bench-table:start --> and "
                             "<!-- bench-table:end --> in that order, found start at -1, end at 9 (-1: missing)")
+
+
+def test_int8_rows_name_their_weight_and_activation_types():
+    # The int8 graph takes and returns float32, but computes with int8 weights and uint8
+    # activations: the tables say that, not "float32".
+    from pathlib import Path
+
+    from tdfast.bench.latency import format_table
+    from tdfast.bench.record import read_record
+
+    rows = read_record(Path(__file__).parents[1] / "benchmarks" / "results" / "bench_cpu_fp32.json")["rows"]
+    lines = format_table(rows).splitlines()
+    int8 = [ln for ln in lines if ln.startswith("onnxruntime-int8 ")]
+    fp32 = [ln for ln in lines if ln.startswith("onnxruntime ")]
+    assert int8 and all(ln.split()[1:5] == ["int8", "w", "/", "uint8"] for ln in int8)
+    assert fp32 and all(ln.split()[1] == "float32" for ln in fp32)
