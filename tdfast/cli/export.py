@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "-o", required=True, help="output directory")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; >= 17)")
     p.add_argument("--exporter", choices=EXPORTERS, default=ExportOptions.exporter,
-                   help="PyTorch ONNX exporter (default: dynamo; see docs/export.md)")
+                   help=f"PyTorch ONNX exporter (default: {ExportOptions.exporter}; see docs/export.md)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the parity check against eager PyTorch")
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
