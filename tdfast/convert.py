@@ -110,7 +110,7 @@ def load_official(path: str | Path) -> dict[str, Any]:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise InputError(f"{path}: refused as unsafe: it needs more than tensors and an "
-                         f"argparse.Namespace (or lighthouse's EasyDict) to load ({str(e).splitlines()[0]})") from None
+                         f"argparse.Namespace to load ({str(e).splitlines()[0]})") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise InputError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
