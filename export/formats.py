@@ -48,7 +48,7 @@ class Format:
 
 def _onnx(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None, o: ExportOptions) -> Path:
     kw = {} if o.opset is None else {"opset": o.opset}
-    return export_onnx(ckpt or model, out_dir, exporter=o.exporter, verify=o.verify, log=o.log, **kw)
+    return export_onnx(ckpt or model, out_dir, exporter=o.tracer, verify=o.verify, log=o.log, **kw)
 
 
 def _onnx_int8(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, o: ExportOptions) -> Path:
@@ -101,7 +101,7 @@ def _triton(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None
 
     return write_triton_repository(src or ckpt or model, out_dir, model_name=o.model_name,
                                    max_batch_size=o.max_batch, verify=o.verify, log=o.log, opset=o.opset,
-                                   exporter=o.exporter)
+                                   exporter=o.tracer)
 
 
 def _tensorrt_precheck(o: ExportOptions) -> None:
@@ -215,9 +215,9 @@ def _is_fresh(artifact: Path, weights_sha: str, options: ExportOptions) -> bool:
 
 
 def _same_trace(meta: dict[str, str], options: ExportOptions) -> bool:
-    """A cached fp32 graph answers ``options``: the exporter and opset asked for (None: any
-    opset), and verified when verification is asked for."""
-    return (meta.get("exporter") == options.exporter
+    """A cached fp32 graph answers ``options``: the exporter and opset asked for (None: any),
+    and verified when verification is asked for."""
+    return (options.exporter in (None, meta.get("exporter"))
             and (options.opset is None or meta.get("opset") == str(options.opset))
             and (not options.verify or "verification" in meta))
 

@@ -24,18 +24,24 @@ DEFAULT_MODEL_NAME = "tdfast_tddetr"  # Triton model name
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """``opset``: ONNX opset (None: the exporter's default); ``exporter``: one of EXPORTERS;
+    """``opset``: ONNX opset (None: the exporter's default); ``exporter``: one of EXPORTERS
+    (None: ``DEFAULT_EXPORTER`` when tracing, and a cached graph of either exporter is reused);
     ``verify``: check the artifact against eager PyTorch; ``precision`` / ``max_batch``:
     TensorRT build (``max_batch`` is also Triton's max_batch_size); ``model_name``: Triton's;
     ``log``: progress lines (None: quiet)."""
 
     opset: int | None = None
-    exporter: str = DEFAULT_EXPORTER
+    exporter: str | None = None
     verify: bool = True
     precision: str = DEFAULT_PRECISION
     max_batch: int = DEFAULT_MAX_BATCH
     model_name: str = DEFAULT_MODEL_NAME
     log: Callable[[str], Any] | None = print
+
+    @property
+    def tracer(self) -> str:
+        """The exporter a new trace uses."""
+        return self.exporter or DEFAULT_EXPORTER
 
     @classmethod
     def of(cls, options: "ExportOptions | None" = None, **changes: Any) -> "ExportOptions":

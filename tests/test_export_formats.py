@@ -315,3 +315,17 @@ def test_one_trace_per_checkpoint_serves_every_format_and_out_dir(tmp_path, monk
     assert traces == [18, 17] and read_metadata(tmp_path / "d" / "model.onnx")["opset"] == "17"
     assert tdfast_main(["export", str(ckpt), "--out", str(tmp_path / "e"), "--opset", "17", *ts]) == 0
     assert traces == [18, 17]
+
+
+def test_which_cached_graph_answers_which_options():
+    from tdfast.export.formats import _same_trace
+    from tdfast.export.options import DEFAULT_EXPORTER, ExportOptions
+
+    meta = {"exporter": "dynamo", "opset": "18", "verification": "{}"}
+    assert _same_trace(meta, ExportOptions())  # no exporter asked for: either one's graph serves
+    assert ExportOptions().tracer == DEFAULT_EXPORTER == "torchscript"  # ... and a new trace uses this
+    assert _same_trace(meta, ExportOptions(exporter="dynamo", opset=18))
+    assert not _same_trace(meta, ExportOptions(exporter="torchscript"))
+    assert not _same_trace(meta, ExportOptions(opset=17))
+    assert not _same_trace({"exporter": "dynamo", "opset": "18"}, ExportOptions())  # made with --no-verify
+    assert _same_trace({"exporter": "dynamo", "opset": "18"}, ExportOptions(verify=False))
