@@ -145,8 +145,8 @@ def cli_runs(ckpt: Path, work: Path, threads: int) -> dict:
 
 def main(argv=None) -> None:
     from tdfast import TDDETR, TDDETRConfig
-    from tdfast.bench.machine import machine_info
-    from tdfast.bench.record import make_record, write_record
+    from tdfast.benchmarks.machine import machine_info
+    from tdfast.benchmarks.record import make_record, write_record
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="qvhighlights")

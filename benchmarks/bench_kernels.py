@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 
-from tdfast.bench import machine_info, make_record, summarize_ms, write_record
-from tdfast.bench.machine import load_average
-from tdfast.bench.timing import interleaved_rounds, synchronizer
+from tdfast.benchmarks import machine_info, make_record, summarize_ms, write_record
+from tdfast.benchmarks.machine import load_average
+from tdfast.benchmarks.timing import interleaved_rounds, synchronizer
 from tdfast.model.attention import mask_to_bias
 from tdfast.model.td_interaction import TDCrossAttention, td_interaction_reference
 
@@ -195,7 +195,7 @@ def bench_model_gpu(args, dtype: torch.dtype) -> list[dict]:
 
 def bench_cpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
     meta = {"timer": f"wall-clock median (us) and min (min_us) of {args.reps} calls per impl, impls "
-                     f"interleaved round by round, after >= 0.5 s of warm-up each (tdfast.bench.timing)"}
+                     f"interleaved round by round, after >= 0.5 s of warm-up each (tdfast.benchmarks.timing)"}
     rows = []
     for batch, video_len in itertools.product(args.batches, args.video_lens):
         layer, start, video, pos, text, mask, bias = make_case(batch, video_len, args.text_len,

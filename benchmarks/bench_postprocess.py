@@ -22,10 +22,10 @@ import torch
 
 def main(argv=None) -> None:
     from tdfast import Retriever
-    from tdfast.bench.machine import machine_info
-    from tdfast.bench.record import make_record, write_record
+    from tdfast.benchmarks.machine import machine_info
+    from tdfast.benchmarks.record import make_record, write_record
     from tdfast.eval import eval_submission, load_jsonl
-    from tdfast.predict_jsonl import predict_jsonl
+    from tdfast.retrieval.files import predict_jsonl
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckpt", required=True)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from tdfast.bench import machine_info, make_record, summarize_ms, wait_for_quiet, write_record
-from tdfast.bench.timing import synchronizer
+from tdfast.benchmarks import machine_info, make_record, summarize_ms, wait_for_quiet, write_record
+from tdfast.benchmarks.timing import synchronizer
 from tdfast.data.dataset import MomentDataset
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.model.config import TDDETRConfig

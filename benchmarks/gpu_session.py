@@ -54,7 +54,7 @@ def log(msg: str) -> None:
 
 
 def write(out: Path, name: str, record: dict) -> None:
-    from tdfast.bench import machine_info
+    from tdfast.benchmarks import machine_info
 
     record = {"stage": name, "machine": machine_info(DEVICE), "elapsed_s": time.monotonic() - START,
               **record}

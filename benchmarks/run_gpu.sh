@@ -16,7 +16,7 @@
 #               dtype and length, so that each step fits a 10-minute command limit).
 # Records go to $OUT when set (the device runner's output folder), else benchmarks/results/.
 # No plot here (matplotlib may be missing on the GPU machine): make it where the record is
-# committed: python -m tdfast.bench.plot benchmarks/results/bench_<gpu>_bf16_L75.json
+# committed: python -m tdfast.benchmarks.plot benchmarks/results/bench_<gpu>_bf16_L75.json
 # Keeps going past a failed step; the exit status says whether any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 export RESULTS=${OUT:-benchmarks/results}
 mkdir -p "$RESULTS"
-"$PY" -c "import tdfast.bench" 2>/dev/null || "$PY" -m pip install -q --no-build-isolation --no-deps -e .
+"$PY" -c "import tdfast.benchmarks" 2>/dev/null || "$PY" -m pip install -q --no-build-isolation --no-deps -e .
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible to torch')" || exit 1
 gpu=$("$PY" -c "import re, torch; print(re.sub(r'[^A-Za-z0-9]+', '_', torch.cuda.get_device_name()).strip('_'))")
 steps=" ${*:-kernels-tests kernels-memcheck kernels-bench train bench-bf16-L75 bench-bf16-L150 bench-fp32-L75 bench-fp32-L150} "

@@ -22,8 +22,10 @@ from typing import Any
 from torch import nn
 
 from tdfast.atomic import staged_name
-from tdfast.checkpoint import WEIGHTS_NAME, atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
+from tdfast.model.checkpoint import WEIGHTS_NAME
+from tdfast.userdirs import user_cache_dir
 from tdfast.export.onnx_export import (GRAPH_RECIPE, ONNX_NAME, add_metadata, export_onnx, file_sha256,
                                        load_model, read_metadata)
 from tdfast.export.options import ExportOptions
@@ -234,7 +236,7 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", options: ExportOption
     ``fmt``: onnx, onnx-int8, onnx-fp16 or tensorrt; the derived ones are made from the
     (cached) ``model.onnx``, which is made first if needed.
     """
-    from tdfast.checkpoint import load_config
+    from tdfast.model.checkpoint import load_config
 
     f = _format(fmt)
     if fmt == "triton-server":
@@ -276,8 +278,3 @@ def is_writable_dir(directory: Path) -> bool:
     return True
 
 
-def user_cache_dir() -> Path:
-    """Where exports of read-only checkpoints go: ``$XDG_CACHE_HOME/tdfast`` (default
-    ``~/.cache/tdfast``), one subdirectory per weights hash."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tdfast"

@@ -3,7 +3,7 @@
 - ``quantize_int8``: dynamic quantization (int8 weights, activations quantized
   per batch at run time) with ``onnxruntime.quantization.quantize_dynamic``; the
   CPU variant. Not held to the fp32 tolerance: it is judged by top-1 moment
-  agreement with fp32, measured by ``tdfast bench --int8`` (``tdfast.bench.int8``).
+  agreement with fp32, measured by ``tdfast bench --int8`` (``tdfast.benchmarks.int8``).
 - ``convert_fp16``: fp16 weights and activations with float32 graph I/O, for
   GPUs (CUDA execution provider); held to the fp16 tolerance (1e-2).
 
@@ -15,7 +15,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError, InputError
 
 

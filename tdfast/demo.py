@@ -111,7 +111,7 @@ def compare_backends(ckpt: Path, backends: tuple[str, ...], videos: list, querie
     Returns (retrievers that could run, parity per backend). Spans, scores and saliency
     are compared at top_k = num_queries, so the ranking of every moment counts.
     """
-    from tdfast.api import Retriever
+    from tdfast.retrieval.retriever import Retriever
 
     ref = Retriever.from_pretrained(ckpt, backend="eager")
     top_k = ref.config.num_queries
@@ -158,8 +158,8 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRe
 
 
 def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
-    from tdfast.bench import format_table, latency_table
-    from tdfast.checkpoint import atomic_write_bytes
+    from tdfast.benchmarks import format_table, latency_table
+    from tdfast.atomic import atomic_write_bytes
     from tdfast.data.annotations import load_annotations
     from tdfast.data.features import FeatureStore
     from tdfast.data.synthetic import make_synthetic_dataset
@@ -230,7 +230,7 @@ def retrieval_examples(retriever, anns, videos, queries, log: Callable[[str], No
 def score_val(retriever, ds, out: Path, log: Callable[[str], None]) -> tuple[Path, dict]:
     """``tdfast predict`` + ``tdfast eval`` of the val split, as a user would run them."""
     from tdfast.eval import eval_submission, load_jsonl
-    from tdfast.predict_jsonl import predict_jsonl
+    from tdfast.retrieval.files import predict_jsonl
 
     predict_jsonl(retriever, ds.val, ds.video_dirs, ds.text_dir, out, top_k=10)
     metrics = shown(eval_submission(load_jsonl(out), load_jsonl(ds.val))["brief"])

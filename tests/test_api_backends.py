@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tdfast import BackendUnavailableError, Retriever, TDDETR, TDDETRConfig
-from tdfast.backends import BACKENDS
+from tdfast.retrieval.backends import BACKENDS
 
 C = TDDETRConfig.from_name("tiny")
 # One bucket (L 16, M 8) and batch bucket 4, so `compile` builds a single graph.
@@ -60,7 +60,7 @@ def assert_matches_eager(r: Retriever, batch, eager, atol: float = 1e-4) -> None
 
 def test_compile_equals_eager(model, batch, eager, caplog):
     r = Retriever(model, backend="compile")
-    with caplog.at_level("WARNING", logger="tdfast.backends"):
+    with caplog.at_level("WARNING", logger="tdfast.retrieval.backends"):
         assert_matches_eager(r, batch, eager)
     # every pair fell in one bucket: one compiled shape, (batch 4, 16 clips, 8 tokens)
     assert list(r.runner.timings) == [(4, 16, 8)]

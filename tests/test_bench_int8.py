@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tdfast.bench.int8 import int8_agreement
+from tdfast.benchmarks.int8 import int8_agreement
 
 
 class _Fixed:
@@ -52,7 +52,7 @@ def test_bench_trains_with_its_recipe_and_train_lr_wins(tmp_path, monkeypatch, t
     replaces only the learning rate."""
     import tdfast.training as training_api
     from tdfast import TDDETR
-    from tdfast.bench.matrix import BenchSpec, prepare_checkpoint
+    from tdfast.benchmarks.matrix import BenchSpec, prepare_checkpoint
     from tdfast.training import TrainConfig
 
     seen = {}

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from tdfast.data.annotations import load_annotations
 from tdfast.data.features import FeatureStore, read_npz_array
 from tdfast.eval import eval_charades, eval_submission, load_jsonl
-from tdfast.fidelity import ablation
-from tdfast.fidelity.metrics import TABLE2_KEYS
-from tdfast.fidelity.recipe import (CHARADES_RECIPE, QVH_ABLATE_RECIPE, QVH_RECIPE, commands, run_recipe,
+from tdfast.experiments import ablation
+from tdfast.experiments.metrics import TABLE2_KEYS
+from tdfast.experiments.recipe import (CHARADES_RECIPE, QVH_ABLATE_RECIPE, QVH_RECIPE, commands, run_recipe,
                                     write_standin)
 from tdfast.model.config import TDDETRConfig
 from tdfast.training import RunConfig
@@ -56,7 +56,7 @@ def _run(root: Path, kind: str, block: str) -> Path:
 
 def _plain_val_metrics(run: Path, data: Path, feats: Path) -> dict:
     from tdfast import Retriever
-    from tdfast.predict_jsonl import predict_jsonl
+    from tdfast.retrieval.files import predict_jsonl
 
     out = run / "plain_val.jsonl"
     predict_jsonl(Retriever.from_pretrained(run), data / "highlight_val_release.jsonl",

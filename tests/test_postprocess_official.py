@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tdfast import InputError, Retriever, TDDETR, TDDETRConfig
-from tdfast.model.postprocess import official_postprocess, postprocess
+from tdfast.retrieval.postprocess import official_postprocess, postprocess
 
 FIXTURE = Path(__file__).parent / "fixtures" / "official" / "postprocess.json"
 

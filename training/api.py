@@ -18,7 +18,7 @@ def check_feature_files(dataset) -> None:
     missing, before anything is written (features are otherwise read lazily, mid-epoch)."""
     store = dataset.store
     for ann in dataset.annotations:
-        paths = [d / f"{ann.vid}.npz" for d in store.video_dirs] + [store.text_dir / f"qid{ann.qid}.npz"]
+        paths = [*store.video_paths(ann.vid), store.query_path(ann.qid)]
         for path in paths:
             if not path.is_file():
                 raise InputError(f"{path}: feature file not found (needed by {ann.source})")

@@ -6,7 +6,7 @@ import json
 import sys
 
 from tdfast.cli.choices import TableKeys
-from tdfast.model.config import PRESETS
+from tdfast.presets import PRESETS
 from tdfast.threads import add_threads_argument, apply_threads
 
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from tdfast.checkpoint import load_config
+    from tdfast.model.checkpoint import load_config
     from tdfast.errors import InputError
     from tdfast.training import RunConfig, train
     from tdfast.training.run_dir import check_out, load_train_state, training_config
