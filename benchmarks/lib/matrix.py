@@ -91,11 +91,10 @@ def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) 
     weights (latency does not depend on them). ``max_video_len`` is raised to the longest
     benchmarked length (weights do not depend on it). Returns (dir, source, dataset or None)."""
     from tdfast import TDDETR, TDDETRConfig
-    from tdfast.model.checkpoint import load_checkpoint
 
     dataset = None
     if spec.ckpt is not None:
-        model, source = load_checkpoint(spec.ckpt), f"checkpoint {spec.ckpt}"
+        model, source = TDDETR.from_pretrained(spec.ckpt), f"checkpoint {spec.ckpt}"
     else:
         config = TDDETRConfig.from_name(spec.preset)
         torch.manual_seed(0)
@@ -115,7 +114,7 @@ def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) 
             train(model.config, dataset.train, dataset.val, dataset.video_dirs, dataset.text_dir,
                   work / "trained", training=training, epochs=spec.train_epochs, progress=False,
                   eval_before=False, device=torch.device(spec.device).type)
-            model = load_checkpoint(work / "trained")
+            model = TDDETR.from_pretrained(work / "trained")
             source = (f"{spec.preset} preset trained {spec.train_epochs} epochs at batch {training.batch_size}, "
                       f"lr {training.lr:g}, without VSDC and negative pairs, on {spec.train_videos} synthetic "
                       f"videos ({time.perf_counter() - start:.0f} s)")
