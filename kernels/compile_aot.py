@@ -186,8 +186,8 @@ def kernel_launches(weights: PackedTDWeights, batch: int, video_len: int, text_l
     n_tblocks = -(-batch * text_len // cfg.kv_block_t)
     kv_args = dict(text_ptr=act, wkv_ptr=w.wkv, bkv_ptr=w.bkv, kv_ptr=act, M=text_len,
                    TR=batch * text_len, n_tblocks=n_tblocks)
-    dyn = [w.ln1_w, w.ln1_b, w.w_f1, w.ln2_w, w.ln2_b, w.w_f2, w.b_f2, w.wq_t, w.bq_t, w.wo_t]
-    rows_names = ["ln1_w_ptr", "ln1_b_ptr", "w_f1_ptr", "ln2_w_ptr", "ln2_b_ptr",
+    dyn = [w.f1_gain_sum, w.f1_bias, w.w_f1, w.ln2_w, w.ln2_b, w.w_f2, w.b_f2, w.wq_t, w.bq_t, w.wo_t]
+    rows_names = ["f1_gain_sum_ptr", "f1_bias_ptr", "w_f1_ptr", "ln2_w_ptr", "ln2_b_ptr",
                   "w_f2_ptr", "b_f2_ptr", "wq_t_ptr", "bq_t_ptr", "wo_t_ptr"]
     rows_args = dict(video_ptr=act, pos_ptr=act, start_ptr=act, kv_ptr=act, bias_ptr=act, out_ptr=act,
                      wq_v_ptr=w.wq_v, bq_v_ptr=w.bq_v, wo_v_ptr=w.wo_v, bo_ptr=w.bo,

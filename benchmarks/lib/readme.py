@@ -106,7 +106,8 @@ TITLES = {"predict": "End-to-end predict latency", "kernels": "Fused TD cross-at
           "shared": "Encode once, retrieve many (Retriever.predict_queries / predict_videos)",
           "profile": "Where a CPU forward's time goes (python -m tdfast.benchmarks.profile)",
           "int8": "How the int8 variant was chosen (benchmarks/bench_int8_choice.py)",
-          "model_batch": "Pairs per model call on CPU (benchmarks/bench_model_batch.py)"}
+          "model_batch": "Pairs per model call on CPU (benchmarks/bench_model_batch.py)",
+          "serve": "Served by Triton Inference Server under load vs the direct Retriever (benchmarks/bench_serve.py)"}
 
 
 def render_table(records: Sequence[tuple[str, dict[str, Any]]], plots: Sequence[str] = ()) -> str:
