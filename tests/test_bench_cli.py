@@ -143,7 +143,8 @@ def test_bench_defaults_follow_the_checkpoint_and_use_it_in_place(tmp_path, caps
     record = read_record(tmp_path / "r.json")
     (row,) = record["rows"]
     assert (row["video_len"], row["query_len"]) == (32, 16)  # the tiny model's maxima, not 75 / 32
-    assert record["setup"]["model"] == f"checkpoint {ckpt}"
+    assert record["setup"]["model"].startswith("checkpoint with model.safetensors sha256 ")
+    assert "raised" not in record["setup"]["model"]  # used as it is
     spec = BenchSpec(ckpt=ckpt, video_lens=[32])
     assert prepare_checkpoint(spec, tmp_path / "work", print)[0] == ckpt  # in place: no copy
     longer = prepare_checkpoint(BenchSpec(ckpt=ckpt, video_lens=[40]), tmp_path / "work", print)[0]
