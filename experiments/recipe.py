@@ -28,12 +28,14 @@ QVH_RECIPE = r"""tdfast train --preset qvhighlights --set early_stop_patience=0 
     --text-feats $QVH/features/clip_text_features --out $RUNS/qvh_seed$SEED
 tdfast predict $RUNS/qvh_seed$SEED --ann $QVH/data/highlight_val_release.jsonl \
     --video-feats $QVH/features/slowfast_features $QVH/features/clip_features \
-    --text-feats $QVH/features/clip_text_features --out $RUNS/qvh_seed$SEED/hl_val_submission.jsonl
+    --text-feats $QVH/features/clip_text_features --postprocess official \
+    --out $RUNS/qvh_seed$SEED/hl_val_submission.jsonl
 tdfast eval --submission $RUNS/qvh_seed$SEED/hl_val_submission.jsonl \
     --gt $QVH/data/highlight_val_release.jsonl --out $RUNS/qvh_seed$SEED/hl_val_metrics.json
 tdfast predict $RUNS/qvh_seed$SEED --ann $QVH/data/highlight_test_release.jsonl \
     --video-feats $QVH/features/slowfast_features $QVH/features/clip_features \
-    --text-feats $QVH/features/clip_text_features --out $RUNS/qvh_seed$SEED/hl_test_submission.jsonl
+    --text-feats $QVH/features/clip_text_features --postprocess official \
+    --out $RUNS/qvh_seed$SEED/hl_test_submission.jsonl
 python -m zipfile -c $RUNS/qvh_seed$SEED/submission.zip \
     $RUNS/qvh_seed$SEED/hl_val_submission.jsonl $RUNS/qvh_seed$SEED/hl_test_submission.jsonl
 tdfast analyze spurious $RUNS/qvh_seed$SEED --ann $QVH/data/highlight_val_release.jsonl \

@@ -24,12 +24,16 @@ from torch import nn
 from tdfast.atomic import staged_name
 from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
+from tdfast.model.checkpoint import WEIGHTS_NAME
 from tdfast.userdirs import user_cache_dir
 from tdfast.export.onnx_export import (GRAPH_RECIPE, ONNX_NAME, add_metadata, export_onnx, file_sha256,
                                        load_model, read_metadata)
 from tdfast.export.options import ExportOptions
 from tdfast.export.quantize import INT8_KEEP_FP32
-from tdfast.export.verify import FP16_ATOL, format_table, verification_record, verify_onnx
+
+UNVERIFIED_NAME = ONNX_NAME.removesuffix(".onnx") + ".unverified.onnx"  # where export_onnx keeps a failing graph
+from tdfast.export.verify import (FP16_ATOL, ExportVerificationError, format_table, verification_record,
+                                  verify_onnx)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class Format:
 
 def _onnx(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None, o: ExportOptions) -> Path:
     kw = {} if o.opset is None else {"opset": o.opset}
-    return export_onnx(ckpt or model, out_dir, exporter=o.exporter, verify=o.verify, log=o.log, **kw)
+    return export_onnx(ckpt or model, out_dir, exporter=o.tracer, verify=o.verify, log=o.log, **kw)
 
 
 def _onnx_int8(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, o: ExportOptions) -> Path:
@@ -100,9 +104,9 @@ def _triton(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None
     from tdfast.export.triton_python import write_python_model
     from tdfast.export.triton_server import write_triton_repository
 
-    model_dir = write_triton_repository(ckpt or model, out_dir, model_name=o.model_name,
+    model_dir = write_triton_repository(src or ckpt or model, out_dir, model_name=o.model_name,
                                         max_batch_size=o.max_batch, verify=o.verify, log=o.log, opset=o.opset,
-                                        exporter=o.exporter)
+                                        exporter=o.tracer)
     moments = write_python_model(ckpt or model, out_dir, f"{o.model_name}_moments", max_batch_size=o.max_batch,
                                  export_file=model_dir / "1" / ONNX_NAME)
     if o.log:
@@ -150,6 +154,11 @@ def export(model_or_ckpt: nn.Module | str | Path, fmt: str, out_dir: str | Path,
     A derived format (int8, fp16, TensorRT) writes its fp32 ONNX source there too.
     ``options`` (and keyword changes to them, e.g. ``opset=18``) are an ``ExportOptions``.
     Returns the artifact path.
+
+    From a checkpoint directory the fp32 graph is traced once per weights, graph recipe,
+    opset and exporter: it is the checkpoint's cached ``model.onnx`` (``ensure_export``), made
+    if missing or stale, and copied to ``out_dir``; every format and every ``out_dir`` after
+    the first reuses it.
     """
     f = _format(fmt)
     options = ExportOptions.of(options, **changes)
@@ -158,8 +167,35 @@ def export(model_or_ckpt: nn.Module | str | Path, fmt: str, out_dir: str | Path,
     model, ckpt = load_model(model_or_ckpt)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if ckpt is not None and (f.source == "onnx" or fmt in ("onnx", "triton-server")):
+        src = _cached_onnx(ckpt, out_dir if fmt != "triton-server" else None, options)
+        return src if fmt == "onnx" else f.build(model, ckpt, out_dir, src, options)
     src = FORMATS[f.source].build(model, ckpt, out_dir, None, options) if f.source else None
     return f.build(model, ckpt, out_dir, src, options)
+
+
+def _cached_onnx(ckpt: Path, out_dir: Path | None, options: ExportOptions) -> Path:
+    """The checkpoint's cached fp32 graph (traced now if missing or stale), copied into
+    ``out_dir`` unless that is where it already lies (None: not copied)."""
+    sha = file_sha256(ckpt / WEIGHTS_NAME)
+    cached = next((p for p in (ckpt / ONNX_NAME, user_cache_dir() / sha[:16] / ONNX_NAME)
+                   if _is_fresh(p, sha, options)), None)
+    if cached is None:
+        try:
+            cached = ensure_export(ckpt, "onnx", options, log=options.log)
+        except ExportVerificationError:
+            # the failing graph goes where the caller looks: out_dir, as a direct export puts it
+            bad = [p for p in (ckpt, user_cache_dir() / sha[:16]) if (p / UNVERIFIED_NAME).is_file()]
+            if bad and out_dir is not None:
+                os.replace(bad[0] / UNVERIFIED_NAME, out_dir / UNVERIFIED_NAME)
+            raise
+    elif options.log:
+        options.log(f"export: reusing {cached} (traced from these weights with graph recipe "
+                    f"{GRAPH_RECIPE}{', verified' if options.verify else ''}); no new trace")
+    if out_dir is None or (out_dir / ONNX_NAME).resolve() == cached.resolve():
+        return cached
+    atomic_write_bytes(out_dir / ONNX_NAME, cached.read_bytes())
+    return out_dir / ONNX_NAME
 
 
 def _is_fresh(artifact: Path, weights_sha: str, options: ExportOptions) -> bool:
@@ -183,7 +219,17 @@ def _is_fresh(artifact: Path, weights_sha: str, options: ExportOptions) -> bool:
         return False  # made by an earlier graph builder (engines are built from a fresh ONNX file)
     if meta.get("precision") == "int8-dynamic" and meta.get("int8_keep_fp32") != ",".join(INT8_KEEP_FP32):
         return False
+    if artifact.name == ONNX_NAME and not _same_trace(meta, options):
+        return False
     return meta.get("weights_sha256") == weights_sha
+
+
+def _same_trace(meta: dict[str, str], options: ExportOptions) -> bool:
+    """A cached fp32 graph answers ``options``: the exporter and opset asked for (None: any),
+    and verified when verification is asked for."""
+    return (options.exporter in (None, meta.get("exporter"))
+            and (options.opset is None or meta.get("opset") == str(options.opset))
+            and (not options.verify or "verification" in meta))
 
 
 def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", options: ExportOptions | None = None,
@@ -198,7 +244,7 @@ def ensure_export(ckpt_dir: str | Path, fmt: str = "onnx", options: ExportOption
     ``fmt``: onnx, onnx-int8, onnx-fp16 or tensorrt; the derived ones are made from the
     (cached) ``model.onnx``, which is made first if needed.
     """
-    from tdfast.model.checkpoint import WEIGHTS_NAME, load_config
+    from tdfast.model.checkpoint import load_config
 
     f = _format(fmt)
     if fmt == "triton-server":

@@ -15,6 +15,9 @@ from tdfast.errors import InputError
 
 PRECISIONS = ("fp32", "fp16", "bf16")  # TensorRT kernel precisions (I/O stays fp32 / bool)
 EXPORTERS = ("dynamo", "torchscript")  # PyTorch's ONNX exporters
+# The default: 13x less CPU per trace than dynamo on the qvhighlights preset (2.5 s vs 32.7 s),
+# parity with eager the same (docs/export.md, "Which exporter, and why").
+DEFAULT_EXPORTER = "torchscript"
 DEFAULT_OPSET = 18  # >= 17 (LayerNormalization); <= 20 keeps TensorRT 10.0's parser happy
 DEFAULT_PRECISION = "fp16"
 DEFAULT_MODEL_NAME = "tdfast_tddetr"  # Triton model name
@@ -22,18 +25,24 @@ DEFAULT_MODEL_NAME = "tdfast_tddetr"  # Triton model name
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """``opset``: ONNX opset (None: the exporter's default); ``exporter``: one of EXPORTERS;
+    """``opset``: ONNX opset (None: the exporter's default); ``exporter``: one of EXPORTERS
+    (None: ``DEFAULT_EXPORTER`` when tracing, and a cached graph of either exporter is reused);
     ``verify``: check the artifact against eager PyTorch; ``precision`` / ``max_batch``:
     TensorRT build (``max_batch`` is also Triton's max_batch_size); ``model_name``: Triton's;
     ``log``: progress lines (None: quiet)."""
 
     opset: int | None = None
-    exporter: str = "dynamo"
+    exporter: str | None = None
     verify: bool = True
     precision: str = DEFAULT_PRECISION
     max_batch: int = MAX_BATCH
     model_name: str = DEFAULT_MODEL_NAME
     log: Callable[[str], Any] | None = print
+
+    @property
+    def tracer(self) -> str:
+        """The exporter a new trace uses."""
+        return self.exporter or DEFAULT_EXPORTER
 
     @classmethod
     def of(cls, options: "ExportOptions | None" = None, **changes: Any) -> "ExportOptions":

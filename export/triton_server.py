@@ -25,7 +25,7 @@ from tdfast.errors import InputError
 from tdfast.export.onnx_export import ONNX_NAME, export_onnx
 from tdfast.export.triton_config import format_model_config, model_config_class
 from tdfast.defaults import MAX_BATCH
-from tdfast.export.options import DEFAULT_MODEL_NAME
+from tdfast.export.options import DEFAULT_EXPORTER, DEFAULT_MODEL_NAME
 from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, check_max_batch
 
 _ONNX_TO_TRITON = {1: "TYPE_FP32", 9: "TYPE_BOOL", 10: "TYPE_FP16", 6: "TYPE_INT32", 7: "TYPE_INT64",
@@ -95,7 +95,7 @@ def write_triton_repository(ckpt_or_onnx: nn.Module | str | Path, out_dir: str |
                             max_batch_size: int = MAX_BATCH, preferred_batch_sizes: Sequence[int] | None = None,
                             max_queue_delay_us: int = 2000, instance_count: int = 1,
                             kind: str = "auto", verify: bool = True, log=print,
-                            opset: int | None = None, exporter: str = "dynamo") -> Path:
+                            opset: int | None = None, exporter: str = DEFAULT_EXPORTER) -> Path:
     """Write a model repository under ``out_dir``; returns ``out_dir/model_name``.
 
     ``ckpt_or_onnx``: an existing ``.onnx`` export (copied), or a TDDETR / checkpoint dir

@@ -3,7 +3,8 @@
 An official checkpoint is the file the official training code writes with ``torch.save``:
 a dict with ``model`` (the state dict), ``opt`` (the ``argparse.Namespace`` of its options),
 ``epoch`` and optimizer state. It is read with ``torch.load(weights_only=True)``, allowing
-only ``argparse.Namespace`` beyond the default safe types, so a checkpoint never runs code.
+only ``argparse.Namespace`` beyond the default safe types (and lighthouse's EasyDict ``opt``
+read back as a plain OrderedDict, ``tdfast.toolkits``), so a checkpoint never runs code.
 
 The family is told by the keys (TD-DETR has a dynamics attention ``self_attn_flow`` and a
 start token ``video_embed``), the config comes from ``opt``, and every official tensor is
@@ -32,6 +33,7 @@ from tdfast.commit import finish_commit
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 from tdfast.model.tddetr import TDDETR
+from tdfast.toolkits import SAFE_GLOBALS, official_opt
 from tdfast.training.config import RunConfig, TrainConfig
 
 # (official key pattern, tdfast key template); the first full match wins.
@@ -100,23 +102,23 @@ class Converted:
     epoch: Any
     unused: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    toolkit: str = "official"  # the code that saved it: "official" or "lighthouse"
 
 
 def load_official(path: str | Path) -> dict[str, Any]:
-    """Read an official checkpoint file without running any code it may contain."""
+    """Read an official (or lighthouse) checkpoint file without running any code it may contain;
+    ``opt`` comes back as an official-style Namespace and ``toolkit`` names who saved it."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint file")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- the weights-only unpickler raises KeyError, EOFError, ...
         raise InputError(f"{path}: {describe_unreadable(path, e)}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise InputError(f"{path}: expected the official format, a dict with a 'model' state dict")
-    if not isinstance(ckpt.get("opt"), argparse.Namespace):
-        raise InputError(f"{path}: expected the official format, with 'opt' an argparse.Namespace "
-                         f"(got {type(ckpt.get('opt')).__name__})")
+    ckpt["opt"], ckpt["toolkit"] = official_opt(ckpt.get("opt"), str(path))
     return ckpt
 
 
@@ -287,7 +289,7 @@ def read_official(path: str | Path) -> Converted:
             raise InputError(f"{source}: tensor {k} holds NaN or inf values; a checkpoint with them "
                              f"predicts nothing (save one from before the training diverged)")
     return Converted(family, config, run.training, {k: mapped[k].float().contiguous() for k in expected},
-                     ckpt.get("epoch"), unused, notes)
+                     ckpt.get("epoch"), unused, notes, ckpt["toolkit"])
 
 
 # config field -> (tdfast tensor-name prefix of its layers, the opt field that sets it)
@@ -351,7 +353,7 @@ def summary(conv: Converted) -> str:
     c = conv.config
     name = {"td_detr": "TD-DETR", "qd_detr": "QD-DETR"}[conv.family]
     lines = [
-        f"family      {name} (epoch {conv.epoch})",
+        f"family      {name} (epoch {conv.epoch}, saved by the {conv.toolkit} code)",
         f"features    video {c.video_dim}{' + 2 TEF' if c.use_tef else ''}, text {c.text_dim}, "
         f"clip {c.clip_len:g} s",
         f"network     hidden {c.hidden_dim}, heads {c.num_heads}, ffn {c.ffn_dim}, layers "

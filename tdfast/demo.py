@@ -25,6 +25,10 @@ MARKER = ".tdfast-demo"  # marks a directory this command made, so a re-run may 
 # What the demo trains: the tiny preset with more steps per epoch (small batches, a higher
 # learning rate), enough for the decoder to start localising moments within ~10 epochs.
 TRAIN_OVERRIDES = ("batch_size=8", "lr=3e-3")
+SMOKE_NOTE = ("  --quick: a smoke run of every step (data, training, export, backends, predict, eval, "
+              "latency). Its 2 epochs on 48 videos do not teach the model: the metrics above and the "
+              "moments below are an untrained model's (near-equal scores), not a result. Run `tdfast demo` "
+              "without --quick to see it learn.")
 SHOWN_METRICS = ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP", "HL-min-VeryGood-mAP",
                  "HL-min-VeryGood-Hit1")
 
@@ -43,11 +47,12 @@ class DemoOptions:
     repeats: int = 20
     progress: bool = True
     threads: int = 1  # PyTorch / ONNX Runtime CPU threads (see run_demo)
+    smoke: bool = False  # a run too short to teach the model: say so next to its metrics
 
     @classmethod
     def quick(cls, **overrides: Any) -> "DemoOptions":
         return cls(**{"epochs": 2, "num_train": 48, "num_val": 16, "batch_sizes": (1, 4),
-                      "repeats": 3, **overrides})
+                      "repeats": 3, "smoke": True, **overrides})
 
     def validate(self) -> None:
         for name in ("epochs", "num_train", "num_val", "repeats", "threads"):
@@ -182,6 +187,8 @@ def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
     before, after = shown(result.initial_metrics), shown(result.best_metrics)
     log(metrics_table(before, after))
     log(f"  best epoch {result.best_epoch} of {result.epochs}; checkpoint {ckpt}")
+    if options.smoke:
+        log(SMOKE_NOTE)
 
     log("[3/5] export to ONNX (verified against eager on shapes it was not traced with)")
     onnx_path = ensure_export(ckpt, "onnx", log=lambda s: log("  " + s.replace("\n", "\n  ")))

@@ -58,11 +58,18 @@ def assert_matches_eager(r: Retriever, batch, eager, atol: float = 1e-4) -> None
         np.testing.assert_allclose(got.spans[0], want.spans[0], atol=atol * 100)  # seconds: x duration
 
 
-def test_compile_equals_eager(model, batch, eager):
+def test_compile_equals_eager(model, batch, eager, caplog):
     r = Retriever(model, backend="compile")
-    assert_matches_eager(r, batch, eager)
+    with caplog.at_level("WARNING", logger="tdfast.retrieval.backends"):
+        assert_matches_eager(r, batch, eager)
     # every pair fell in one bucket: one compiled shape, (batch 4, 16 clips, 8 tokens)
     assert list(r.runner.timings) == [(4, 16, 8)]
+    # and the first call of that shape said what it was doing, once
+    said = [m for m in caplog.messages if m.startswith("tdfast compile:")]
+    assert said[0].startswith("tdfast compile: compiling a graph for the new padded shape B=4 L=16 M=8")
+    assert said[1] == (f"tdfast compile: shape B=4 L=16 M=8 compiled and run in "
+                       f"{r.runner.timings[(4, 16, 8)]['compile_s']:.1f} s")
+    assert len(said) == 2
 
 
 @pytest.fixture(scope="module")

@@ -126,3 +126,27 @@ def test_budget_is_a_limit_on_each_cells_timed_rounds():
     assert took < 0.3 + 0.1
     seconds, _ = interleaved_rounds(calls, 3, lambda: None, budget_s=0.0)
     assert len(seconds["slow"]) == 1  # at least one round, so every cell has a number
+
+
+def test_bench_defaults_follow_the_checkpoint_and_use_it_in_place(tmp_path, capsys):
+    # `tdfast bench --ckpt tdfast-demo/checkpoint` (tiny: max_query_len 16) used to stop on
+    # --query-len 32; and it benchmarked a copy, so the checkpoint's cached model.onnx was
+    # traced again.
+    from tdfast import TDDETR, TDDETRConfig
+    from tdfast.benchmarks.matrix import BenchSpec, prepare_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = TDDETR(TDDETRConfig.from_name("tiny")).save_pretrained(tmp_path / "ckpt")
+    assert main(["bench", "--ckpt", str(ckpt), "--device", "cpu", "--backends", "eager", "--batch-sizes", "2",
+                 "--repeats", "1", "--warmup", "1", "--gemm-sizes", "32", "--threads", "1",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    record = read_record(tmp_path / "r.json")
+    (row,) = record["rows"]
+    assert (row["video_len"], row["query_len"]) == (32, 16)  # the tiny model's maxima, not 75 / 32
+    assert record["setup"]["model"].startswith("checkpoint with model.safetensors sha256 ")
+    assert "raised" not in record["setup"]["model"]  # used as it is
+    spec = BenchSpec(ckpt=ckpt, video_lens=[32])
+    assert prepare_checkpoint(spec, tmp_path / "work", print)[0] == ckpt  # in place: no copy
+    longer = prepare_checkpoint(BenchSpec(ckpt=ckpt, video_lens=[40]), tmp_path / "work", print)[0]
+    assert longer == tmp_path / "work" / "ckpt"  # a longer video needs a copy with a raised max
+    assert json.loads((longer / "config.json").read_text())["max_video_len"] == 40

@@ -138,3 +138,19 @@ def test_the_repository_readme_is_generated_from_the_committed_records():
     repo = Path(__file__).resolve().parents[1]
     assert DEMO_START in (repo / "README.md").read_text()
     assert update_readme(repo / "README.md", repo / "benchmarks" / "results", check=True) is False
+
+
+def test_int8_rows_name_their_weight_and_activation_types():
+    # The int8 graph takes and returns float32, but computes with int8 weights and uint8
+    # activations: the tables say that, not "float32".
+    from pathlib import Path
+
+    from tdfast.benchmarks.latency import format_table
+    from tdfast.benchmarks.record import read_record
+
+    rows = read_record(Path(__file__).parents[1] / "benchmarks" / "results" / "bench_cpu_fp32.json")["rows"]
+    lines = format_table(rows).splitlines()
+    int8 = [ln for ln in lines if ln.startswith("onnxruntime-int8 ")]
+    fp32 = [ln for ln in lines if ln.startswith("onnxruntime ")]
+    assert int8 and all(ln.split()[1:5] == ["int8", "w", "/", "uint8"] for ln in int8)
+    assert fp32 and all(ln.split()[1] == "float32" for ln in fp32)

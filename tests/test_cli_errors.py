@@ -110,3 +110,13 @@ def test_out_of_the_wrong_kind_fails_before_any_work(tmp_path, capsys):
         err = one_line_error(capsys, command)
         assert f"{flag} {str(path)!r}" in err and what in err, err
     assert a_file.read_text() == "mine" and list(a_dir.iterdir()) == []
+
+
+def test_pairs_per_model_call_has_one_name_in_predict_and_bench():
+    from tdfast.cli import build_parser
+
+    parser = build_parser()
+    base = ["predict", "ck", "--ann", "a", "--video-feats", "v", "--text-feats", "t", "--out", "o"]
+    assert parser.parse_args([*base, "--model-batch", "3"]).model_batch == 3
+    assert parser.parse_args([*base, "--batch-size", "5"]).model_batch == 5  # the old spelling
+    assert parser.parse_args(["bench", "--model-batch", "4"]).model_batch == 4

@@ -99,3 +99,14 @@ def test_full_demo_learns(tmp_path):
     before, after = result.metrics_before, result.metrics_after
     assert after["HL-min-VeryGood-Hit1"] >= before["HL-min-VeryGood-Hit1"] + 30
     assert after["MR-full-R1@0.5"] >= before["MR-full-R1@0.5"] + 15
+
+
+def test_quick_run_says_its_model_did_not_learn(quick_run):
+    # Its metrics and moments are an untrained model's; the output must not pass them off as a result.
+    from tdfast.demo import SMOKE_NOTE
+
+    _, _, lines = quick_run
+    table = next(i for i, ln in enumerate(lines) if ln.startswith("metric (val)"))
+    assert lines[table + 2] == SMOKE_NOTE and "do not teach the model" in SMOKE_NOTE
+    assert SMOKE_NOTE not in lines[:table]
+    assert not DemoOptions().smoke  # the full demo trains and says nothing of the kind

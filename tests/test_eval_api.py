@@ -115,8 +115,13 @@ def test_cli_prints_and_writes_the_same_json_as_the_function(tmp_path, capsys):
     out_path = tmp_path / "out" / "metrics.json"
     assert main(["eval", "--submission", str(sub_path), "--gt", str(gt_path), "--out", str(out_path)]) == 0
     expected = dumps(eval_submission(preds(), GTS))
-    assert capsys.readouterr().out == expected + "\n"
+    printed = capsys.readouterr()
     assert out_path.read_text() == expected
+    # with --out only the brief part is printed (still JSON); the whole object is in the file
+    assert printed.out == dumps({"brief": json.loads(expected)["brief"]}) + "\n"
+    assert printed.err == f"all metrics: {out_path}\n"
+    assert main(["eval", "--submission", str(sub_path), "--gt", str(gt_path)]) == 0
+    assert capsys.readouterr().out == expected + "\n"  # without --out: all of it
     assert json.loads(expected)["brief"]["MR-full-mAP"] == 100.0
 
 

@@ -293,3 +293,45 @@ def test_weights_replaced_during_export_are_an_input_error(tmp_path, monkeypatch
     with pytest.raises(InputError, match="model.safetensors changed"):
         export_onnx(ckpt, tmp_path / "out", exporter="torchscript", verify=False, log=None)
     assert not (tmp_path / "out" / "model.onnx").exists()
+
+
+def test_one_trace_per_checkpoint_serves_every_format_and_out_dir(tmp_path, monkeypatch, capsys):
+    from tdfast.export import onnx_export
+
+    traces = []
+    real = onnx_export._export_torchscript
+    monkeypatch.setattr(onnx_export, "_export_torchscript", lambda *a: traces.append(a[2]) or real(*a))
+    ckpt = tmp_path / "ckpt"
+    _ckpt(ckpt, seed=0)
+    ts = ["--exporter", "torchscript"]
+    assert tdfast_main(["export", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "a"), *ts]) == 0
+    assert tdfast_main(["export", str(ckpt), "--format", "onnx-int8", "--out", str(tmp_path / "a"), *ts]) == 0
+    assert tdfast_main(["export", str(ckpt), "--format", "triton-server", "--out", str(tmp_path / "b"), *ts]) == 0
+    assert tdfast_main(["export", str(ckpt), "--format", "onnx-fp16", "--out", str(tmp_path / "c"), *ts]) == 0
+    assert traces == [18]  # one trace; the rest reused the checkpoint's cached graph
+    text = capsys.readouterr().out
+    assert text.count(f"export: reusing {ckpt / 'model.onnx'}") == 3
+    graph = (ckpt / "model.onnx").read_bytes()
+    for copy in (tmp_path / "a" / "model.onnx", tmp_path / "b" / "tdfast_tddetr" / "1" / "model.onnx",
+                 tmp_path / "c" / "model.onnx"):
+        assert copy.read_bytes() == graph
+    assert (tmp_path / "a" / "model.int8.onnx").is_file() and (tmp_path / "c" / "model.fp16.onnx").is_file()
+    # what changes the graph traces again: another opset, another exporter's file, no verification asked
+    assert tdfast_main(["export", str(ckpt), "--out", str(tmp_path / "d"), "--opset", "17", *ts]) == 0
+    assert traces == [18, 17] and read_metadata(tmp_path / "d" / "model.onnx")["opset"] == "17"
+    assert tdfast_main(["export", str(ckpt), "--out", str(tmp_path / "e"), "--opset", "17", *ts]) == 0
+    assert traces == [18, 17]
+
+
+def test_which_cached_graph_answers_which_options():
+    from tdfast.export.formats import _same_trace
+    from tdfast.export.options import DEFAULT_EXPORTER, ExportOptions
+
+    meta = {"exporter": "dynamo", "opset": "18", "verification": "{}"}
+    assert _same_trace(meta, ExportOptions())  # no exporter asked for: either one's graph serves
+    assert ExportOptions().tracer == DEFAULT_EXPORTER == "torchscript"  # ... and a new trace uses this
+    assert _same_trace(meta, ExportOptions(exporter="dynamo", opset=18))
+    assert not _same_trace(meta, ExportOptions(exporter="torchscript"))
+    assert not _same_trace(meta, ExportOptions(opset=17))
+    assert not _same_trace({"exporter": "dynamo", "opset": "18"}, ExportOptions())  # made with --no-verify
+    assert _same_trace({"exporter": "dynamo", "opset": "18"}, ExportOptions(verify=False))

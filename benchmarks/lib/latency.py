@@ -112,6 +112,17 @@ def _time_batch(retriever_by_backend: Mapping[str, Any], wrapped: Mapping[str, T
     return rows
 
 
+# The dtype column names what a backend computes in when that is not its I/O dtype: the
+# int8 graph (export/quantize.py) has int8 MatMul weights and quantizes activations to uint8
+# on the fly (ONNX Runtime's DynamicQuantizeLinear), behind float32 inputs and outputs.
+COMPUTE_TYPES = {"onnxruntime-int8": "int8 w / uint8 a"}
+
+
+def dtype_label(row: Mapping[str, Any]) -> str:
+    """The dtype shown for a row: its compute types where they differ from the I/O dtype."""
+    return COMPUTE_TYPES.get(str(row.get("backend")), str(row.get("dtype", "")))
+
+
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Rows of ``latency_table`` (or a record's ``rows``) as an aligned text table; a row
     with ``skipped`` (a backend that could not run) shows its reason instead of numbers."""
@@ -119,11 +130,10 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = []
     for row in rows:
         if row.get("skipped"):
-            lines.append([str(row.get("backend", "?")), str(row.get("dtype", "")),
-                          f"skipped: {row['skipped']}"])
+            lines.append([str(row.get("backend", "?")), dtype_label(row), f"skipped: {row['skipped']}"])
             continue
-        lines.append([fmt.format(row[key]) if row.get(key) is not None else "-"
-                      for _, key, fmt in COLUMNS])
+        lines.append([dtype_label(row) if key == "dtype" else fmt.format(row[key]) if row.get(key) is not None
+                      else "-" for _, key, fmt in COLUMNS])
     widths = [max([len(header[i])] + [len(ln[i]) for ln in lines if len(ln) == len(header) or i < 2])
               for i in range(len(header))]  # a skipped row's reason spans the numeric columns
     out = ["  ".join(h.rjust(w) if i > 1 else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths)))]

@@ -86,7 +86,8 @@ def synthetic_dataset(config: Any, root: Path, num_train: int, num_val: int) -> 
 
 
 def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) -> tuple[Path, str, Any]:
-    """The checkpoint the backends load, in ``work``: ``--ckpt`` if given; else, when int8
+    """The checkpoint the backends load: ``--ckpt`` itself if given and long enough, else in
+    ``work``: a copy of it, or, when int8
     agreement is asked for, a model trained briefly on synthetic data (agreement on a model
     whose moment scores are all tied measures rounding, not quantization); else random
     weights (latency does not depend on them). ``max_video_len`` is raised to the longest
@@ -123,11 +124,25 @@ def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) 
                       f"lr {training.lr:g}, without VSDC and negative pairs, on {spec.train_videos} synthetic "
                       f"videos ({time.perf_counter() - start:.0f} s)")
     longest = max(spec.video_lens)
+    if spec.ckpt is not None and longest <= model.config.max_video_len:
+        # As it is: its cached exports (model.onnx, ...) are reused, not traced again.
+        log(f"model: {source}")
+        return spec.ckpt, source, dataset
     if longest > model.config.max_video_len:
         model.config = dataclasses.replace(model.config, max_video_len=longest)
         source += f"; max_video_len raised to {longest}"
     log(f"model: {source}")
     return model.save_pretrained(work / "ckpt"), source, dataset
+
+
+def spec_defaults(ckpt: Path | None, preset: str) -> dict[str, Any]:
+    """``video_lens`` and ``query_len`` when not given: 75 clips and 32 tokens (QVHighlights),
+    capped at what the checkpoint's (or preset's) model takes."""
+    from tdfast import TDDETRConfig
+    from tdfast.model.checkpoint import load_config
+
+    config = load_config(ckpt) if ckpt is not None else TDDETRConfig.from_name(preset)
+    return {"video_lens": [min(75, config.max_video_len)], "query_len": min(32, config.max_query_len)}
 
 
 def check_spec(spec: BenchSpec) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tdfast.benchmarks.latency import dtype_label
 from tdfast.benchmarks.record import read_record
 from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
@@ -58,7 +59,8 @@ def _predict(name: str, record: dict[str, Any]) -> list[str]:
         cells = [fmt_ms(by_b[b]["p50_ms"]) if b in by_b else "-" for b in batches]
         tput = f"{by_b[top]['pairs_per_s']:.0f}" if top in by_b else "-"
         pct = f"{by_b[32]['pct_of_peak']:.0f}%" if "pct_of_peak" in by_b.get(32, {}) else "-"
-        out.append(f"| {backend} | {dtype} | {n} | " + " | ".join(cells) + f" | {tput} | {pct} |")
+        label = dtype_label({"backend": backend, "dtype": dtype})
+        out.append(f"| {backend} | {label} | {n} | " + " | ".join(cells) + f" | {tput} | {pct} |")
     skipped = [r for r in record["rows"] if r.get("skipped")]
     if skipped:
         out += [""] + ["Skipped: " + "; ".join(f"{r['backend']} ({r['dtype']}): {r['skipped']}"

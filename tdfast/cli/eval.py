@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from tdfast.eval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
@@ -10,13 +11,13 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval",
         help="score predictions (official QVHighlights metrics, or Charades-STA/TACoS)",
-        description="Prints the metrics JSON (indent 4, as the official standalone_eval) "
-        "and writes it to --out if given.",
+        description="Prints the metrics JSON (indent 4, as the official standalone_eval); "
+        "with --out the whole JSON goes to that file and only its 'brief' part is printed.",
     )
     p.add_argument("--submission", required=True, help="predictions jsonl (qid, pred_relevant_windows, "
                    "pred_saliency_scores)")
     p.add_argument("--gt", required=True, help="annotations jsonl (qid, relevant_windows, ...)")
-    p.add_argument("--out", help="also write the metrics JSON here")
+    p.add_argument("--out", help="write the metrics JSON here (then only the brief metrics are printed)")
     p.add_argument("--mode", choices=sorted(PROTOCOLS), default=DEFAULT_PROTOCOL,
                    help="qvhighlights: mAP/R1 by length + highlight metrics; "
                    "charades: R1/R5@{0.3,0.5,0.7} and mIoU (also for TACoS)")
@@ -39,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
         metrics = eval_charades(submission, ground_truth, match_number=match_number)
     else:
         metrics = eval_submission(submission, ground_truth, verbose=args.verbose, match_number=match_number)
-    print(dumps(metrics))
     if args.out:
         save_json(metrics, args.out)
+        print(dumps({"brief": metrics["brief"]}))  # the ~150-line rest is in the file
+        print(f"all metrics: {args.out}", file=sys.stderr)
+    else:
+        print(dumps(metrics))
     return 0

@@ -11,7 +11,7 @@ import sys
 
 from tdfast.cli.choices import TableKeys
 from tdfast.defaults import MAX_BATCH
-from tdfast.export.options import (DEFAULT_MODEL_NAME, DEFAULT_PRECISION, EXPORTERS,
+from tdfast.export.options import (DEFAULT_EXPORTER, DEFAULT_MODEL_NAME, DEFAULT_PRECISION, EXPORTERS,
                                    PRECISIONS, ExportOptions)
 
 
@@ -21,8 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="artifact to write: %(choices)s (default: onnx)")
     p.add_argument("--out", "-o", required=True, help="output directory")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; >= 17)")
-    p.add_argument("--exporter", choices=EXPORTERS, default=ExportOptions.exporter,
-                   help="PyTorch ONNX exporter (default: dynamo; see docs/export.md)")
+    p.add_argument("--exporter", choices=EXPORTERS, default=None,
+                   help=f"PyTorch ONNX exporter (default: {DEFAULT_EXPORTER}, or whichever made the "
+                        f"checkpoint's cached graph; see docs/export.md)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the parity check against eager PyTorch")
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,

@@ -14,6 +14,7 @@ from tdfast.threads import add_threads_argument, apply_threads
 BACKENDS = TableKeys("tdfast.retrieval.backends", "BACKENDS")
 IMAGE_BACKENDS = TableKeys("tdfast.video.image_backends", "IMAGE_BACKENDS")
 DTYPES = TableKeys("tdfast.devices", "DTYPES")
+POSTPROCESS = TableKeys("tdfast.retrieval.postprocess", "POSTPROCESS")
 
 
 def register(subparsers) -> None:
@@ -47,9 +48,13 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=TOP_K, help=f"moments kept per query (default {TOP_K})")
     p.add_argument("--nms-iou", type=float, default=None,
                    help="temporal NMS IoU threshold (default: no NMS, as the official evaluation)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="pairs per model call (default: sized to the CPU cache, 8 for the "
-                        "qvhighlights preset; 32 on CUDA)")
+    p.add_argument("--postprocess", default="none", choices=POSTPROCESS, metavar="NAME",
+                   help="none (default: spans as predicted, 4 decimals) or official: what the "
+                   "official QD-DETR / TD-DETR inference.py writes (spans clipped to [0, 150] s and "
+                   "rounded to multiples of 2 s; the published numbers were computed on such files)")
+    p.add_argument("--model-batch", "--batch-size", dest="model_batch", type=int, default=None,
+                   help="most pairs per model call (the Retriever's batch_size; default: sized to the "
+                        "CPU cache, 8 for the qvhighlights preset; 32 on CUDA; --batch-size: old spelling)")
     p.add_argument("--sliding-window", action="store_true",
                    help="process videos longer than max_video_len clips in overlapping windows "
                    "(default: truncate them to max_video_len, as training does)")
@@ -74,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     start = time.perf_counter()
     retriever = Retriever.from_pretrained(args.checkpoint, backend=args.backend, device=args.device,
-                                          dtype=args.dtype, batch_size=args.batch_size)
+                                          dtype=args.dtype, batch_size=args.model_batch)
     summary = predict_jsonl(retriever, args.ann, args.video_feats, args.text_feats, args.out,
-                            top_k=args.top_k, nms_iou=args.nms_iou, sliding_window=args.sliding_window)
+                            top_k=args.top_k, nms_iou=args.nms_iou, sliding_window=args.sliding_window,
+                            postprocess=args.postprocess)
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["backend"] = args.backend
     print(json.dumps(summary), file=sys.stderr)

@@ -15,6 +15,7 @@ factory that needs them; a backend that can't run here raises
 from __future__ import annotations
 
 import copy
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +29,10 @@ from torch import Tensor, nn
 from tdfast.defaults import MAX_BATCH
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.model.tddetr import OUTPUT_NAMES
+
+# Compilation progress goes to the "tdfast" logger: with no logging set up, Python prints
+# WARNING records to stderr, so a first call that compiles for minutes says so.
+log = logging.getLogger("tdfast.retrieval.backends")
 
 
 class Runner(Protocol):
@@ -65,6 +70,11 @@ class TorchRunner:
                 out = self.fn(video, video_mask, query, query_mask)
             return {k: out[k] for k in OUTPUT_NAMES}
         sync = torch.cuda.synchronize if video.is_cuda else (lambda: None)
+        if n == 0:
+            # Minutes on a small CPU with nothing on screen otherwise (258 s seen on 2 cores).
+            log.warning(f"tdfast {self.name}: compiling a graph for the new padded shape B={shape[0]} "
+                        f"L={shape[1]} M={shape[2]} (once per shape; Retriever.warmup() does this "
+                        f"before serving)")
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.fn(video, video_mask, query, query_mask)
@@ -73,6 +83,9 @@ class TorchRunner:
         dt = time.perf_counter() - start
         t = self.timings.setdefault(shape, {"compile_s": 0.0, "warmup_s": 0.0})
         t["compile_s" if n == 0 else "warmup_s"] += dt
+        if n == 0:
+            log.warning(f"tdfast {self.name}: shape B={shape[0]} L={shape[1]} M={shape[2]} compiled "
+                        f"and run in {dt:.1f} s")
         self._calls[shape] = n + 1
         return out
 

@@ -31,10 +31,12 @@ if TYPE_CHECKING:
 def predict_annotations(retriever: Retriever, annotations: Sequence["Annotation"], store: "FeatureStore",
                         top_k: int = TOP_K, nms_iou: float | None = None, sliding_window: bool = False,
                         video_fn: Callable[["Annotation", np.ndarray], np.ndarray] | None = None,
-                        block: int = 256) -> Iterator[tuple["Annotation", np.ndarray, Prediction]]:
+                        block: int = 256, postprocess: str = "none"
+                        ) -> Iterator[tuple["Annotation", np.ndarray, Prediction]]:
     """(annotation, the video as predicted [L, video_dim], its Prediction) for every annotation,
     in order. ``block`` queries are loaded and predicted at a time; ``video_fn(ann, video)``
-    may replace a video before prediction (e.g. the analysis zeroes its ground-truth clips)."""
+    may replace a video before prediction (e.g. the analysis zeroes its ground-truth clips);
+    ``postprocess`` as in ``Retriever.predict``."""
     if isinstance(block, bool) or not isinstance(block, int) or block <= 0:
         raise InputError(f"block: expected a positive integer, got {block!r}")
     for s in range(0, len(annotations), block):
@@ -43,7 +45,8 @@ def predict_annotations(retriever: Retriever, annotations: Sequence["Annotation"
         if video_fn is not None:
             videos = [video_fn(a, v) for a, v in zip(anns, videos)]
         queries = [store.query(a.qid, f"needed by {a.source}") for a in anns]
-        preds = retriever.predict(videos, queries, top_k=top_k, nms_iou=nms_iou, sliding_window=sliding_window)
+        preds = retriever.predict(videos, queries, top_k=top_k, nms_iou=nms_iou, sliding_window=sliding_window,
+                                  postprocess=postprocess)
         yield from zip(anns, videos, preds)
 
 
@@ -51,12 +54,14 @@ def predict_jsonl(retriever: Retriever, ann_path: str | os.PathLike,
                   video_dirs: Sequence[str | os.PathLike] | str | os.PathLike,
                   text_dir: str | os.PathLike, out_path: str | os.PathLike, top_k: int = TOP_K,
                   nms_iou: float | None = None, sliding_window: bool = False,
-                  block: int = 256) -> dict:
+                  block: int = 256, postprocess: str = "none") -> dict:
     """Predict every query of ``ann_path`` and write ``out_path`` atomically (temp + rename).
 
     One line per query: ``qid, query, vid, pred_relevant_windows [[st, ed, score], ...]``
     (``top_k`` of them, seconds) and ``pred_saliency_scores`` (one per clip), in file
-    order. ``block`` queries are loaded and predicted at a time. Returns a summary
+    order. ``block`` queries are loaded and predicted at a time. ``postprocess="official"``
+    writes what the official inference.py writes (spans on multiples of 2 s within [0, 150],
+    float16 saliency, numbers unrounded beyond that); "none" rounds to 4 decimals. Returns a summary
     (``queries``, ``windowed`` = queries whose video needed windows, ``out``).
     """
     from tdfast.data.annotations import load_annotations
@@ -69,14 +74,15 @@ def predict_jsonl(retriever: Retriever, ann_path: str | os.PathLike,
     if out_path.is_dir():
         raise InputError(f"out_path {str(out_path)!r}: expected a file to write, but it is a directory")
     windowed = 0
+    decimals = None if postprocess == "official" else 4
 
     def write(tmp: Path) -> None:
         nonlocal windowed
         with tmp.open("w", encoding="utf-8") as f:
             for a, video, p in predict_annotations(retriever, annotations, store, top_k, nms_iou,
-                                                   sliding_window, block=block):
+                                                   sliding_window, block=block, postprocess=postprocess):
                 windowed += video.shape[0] > retriever.config.max_video_len
-                f.write(json.dumps(p.to_submission(a.qid, a.query, a.vid)) + "\n")
+                f.write(json.dumps(p.to_submission(a.qid, a.query, a.vid, decimals=decimals)) + "\n")
 
     atomic_write_file(out_path, write)  # staged under this process's own name, umask permissions
     return {"queries": len(annotations), "windowed": windowed, "out": str(out_path)}

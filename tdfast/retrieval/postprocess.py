@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tdfast.errors import InputError
 from tdfast.spans import cxw_to_xx, pairwise_iou
 
 
@@ -23,12 +24,15 @@ class Prediction:
     scores: np.ndarray
     saliency: np.ndarray
 
-    def to_submission(self, qid, query: str, vid: str, decimals: int = 4) -> dict:
-        """One line of a QVHighlights prediction jsonl."""
-        windows = [[round(float(s), decimals), round(float(e), decimals), round(float(p), decimals)]
-                   for (s, e), p in zip(self.spans, self.scores)]
+    def to_submission(self, qid, query: str, vid: str, decimals: int | None = 4) -> dict:
+        """One line of a QVHighlights prediction jsonl; every number rounded to ``decimals``
+        (None: written as held, e.g. after ``official_postprocess``)."""
+        def num(x) -> float:
+            return float(x) if decimals is None else round(float(x), decimals)
+
+        windows = [[num(s), num(e), num(p)] for (s, e), p in zip(self.spans, self.scores)]
         return {"qid": qid, "query": query, "vid": vid, "pred_relevant_windows": windows,
-                "pred_saliency_scores": [round(float(x), decimals) for x in self.saliency]}
+                "pred_saliency_scores": [num(x) for x in self.saliency]}
 
 
 def temporal_nms(spans: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -81,3 +85,41 @@ def select_moments(spans: np.ndarray, scores: np.ndarray, top_k: int | None = No
     if top_k is not None:
         s, p = s[:top_k], p[:top_k]
     return s, p
+
+
+# Post-processing protocols of ``Retriever.predict`` / ``tdfast predict --postprocess``.
+POSTPROCESS = ("none", "official")
+# The official QD-DETR / TD-DETR inference.py writes every submission through
+# PostProcessorDETR(clip_length=2, min_ts_val=0, max_ts_val=150, min_w_l=2, max_w_l=150,
+# move_window_method="left", process_func_names=("clip_ts", "round_multiple")): only the
+# clipping and rounding run, so the window-length bounds never apply.
+OFFICIAL_CLIP_S = 2.0
+OFFICIAL_MAX_S = 150.0
+
+
+def official_postprocess(pred: Prediction) -> Prediction:
+    """A ranked Prediction as the official submission files hold it.
+
+    As the official code: each number is first rounded to 4 decimals (``f"{x:.4f}"``), then,
+    in float32, spans are clipped to [0, 150] s and rounded to multiples of 2 s
+    (``torch.round``: halves to even, so 3 s -> 4 s, 1 s -> 0 s; a window may shrink to zero
+    length), scores are rounded to 4 decimals again and saliency passes through float16.
+    Order and count are kept (no re-sorting, no NMS).
+    """
+    def dec4(x) -> float:
+        return float(f"{float(x):.4f}")
+
+    spans = np.array([[dec4(x) for x in row] for row in pred.spans], dtype=np.float32).reshape(-1, 2)
+    clip = np.float32(OFFICIAL_CLIP_S)
+    spans = np.round(np.clip(spans, np.float32(0), np.float32(OFFICIAL_MAX_S)) / clip) * clip  # [k, 2]
+    scores = np.array([dec4(np.float32(dec4(p))) for p in pred.scores], dtype=np.float64)
+    saliency = pred.saliency.astype(np.float16).astype(np.float32)
+    return Prediction(spans=spans, scores=scores, saliency=saliency)
+
+
+def apply_postprocess(preds: list[Prediction], name: str) -> list[Prediction]:
+    """``name`` in ``POSTPROCESS``: "none" returns ``preds``, "official" maps
+    ``official_postprocess`` over them."""
+    if name not in POSTPROCESS:
+        raise InputError(f"postprocess: expected one of {', '.join(POSTPROCESS)}, got {name!r}")
+    return preds if name == "none" else [official_postprocess(p) for p in preds]

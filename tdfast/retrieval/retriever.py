@@ -35,7 +35,7 @@ from tdfast.retrieval.backends import make_runner
 from tdfast.retrieval.batching import Chunk, length_buckets, pad_items, plan_chunks
 from tdfast.retrieval.inputs import (as_feature_array, as_feature_list, check_counts, check_durations, check_flag,
                                      check_iou, check_length, check_top_k)
-from tdfast.retrieval.postprocess import Prediction, moments_in_seconds, select_moments
+from tdfast.retrieval.postprocess import Prediction, apply_postprocess, moments_in_seconds, select_moments
 from tdfast.retrieval.windows import merge_windows, plan_windows
 
 VIDEO_BUCKET_STEP = 16  # clips; buckets 16, 32, 48, 64, 75 for the QVHighlights preset
@@ -132,7 +132,7 @@ class Retriever:
     # ------------------------------------------------------------------ public inference
     def predict(self, videos: Any, queries: Any, top_k: int = TOP_K, nms_iou: float | None = None,
                 durations: Sequence[float] | None = None, sliding_window: bool = False,
-                window_stride: int | None = None) -> list[Prediction]:
+                window_stride: int | None = None, postprocess: str = "none") -> list[Prediction]:
         """Ranked moments and clip saliency for each pair (videos[i], queries[i]).
 
         videos: list of [L_i, video_dim] arrays/tensors (numpy and torch may be mixed) or
@@ -141,17 +141,21 @@ class Retriever:
         temporal NMS threshold (None: no NMS; with windows 0.5 is used to merge).
         ``sliding_window``: process videos longer than max_video_len in overlapping windows
         of max_video_len clips every ``window_stride`` clips (default half a window);
-        without it such a video is an InputError.
+        without it such a video is an InputError. ``postprocess``: "none", or "official" for
+        the official submission files' spans (clipped to [0, 150] s, rounded to multiples of
+        2 s), scores and saliency (``tdfast.retrieval.postprocess.official_postprocess``).
 
         Returns one ``Prediction`` per pair: spans [k, 2] seconds, scores [k], saliency [L_i].
         """
         top_k = check_top_k(top_k)
         nms_iou = check_iou("nms_iou", nms_iou)
         sliding_window = check_flag("sliding_window", sliding_window)
+        apply_postprocess([], postprocess)  # checks the name before any work
         v = as_feature_list("videos", videos, self.config.video_dim)
         q = self._queries("queries", queries)
         check_counts(v, q)
-        return self._predict(v, q, top_k, nms_iou, durations, sliding_window, window_stride)
+        return apply_postprocess(self._predict(v, q, top_k, nms_iou, durations, sliding_window, window_stride),
+                                 postprocess)
 
     def predict_queries(self, video: Any, queries: Any, top_k: int = TOP_K, nms_iou: float | None = None,
                         duration: float | None = None) -> list[Prediction]:
@@ -184,7 +188,7 @@ class Retriever:
                              durations, shared="query")
 
     def predict_video_files(self, paths: Sequence[str | Path], queries: Sequence[str], clip: Any,
-                            top_k: int = 5, nms_iou: float | None = None,
+                            top_k: int = TOP_K, nms_iou: float | None = None,
                             sliding_window: bool = False) -> list[Prediction]:
         """Video files and sentences in, moments out, as QD-DETR's run_on_video: one pair per
         (paths[i], queries[i]). ``clip``: a ``tdfast.video.ClipEncoder`` or the path of a local

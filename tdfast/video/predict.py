@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tdfast.defaults import TOP_K
 from tdfast.errors import InputError
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def check_lengths(paths: Sequence[str | Path], clip_len: float, max_clips: int) 
 
 
 def predict_video_files(retriever: "Retriever", encoder: "ClipEncoder", paths: Sequence[str | Path],
-                        queries: Sequence[str], top_k: int = 5, nms_iou: float | None = None,
+                        queries: Sequence[str], top_k: int = TOP_K, nms_iou: float | None = None,
                         sliding_window: bool = False) -> list["Prediction"]:
     """One ``Prediction`` per pair (paths[i], queries[i]): spans [k, 2] in seconds, scores [k],
     saliency [clips]. Videos longer than the checkpoint's max_video_len clips need
