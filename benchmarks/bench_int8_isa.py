@@ -28,13 +28,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from tdfast import Retriever
 from tdfast.backends import ArrayRunner
-from tdfast.bench.int8 import int8_agreement, int8_metric_change, val_pairs
+from tdfast.bench.int8 import dataset_at, int8_agreement, int8_metric_change, val_pairs
 from tdfast.bench.machine import machine_info
 from tdfast.bench.matrix import synthetic_dataset
 from tdfast.bench.record import make_record, write_record
@@ -44,12 +43,6 @@ from tdfast.export.verify import foreground_prob
 
 GOALS = {"top1_agreement": (">=", 0.95), "MR-full-mAP_loss": ("<=", 0.5), "alone_vs_32_max_change": ("<=", 1e-3),
          "alone_vs_32_top1_same": (">=", 1.0)}
-
-
-def dataset_at(root: Path) -> SimpleNamespace:
-    """A dataset dir in the QVHighlights formats (val.jsonl, video_feats*/, text_feats/)."""
-    return SimpleNamespace(val=root / "val.jsonl", video_dirs=tuple(sorted(root.glob("video_feats*"))),
-                           text_dir=root / "text_feats")
 
 
 PER_TENSOR = "per-tensor-dynamic (quantize_dynamic, before issue 24)"

@@ -1,7 +1,7 @@
 """Reduced-precision ONNX variants of an fp32 export.
 
-- ``quantize_int8``: int8 MatMuls with per-channel weights and activations quantized
-  per row (token) at run time, 7-bit so the integer sums are exact on every x86 CPU
+- ``quantize_int8``: int8 MatMuls with 7-bit per-channel weights and 8-bit activations
+  quantized per row (token) at run time, so the integer sums are exact on every x86 CPU
   (``tdfast.export.int8_rows``); the CPU variant. Not held to the fp32 tolerance: it is
   judged by top-1 moment agreement with fp32, measured by ``tdfast bench --int8``
   (``tdfast.bench.int8``).

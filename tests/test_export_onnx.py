@@ -303,7 +303,7 @@ def test_int8_variant_is_quantized_and_close(tiny, tmp_path):
     int8 = quantize_int8(path, tmp_path / "model.int8.onnx")
     ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
     # Row-wise scales (ReduceMax per row), no per-tensor DynamicQuantizeLinear.
-    assert "DynamicQuantizeLinear" not in ops and ops.count("MatMulInteger") == ops.count("ReduceMax") > 0
+    assert "DynamicQuantizeLinear" not in ops and ops.count("MatMulIntegerToFloat") == ops.count("ReduceMax") > 0
     meta = read_metadata(int8)
     assert (meta["precision"], meta["int8_scheme"]) == ("int8", INT8_SCHEME)
     rows = verify_runner(OrtRunner(int8), model, atol=float("inf"), strict=False)
@@ -325,10 +325,10 @@ def test_int8_keeps_the_named_modules_fp32(tiny, tmp_path):
 
     model, path = tiny
     src = onnx.load(str(path))
-    count = lambda p: sum(n.op_type == "MatMulInteger" for n in onnx.load(str(p)).graph.node)  # noqa: E731
+    count = lambda p: sum(n.op_type == "MatMulIntegerToFloat" for n in onnx.load(str(p)).graph.node)  # noqa: E731
     everything = quantize_int8(path, tmp_path / "all.onnx", keep_fp32=())
     default = quantize_int8(path, tmp_path / "default.onnx")
-    # Each weight MatMul of the kept modules is one MatMulInteger fewer than quantizing all.
+    # Each weight MatMul of the kept modules is one MatMulIntegerToFloat fewer than quantizing all.
     kept = [n for n in src.graph.node if n.name in set(nodes_of_modules(src, INT8_KEEP_FP32))
             and n.op_type == "MatMul" and n.input[1] in {i.name for i in src.graph.initializer}]
     assert len(kept) >= 10  # the decoder's query path and the heads

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tdfast import Retriever
 from tdfast.export import OrtRunner
-from tdfast.export.int8_rows import ACT_LEVELS, quantize_rows_reference, rowwise_matmuls
+from tdfast.export.int8_rows import ACT_LEVELS, WEIGHT_LEVELS, quantize_rows_reference, rowwise_matmuls
 from tdfast.export.quantize import quantize_int8
 from tdfast.export.verify import eager_outputs
 from tdfast.export.wrapper import random_inputs
@@ -48,7 +48,8 @@ def _session(proto: onnx.ModelProto):
 def _rows_inputs(rng: np.random.Generator, w: np.ndarray) -> np.ndarray:
     """[2, 6, K]: rows of very different magnitudes, an all-zero row, and rows at the int16
     edge: every x_k = +-max with the sign of column 0's weight, so each u8 x s8 product pair
-    is at its largest (with 8-bit activations, 255 * 127 * 2 > 32767: saturated on AVX2)."""
+    is at its largest, 2 * 255 * 63 = 32130 (with 8-bit weights, 2 * 255 * 127: saturated
+    on AVX2)."""
     x = rng.standard_normal((2, 6, K)).astype(np.float32)
     x[0] *= np.array([1e-3, 1.0, 30.0, 1.0, 1.0, 1.0], np.float32)[:, None]
     x[0, 3] = 0.0
@@ -60,11 +61,11 @@ def _rows_inputs(rng: np.random.Generator, w: np.ndarray) -> np.ndarray:
 def test_rowwise_matmul_equals_its_numpy_reference():
     rng = np.random.default_rng(0)
     w = rng.standard_normal((K, N)).astype(np.float32)
-    w[:, 0] = np.where(w[:, 0] >= 0, 1.0, -1.0)  # column 0 quantizes to +-127 exactly
+    w[:, 0] = np.where(w[:, 0] >= 0, 1.0, -1.0)  # column 0 quantizes to +-WEIGHT_LEVELS exactly
     w[:, 1] = 0.0  # an all-zero output channel
     proto = _matmul_graph(w)
     assert rowwise_matmuls(proto, exclude=set()) == 1
-    assert [n.op_type for n in proto.graph.node].count("MatMulInteger") == 1
+    assert [n.op_type for n in proto.graph.node].count("MatMulIntegerToFloat") == 1
     assert {i.data_type for i in proto.graph.initializer if i.name.endswith("/w")} == {TensorProto.INT8}
     x = _rows_inputs(rng, w)
     got = _session(proto).run(None, {"x": x})[0]  # [2, 6, N]
@@ -72,13 +73,13 @@ def test_rowwise_matmul_equals_its_numpy_reference():
     # The integer sums are exact and the float steps are the reference's, in its order.
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
     assert np.array_equal(got[0, 3], np.zeros(N, np.float32)) and np.array_equal(got[..., 1], 0 * got[..., 1])
-    # The edge rows: every product at its largest, 63 * 127 * K in integers.
+    # The edge rows: every product at its largest, 127 * 63 * K in integers.
     assert got[1, 0, 0] == pytest.approx(5.0 * K, rel=1e-6) and got[1, 1, 0] == pytest.approx(-0.5 * K, rel=1e-6)
-    # Really quantized, and within the grid's error: per row, step max|x| / 63 for x and
-    # max|w| / 127 per column; the 1e-3-scaled row is as accurate as the 30x one.
+    # Really quantized, and within the grid's error: per row, step max|x| / ACT_LEVELS for x
+    # and max|w| / WEIGHT_LEVELS per column; the 1e-3-scaled row is as accurate as the 30x one.
     exact = x.astype(np.float64) @ w.astype(np.float64)
     bound = (np.abs(x).max(-1, keepdims=True) / ACT_LEVELS / 2 * np.abs(w).sum(0)
-             + np.abs(x).sum(-1, keepdims=True) * np.abs(w).max(0) / 127 / 2)
+             + np.abs(x).sum(-1, keepdims=True) * np.abs(w).max(0) / WEIGHT_LEVELS / 2)
     err = np.abs(got - exact)
     assert (err <= bound * 1.001 + 1e-7).all() and err.max() > 1e-4
 
