@@ -104,6 +104,7 @@ def rowwise_matmuls(proto, exclude: set[str], act_levels: int = ACT_LEVELS,
               "int8/axes": np.array([-1], np.int64), "int8/flat": np.array([-1], np.int64)}
     new_inits = [numpy_helper.from_array(v, k) for k, v in shared.items()]
     nodes, done, dropped = [], 0, set()
+    quantized: dict[str, tuple[str, str]] = {}  # input -> its (uint8 rows, row scales)
     for n in graph.node:
         w = inits.get(n.input[1]) if n.op_type == "MatMul" else None
         if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT or n.name in exclude:
@@ -111,10 +112,11 @@ def rowwise_matmuls(proto, exclude: set[str], act_levels: int = ACT_LEVELS,
             continue
         q_w, w_scale = quantize_weight(numpy_helper.to_array(w), weight_levels)
         p = f"{n.name}/int8"
-        new_inits += [numpy_helper.from_array(q_w, f"{p}/w"), numpy_helper.from_array(w_scale, f"{p}/w_scale"),
-                      numpy_helper.from_array(np.array([-1, q_w.shape[0]], np.int64), f"{p}/rows_k")]
+        new_inits += [numpy_helper.from_array(q_w, f"{p}/w"), numpy_helper.from_array(w_scale, f"{p}/w_scale")]
         x, y = n.input[0], n.output[0]
-        made = [
+        if x not in quantized:
+            new_inits.append(numpy_helper.from_array(np.array([-1, q_w.shape[0]], np.int64), f"{p}/rows_k"))
+        made = [] if x in quantized else [
             # s = max|x| per row, from two reads of x (no |x| tensor written)
             reduce("ReduceMax", x, f"{p}/hi"),  # [..., 1]
             reduce("ReduceMin", x, f"{p}/lo"),
@@ -130,10 +132,15 @@ def rowwise_matmuls(proto, exclude: set[str], act_levels: int = ACT_LEVELS,
             helper.make_node("QuantizeLinear", [f"{p}/x2", f"{p}/scale_rows", f"{p}/zp_rows"], [f"{p}/q2"], axis=0),
             helper.make_node("Shape", [x], [f"{p}/x_shape"]),
             helper.make_node("Reshape", [f"{p}/q2", f"{p}/x_shape"], [f"{p}/q"]),  # [..., K] uint8
+        ]
+        # Layers reading the same input (Q/K/V projections, every decoder layer's keys of the
+        # video memory) share its quantization: it depends on the input alone.
+        q, scale = quantized.setdefault(x, (f"{p}/q", f"{p}/scale"))
+        made += [
             # int32 sums, then * w_scale per column in the GEMM's epilogue (a_scale 1)
-            helper.make_node("MatMulIntegerToFloat", [f"{p}/q", f"{p}/w", "int8/one", f"{p}/w_scale",
-                                                      "int8/zero_point"], [f"{p}/acc"], domain="com.microsoft"),
-            helper.make_node("Mul", [f"{p}/acc", f"{p}/scale"], [y]),  # [..., N]; bias Add follows
+            helper.make_node("MatMulIntegerToFloat", [q, f"{p}/w", "int8/one", f"{p}/w_scale", "int8/zero_point"],
+                             [f"{p}/acc"], domain="com.microsoft"),
+            helper.make_node("Mul", [f"{p}/acc", scale], [y]),  # [..., N]; bias Add follows
         ]
         nodes += made
         for node in made:

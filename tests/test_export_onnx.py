@@ -302,8 +302,8 @@ def test_int8_variant_is_quantized_and_close(tiny, tmp_path):
     model, path = tiny
     int8 = quantize_int8(path, tmp_path / "model.int8.onnx")
     ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
-    # Row-wise scales (ReduceMax per row), no per-tensor DynamicQuantizeLinear.
-    assert "DynamicQuantizeLinear" not in ops and ops.count("MatMulIntegerToFloat") == ops.count("ReduceMax") > 0
+    # Row-wise scales (ReduceMax per row; one per distinct input), no per-tensor DynamicQuantizeLinear.
+    assert "DynamicQuantizeLinear" not in ops and ops.count("MatMulIntegerToFloat") > ops.count("ReduceMax") > 0
     meta = read_metadata(int8)
     assert (meta["precision"], meta["int8_scheme"]) == ("int8", INT8_SCHEME)
     rows = verify_runner(OrtRunner(int8), model, atol=float("inf"), strict=False)
