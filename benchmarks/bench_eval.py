@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tdfast.bench import machine_info, summarize_ms
-from tdfast.bench.timing import interleaved_rounds, synchronizer
+from tdfast.benchmarks import machine_info, summarize_ms
+from tdfast.benchmarks.timing import interleaved_rounds, synchronizer
 from tdfast.eval import eval_submission, load_jsonl
 
 QVH = Path(__file__).resolve().parents[2] / "shared" / "qvhighlights"

@@ -33,13 +33,13 @@ import numpy as np
 import onnx
 import torch
 
-from tdfast.batching import pad_items
-from tdfast.bench.int8 import dataset_at, val_pairs
-from tdfast.bench.machine import machine_info
-from tdfast.bench.matrix import make_pairs, synthetic_dataset
-from tdfast.bench.record import make_record, write_record
-from tdfast.bench.timing import interleaved_rounds
-from tdfast.checkpoint import load_checkpoint
+from tdfast.retrieval.batching import pad_items
+from tdfast.benchmarks.int8 import dataset_at, val_pairs
+from tdfast.benchmarks.machine import machine_info
+from tdfast.benchmarks.matrix import make_pairs, synthetic_dataset
+from tdfast.benchmarks.record import make_record, write_record
+from tdfast.benchmarks.timing import interleaved_rounds
+from tdfast.model.checkpoint import load_config
 from tdfast.export import ensure_export
 from tdfast.export.ort import make_session
 from tdfast.export.int8_rows import ACT_LEVELS, WEIGHT_LEVELS, rowwise_matmuls
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)  # quantize_* warn on the root logger
-    config = load_checkpoint(a.ckpt).config
+    config = load_config(a.ckpt)
     with tempfile.TemporaryDirectory(prefix="tdfast-int8-") as tmp:
         ds = dataset_at(a.data) if a.data else synthetic_dataset(config, Path(tmp) / "data", 200, 60)
         videos, queries = val_pairs(ds, config)

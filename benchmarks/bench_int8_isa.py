@@ -8,7 +8,7 @@ For a checkpoint and a val set (``--data``: a dataset dir in the QVHighlights fo
 demo's ``data/``; default: the synthetic val set of ``tdfast bench --int8``), with the
 ``onnxruntime`` (fp32) and ``onnxruntime-int8`` Retrievers:
 
-- top-1 agreement and the val-metric change of int8 against fp32 (``tdfast.bench.int8``);
+- top-1 agreement and the val-metric change of int8 against fp32 (``tdfast.benchmarks.int8``);
 - batch invariance: each of the first 32 val pairs alone against the same pair inside one
   call of those 32 (mixed lengths): same top-1, largest change of scores and saliency;
 - ``--per-tensor FILE``: the same measurement of the int8 graph tdfast made before the
@@ -32,14 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from tdfast import Retriever
-from tdfast.backends import ArrayRunner
-from tdfast.bench.int8 import dataset_at, int8_agreement, int8_metric_change, val_pairs
-from tdfast.bench.machine import machine_info
-from tdfast.bench.matrix import synthetic_dataset
-from tdfast.bench.record import make_record, write_record
-from tdfast.checkpoint import load_config
+from tdfast.benchmarks.int8 import dataset_at, int8_agreement, int8_metric_change, val_pairs
+from tdfast.benchmarks.machine import machine_info
+from tdfast.benchmarks.matrix import synthetic_dataset
+from tdfast.benchmarks.record import make_record, write_record
 from tdfast.export import OrtRunner, read_metadata
 from tdfast.export.verify import foreground_prob
+from tdfast.model.checkpoint import load_config
+from tdfast.retrieval.backends import ArrayRunner
 
 GOALS = {"top1_agreement": (">=", 0.95), "MR-full-mAP_loss": ("<=", 0.5), "alone_vs_32_max_change": ("<=", 1e-3),
          "alone_vs_32_top1_same": (">=", 1.0)}

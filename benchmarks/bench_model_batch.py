@@ -1,11 +1,11 @@
-"""How many pairs per model call on CPU: the measurement behind ``tdfast.api.default_batch_size``.
+"""How many pairs per model call on CPU: the measurement behind ``tdfast.retrieval.retriever.default_batch_size``.
 
     python benchmarks/bench_model_batch.py --ckpt CKPT --out benchmarks/results/model_batch_cpu.json
 
 One ``predict`` of B pairs (L = 75 clips, M = 32 tokens) per backend, with the Retriever's
 ``batch_size`` (pairs per model call) swept over ``--model-batches``: B = 32 with batch 32 is one
 call, with batch 8 it is four. All variants of all backends are timed in interleaved rounds
-(``tdfast.bench.latency_table``, one thread), next to the GEMM peak of the same run, so each row
+(``tdfast.benchmarks.latency_table``, one thread), next to the GEMM peak of the same run, so each row
 has its share of the peak and its time relative to one whole call of B.
 """
 from __future__ import annotations
@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 
 from tdfast import Retriever
-from tdfast.bench.goals import add_roofline
-from tdfast.bench.latency import latency_table
-from tdfast.bench.machine import machine_info
-from tdfast.bench.matrix import make_pairs
-from tdfast.bench.record import make_record, write_record
-from tdfast.bench.roofline import flops_per_pair, gemm_peak
-from tdfast.checkpoint import load_checkpoint
+from tdfast.benchmarks.goals import add_roofline
+from tdfast.benchmarks.latency import latency_table
+from tdfast.benchmarks.machine import machine_info
+from tdfast.benchmarks.matrix import make_pairs
+from tdfast.benchmarks.record import make_record, write_record
+from tdfast.benchmarks.roofline import flops_per_pair, gemm_peak
+from tdfast.model.tddetr import TDDETR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    model = load_checkpoint(a.ckpt)
+    model = TDDETR.from_pretrained(a.ckpt)
     L, M = model.config.max_video_len, model.config.max_query_len
     peak = gemm_peak("cpu", torch.float32)["gflops"]
     retrievers = {}

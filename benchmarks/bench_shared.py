@@ -17,8 +17,8 @@ import argparse
 import torch
 
 from tdfast import Retriever, TDDETR, TDDETRConfig
-from tdfast.bench import machine_info, make_record, summarize_ms, write_record
-from tdfast.bench.timing import interleaved_rounds
+from tdfast.benchmarks import machine_info, make_record, summarize_ms, write_record
+from tdfast.benchmarks.timing import interleaved_rounds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from tdfast.lazy import lazy_getattr
 
 _LAZY = {  # public name -> module (imported on first use: tdfast.export.options stays torch-free)
     "FORMATS": "formats", "ensure_export": "formats", "export": "formats",
-    "DEFAULT_OPSET": "onnx_export", "export_onnx": "onnx_export", "read_metadata": "onnx_export",
+    "DEFAULT_OPSET": "options", "export_onnx": "onnx_export", "read_metadata": "onnx_export",
     "OrtRunner": "ort", "make_session": "ort", "convert_fp16": "quantize", "quantize_int8": "quantize",
     "TrtRunner": "tensorrt", "build_tensorrt_engine": "tensorrt", "check_tensorrt_compat": "trt_check",
     "write_triton_repository": "triton_server", "ExportVerificationError": "verify",

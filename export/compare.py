@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tdfast.export.onnx_export import EXPORTERS, export_onnx
+from tdfast.export.onnx_export import export_onnx
+from tdfast.export.options import EXPORTERS
 from tdfast.export.verify import Shape, verify_onnx
 from tdfast.export.wrapper import OUTPUT_NAMES
 

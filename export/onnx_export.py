@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tdfast.atomic import clean_stale, staged_name
-from tdfast.checkpoint import WEIGHTS_NAME, atomic_write_bytes, load_checkpoint
+from tdfast.atomic import atomic_write_bytes, clean_stale, staged_name
 from tdfast.errors import InputError
+from tdfast.export.options import DEFAULT_OPSET, EXPORTERS
 from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, TENSOR_DOCS, ExportWrapper, random_inputs
+from tdfast.model.checkpoint import WEIGHTS_NAME
+from tdfast.model.tddetr import TDDETR
 
 MAX_OPSET = 22  # 23 exports (Attention op) but ONNX Runtime 1.32 rejects its masks: verification fails
-DEFAULT_OPSET = 18  # >= 17 (LayerNormalization); <= 20 keeps TensorRT 10.0's parser happy
-EXPORTERS = ("dynamo", "torchscript")
 ONNX_NAME = "model.onnx"
 # Symbolic axis names of every graph input/output: batch, video length, query length.
 AXES = {"video": ("B", "L", None), "video_mask": ("B", "L"), "query": ("B", "M", None),
@@ -58,7 +58,7 @@ def load_model(model_or_ckpt: nn.Module | str | Path) -> tuple[nn.Module, Path |
             return copy.deepcopy(model_or_ckpt).float().cpu(), None
         return model_or_ckpt, None
     ckpt = Path(model_or_ckpt)
-    return load_checkpoint(ckpt, "cpu"), ckpt
+    return TDDETR.from_pretrained(ckpt, "cpu"), ckpt
 
 
 def _weights_sha(ckpt: Path) -> str | None:
@@ -183,7 +183,7 @@ def export_onnx(model_or_ckpt: nn.Module | str | Path, out_dir: str | Path,
     import onnx
 
     from tdfast.export.verify import ExportVerificationError
-    from tdfast.model.inputs import check_inputs
+    from tdfast.retrieval.inputs import check_inputs
 
     if not 17 <= opset <= MAX_OPSET:
         raise InputError(f"opset: expected {17} (LayerNormalization) to {MAX_OPSET} (the newest the "

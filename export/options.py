@@ -10,12 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tdfast.defaults import MAX_BATCH
 from tdfast.errors import InputError
 
 PRECISIONS = ("fp32", "fp16", "bf16")  # TensorRT kernel precisions (I/O stays fp32 / bool)
 EXPORTERS = ("dynamo", "torchscript")  # PyTorch's ONNX exporters
+DEFAULT_OPSET = 18  # >= 17 (LayerNormalization); <= 20 keeps TensorRT 10.0's parser happy
 DEFAULT_PRECISION = "fp16"
-DEFAULT_MAX_BATCH = 32  # TensorRT profile maximum / Triton max_batch_size
 DEFAULT_MODEL_NAME = "tdfast_tddetr"  # Triton model name
 
 
@@ -30,7 +31,7 @@ class ExportOptions:
     exporter: str = "dynamo"
     verify: bool = True
     precision: str = DEFAULT_PRECISION
-    max_batch: int = DEFAULT_MAX_BATCH
+    max_batch: int = MAX_BATCH
     model_name: str = DEFAULT_MODEL_NAME
     log: Callable[[str], Any] | None = print
 

@@ -3,7 +3,7 @@
 ``OrtRunner(path)(video, video_mask, query, query_mask)`` returns the same dict
 keys as ``TDDETR.forward`` (numpy arrays). CPU execution provider by default;
 ``device="cuda"`` needs the ``onnxruntime-gpu`` wheel. Inputs are validated
-with ``tdfast.model.inputs.check_inputs`` against the config stored in the
+with ``tdfast.retrieval.inputs.check_inputs`` against the config stored in the
 file's metadata, so an all-padding query row raises ``InputError`` instead of
 returning garbage.
 """
@@ -119,7 +119,7 @@ class OrtRunner:
     def __call__(self, video: Any, video_mask: Any, query: Any, query_mask: Any) -> dict[str, np.ndarray]:
         arrays = [_to_numpy(x) for x in (video, video_mask, query, query_mask)]
         if self.check:
-            from tdfast.model.inputs import check_inputs
+            from tdfast.retrieval.inputs import check_inputs
 
             check_inputs(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays), self.config)
         feed = {n: np.ascontiguousarray(a, dtype=self._dtypes[n]) if self._dtypes[n] != np.bool_

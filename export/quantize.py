@@ -4,7 +4,7 @@
   quantized per row (token) at run time, so the integer sums are exact on every x86 CPU
   (``tdfast.export.int8_rows``); the CPU variant. Not held to the fp32 tolerance: it is
   judged by top-1 moment agreement with fp32, measured by ``tdfast bench --int8``
-  (``tdfast.bench.int8``).
+  (``tdfast.benchmarks.int8``).
 - ``convert_fp16``: fp16 weights and activations with float32 graph I/O, for
   GPUs (CUDA execution provider); held to the fp16 tolerance (1e-2).
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError, InputError
 
 
@@ -81,10 +81,10 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path,
                   keep_fp32: tuple[str, ...] = INT8_KEEP_FP32) -> Path:
     """fp32 ONNX -> int8 ONNX at ``out_path`` (atomic write), scheme ``INT8_SCHEME``.
 
-    MatMuls with a constant weight become ``MatMulInteger`` with per-output-channel int8
-    weights and activations quantized per row at run time (``tdfast.export.int8_rows``: a
-    pair's answer does not depend on its batch mates, and the integer sums are the same on
-    AVX2, AVX-512 and VNNI). Attention score/value MatMuls (no constant weight) and every
+    MatMuls with a constant weight become integer GEMMs (``MatMulIntegerToFloat``) with
+    7-bit per-output-channel weights and 8-bit activations quantized per row at run time
+    (``tdfast.export.int8_rows``: a pair's answer does not depend on its batch mates, and
+    the integer sums are the same on AVX2, AVX-512 and VNNI). Attention score/value MatMuls (no constant weight) and every
     layer of the ``keep_fp32`` modules stay fp32.
     """
     import onnx

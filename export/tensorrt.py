@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import BackendUnavailableError, InputError
-from tdfast.export.options import DEFAULT_MAX_BATCH, DEFAULT_PRECISION, PRECISIONS
+from tdfast.defaults import MAX_BATCH
+from tdfast.export.options import DEFAULT_PRECISION, PRECISIONS
 from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, check_max_batch
 
 INSTALL_HINT = ("TensorRT is not installed: pip install tensorrt (NVIDIA's wheel, needs a CUDA GPU "
@@ -42,7 +43,7 @@ def sidecar_path(engine_path: str | Path) -> Path:
     return Path(str(engine_path) + ".json")
 
 
-def profile_shapes(config, max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int | None = None
+def profile_shapes(config, max_batch: int = MAX_BATCH, opt_batch: int | None = None
                    ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """(min, opt, max) shape of every input for the optimization profile."""
     check_max_batch(max_batch)
@@ -57,7 +58,7 @@ def profile_shapes(config, max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int | 
     }
 
 
-def check_build_options(precision: str = DEFAULT_PRECISION, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+def check_build_options(precision: str = DEFAULT_PRECISION, max_batch: int = MAX_BATCH) -> None:
     """InputError for a precision or max batch the builder can't use (checked before any
     export work, so a bad flag never costs an ONNX export first)."""
     if precision not in PRECISIONS:
@@ -78,7 +79,7 @@ def check_in_profile(name: str, shape: tuple[int, ...], profile: dict | None) ->
 
 
 def build_tensorrt_engine(onnx_path: str | Path, out_path: str | Path, precision: str = DEFAULT_PRECISION,
-                          max_batch: int = DEFAULT_MAX_BATCH, opt_batch: int | None = None,
+                          max_batch: int = MAX_BATCH, opt_batch: int | None = None,
                           workspace_gib: float = 4.0, timing_cache: str | Path | None = None,
                           log=print) -> Path:
     """Build ``out_path`` (serialized engine, atomic write) from an ONNX export.
@@ -175,7 +176,7 @@ class TrtRunner:
         raw = [x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
                for x in (video, video_mask, query, query_mask)]
         if self.check:
-            from tdfast.model.inputs import check_inputs
+            from tdfast.retrieval.inputs import check_inputs
 
             check_inputs(*raw, self.config)
         for name, x in zip(INPUT_NAMES, raw):  # outside the profile TensorRT would fail opaquely

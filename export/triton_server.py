@@ -20,11 +20,12 @@ from pathlib import Path
 
 from torch import nn
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.export.onnx_export import ONNX_NAME, export_onnx
 from tdfast.export.triton_config import format_model_config, model_config_class
-from tdfast.export.options import DEFAULT_MAX_BATCH, DEFAULT_MODEL_NAME
+from tdfast.defaults import MAX_BATCH
+from tdfast.export.options import DEFAULT_MODEL_NAME
 from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, check_max_batch
 
 _ONNX_TO_TRITON = {1: "TYPE_FP32", 9: "TYPE_BOOL", 10: "TYPE_FP16", 6: "TYPE_INT32", 7: "TYPE_INT64",
@@ -91,7 +92,7 @@ def make_model_config(onnx_path: str | Path, model_name: str, max_batch_size: in
 
 def write_triton_repository(ckpt_or_onnx: nn.Module | str | Path, out_dir: str | Path,
                             model_name: str = DEFAULT_MODEL_NAME, version: int = 1,
-                            max_batch_size: int = DEFAULT_MAX_BATCH, preferred_batch_sizes: Sequence[int] | None = None,
+                            max_batch_size: int = MAX_BATCH, preferred_batch_sizes: Sequence[int] | None = None,
                             max_queue_delay_us: int = 2000, instance_count: int = 1,
                             kind: str = "auto", verify: bool = True, log=print,
                             opset: int | None = None, exporter: str = "dynamo") -> Path:

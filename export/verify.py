@@ -165,7 +165,7 @@ def verify_runner(run: Callable[..., dict], model: nn.Module, shapes: Sequence[S
     raises ``ExportVerificationError`` with the whole table when any row fails; otherwise
     just returns the rows (for lossy variants such as int8).
     """
-    from tdfast.model.inputs import check_inputs
+    from tdfast.retrieval.inputs import check_inputs
 
     rows, exact = [], None  # the float64 copy, made once when a first shape needs it
     for i, shape in enumerate(shapes or default_shapes(model.config)):

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
+from tdfast.model.tddetr import OUTPUT_NAMES  # noqa: F401  (tdfast.export.OUTPUT_NAMES)
 
 INPUT_NAMES = ("video", "video_mask", "query", "query_mask")
-OUTPUT_NAMES = ("pred_spans", "pred_logits", "saliency_scores")
 
 
 

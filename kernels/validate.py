@@ -4,7 +4,7 @@ A kernel does not bounds-check: a wrong shape or a transposed view would read ga
 Every such case is an ``InputError`` naming the argument, the expected value and the value
 seen. Only metadata is read (shapes, dtypes, strides, devices): no check looks at tensor
 values, so the launcher never syncs a GPU and the model stays capturable in a CUDA graph.
-A text row with no real token is the API boundary's business (``tdfast.model.inputs.
+A text row with no real token is the API boundary's business (``tdfast.retrieval.inputs.
 check_inputs`` rejects it); the kernel's finite mask would average such a row's padding.
 """
 from __future__ import annotations

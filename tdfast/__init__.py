@@ -13,17 +13,18 @@ from tdfast.lazy import lazy_getattr
 __version__ = "0.1.0"
 
 _LAZY = {  # public name -> module that defines it
-    "Prediction": "tdfast.model",
-    "Retriever": "tdfast.api",
+    "Prediction": "tdfast.retrieval.postprocess",
+    "Retriever": "tdfast.retrieval.retriever",
     "TDDETR": "tdfast.model",
     "TDDETRConfig": "tdfast.model",
     "convert_official": "tdfast.convert",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
-    from tdfast.api import Retriever
+    from tdfast.retrieval.retriever import Retriever
     from tdfast.convert import convert_official
-    from tdfast.model import TDDETR, Prediction, TDDETRConfig
+    from tdfast.model import TDDETR, TDDETRConfig
+    from tdfast.retrieval.postprocess import Prediction
 
 __all__ = ["BackendUnavailableError", "InputError", "Prediction", "Retriever", "TDDETR",
            "TDDETRConfig", "__version__", "convert_official"]

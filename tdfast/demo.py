@@ -106,7 +106,7 @@ def compare_backends(ckpt: Path, backends: tuple[str, ...], videos: list, querie
     Returns (retrievers that could run, parity per backend). Spans, scores and saliency
     are compared at top_k = num_queries, so the ranking of every moment counts.
     """
-    from tdfast.api import Retriever
+    from tdfast.retrieval.retriever import Retriever
 
     ref = Retriever.from_pretrained(ckpt, backend="eager")
     top_k = ref.config.num_queries
@@ -153,13 +153,13 @@ def run_demo(options: DemoOptions, log: Callable[[str], None] = print) -> DemoRe
 
 
 def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
-    from tdfast.bench import format_table, latency_table
-    from tdfast.checkpoint import atomic_write_bytes
+    from tdfast.benchmarks import format_table, latency_table
+    from tdfast.atomic import atomic_write_bytes
     from tdfast.data.annotations import load_annotations
     from tdfast.data.features import FeatureStore
     from tdfast.data.synthetic import make_synthetic_dataset
     from tdfast.export import ensure_export
-    from tdfast.training import RunConfig, train
+    from tdfast.training import RunConfig, TrainData, TrainOptions, train
 
     options.validate()
     out = Path(options.out_dir)
@@ -175,8 +175,10 @@ def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
     log(f"[2/5] train the tiny preset for {options.epochs} epochs (--set {' '.join(TRAIN_OVERRIDES)})")
     run = RunConfig.from_name("tiny").override(list(TRAIN_OVERRIDES))
     ckpt = out / "checkpoint"
-    result = train(run.model, ds.train, ds.val, ds.video_dirs, ds.text_dir, ckpt, training=run.training,
-                   epochs=options.epochs, seed=options.seed, progress=options.progress, eval_before=True)
+    result = train(run,
+                   TrainData(ds.train, ds.val, ds.video_dirs, ds.text_dir),
+                   TrainOptions(ckpt, epochs=options.epochs, seed=options.seed, progress=options.progress,
+                                eval_before=True))
     before, after = shown(result.initial_metrics), shown(result.best_metrics)
     log(metrics_table(before, after))
     log(f"  best epoch {result.best_epoch} of {result.epochs}; checkpoint {ckpt}")
@@ -223,7 +225,7 @@ def retrieval_examples(retriever, anns, videos, queries, log: Callable[[str], No
 def score_val(retriever, ds, out: Path, log: Callable[[str], None]) -> tuple[Path, dict]:
     """``tdfast predict`` + ``tdfast eval`` of the val split, as a user would run them."""
     from tdfast.eval import eval_submission, load_jsonl
-    from tdfast.predict_jsonl import predict_jsonl
+    from tdfast.retrieval.files import predict_jsonl
 
     predict_jsonl(retriever, ds.val, ds.video_dirs, ds.text_dir, out, top_k=10)
     metrics = shown(eval_submission(load_jsonl(out), load_jsonl(ds.val))["brief"])

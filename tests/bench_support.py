@@ -1,4 +1,4 @@
-"""A small valid ``predict`` record for the tdfast.bench tests (numbers chosen by hand)."""
+"""A small valid ``predict`` record for the tdfast.benchmarks tests (numbers chosen by hand)."""
 from __future__ import annotations
 
 import copy

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tdfast import BackendUnavailableError, Retriever, TDDETR, TDDETRConfig
-from tdfast.backends import BACKENDS
+from tdfast.retrieval.backends import BACKENDS
 
 C = TDDETRConfig.from_name("tiny")
 # One bucket (L 16, M 8) and batch bucket 4, so `compile` builds a single graph.

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from tdfast import Retriever, TDDETR, TDDETRConfig
-from tdfast.api import CPU_ACTIVATION_BUDGET, MAX_DEFAULT_BATCH, default_batch_size
-from tdfast.batching import batch_bucket, bucket_of, length_buckets, pad_items, plan_chunks
+from tdfast.defaults import MAX_BATCH
+from tdfast.retrieval.retriever import CPU_ACTIVATION_BUDGET, default_batch_size
+from tdfast.retrieval.batching import batch_bucket, bucket_of, length_buckets, pad_items, plan_chunks
 
 C = TDDETRConfig.from_name("tiny")  # max_video_len 32, max_query_len 16
 
@@ -99,7 +100,7 @@ def test_default_batch_size_keeps_the_ffn_activation_within_the_cpu_budget():
     would not; the tiny preset's 12 KiB per pair is capped at 32; CUDA always gets 32."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert default_batch_size(TDDETRConfig.from_name("qvhighlights"), cpu) == 8
-    assert default_batch_size(C, cpu) == MAX_DEFAULT_BATCH == 32
+    assert default_batch_size(C, cpu) == MAX_BATCH == 32
     assert default_batch_size(TDDETRConfig.from_name("qvhighlights"), cuda) == 32
     huge = TDDETRConfig.from_name("tiny", ffn_dim=CPU_ACTIVATION_BUDGET // 4)  # one pair overflows
     assert default_batch_size(huge, cpu) == 1
@@ -132,7 +133,7 @@ def test_default_batch_size_cuts_calls_and_keeps_the_answers():
 def test_gpu_batches_are_built_in_pinned_memory(monkeypatch):
     """CPU inputs, CUDA Retriever: the padded batch is page-locked (so the non_blocking copy is
     asynchronous) and the answer equals the CPU Retriever's."""
-    import tdfast.api as api
+    import tdfast.retrieval.retriever as api
 
     torch.manual_seed(0)
     model = TDDETR(C).eval()

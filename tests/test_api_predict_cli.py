@@ -11,7 +11,7 @@ from tdfast import TDDETR, TDDETRConfig
 from tdfast.cli import main
 from tdfast.data import MomentDataset, collate, make_synthetic_dataset
 from tdfast.eval import eval_submission, load_jsonl
-from tdfast.model.postprocess import postprocess
+from tdfast.retrieval.postprocess import postprocess
 
 C = TDDETRConfig.from_name("tiny")  # video_dim 64 = 48 + 16 (two feature dirs), text_dim 32
 
@@ -136,10 +136,10 @@ def test_physical_cores_counts_cores_not_hyperthreads(monkeypatch, tmp_path):
 
 
 def test_bench_int8_metric_change_scores_both_variants_like_tdfast_eval(data):
-    """``tdfast.bench.int8.int8_metric_change`` on two different models: each side's val
+    """``tdfast.benchmarks.int8.int8_metric_change`` on two different models: each side's val
     metrics are the reference path's, and the loss is their difference."""
     from tdfast import Retriever
-    from tdfast.bench.int8 import QUALITY_METRICS, int8_metric_change
+    from tdfast.benchmarks.int8 import QUALITY_METRICS, int8_metric_change
 
     ds, model, _ = data
     torch.manual_seed(1)

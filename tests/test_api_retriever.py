@@ -8,7 +8,7 @@ import torch
 
 from tdfast import Retriever, TDDETR, TDDETRConfig
 from tdfast.data.features import l2_normalize, prepare_query, prepare_video
-from tdfast.model.postprocess import postprocess
+from tdfast.retrieval.postprocess import postprocess
 
 C = TDDETRConfig.from_name("tiny")
 VIDEO_LENS = (3, 17, 32, 9, 30, 1)  # buckets 16, 32, 32, 16, 32, 16

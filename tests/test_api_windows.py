@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from tdfast import Retriever, TDDETR, TDDETRConfig
-from tdfast.model.postprocess import Prediction, select_moments
-from tdfast.windows import merge_windows, plan_windows, stitch_saliency
+from tdfast.retrieval.postprocess import Prediction, select_moments
+from tdfast.retrieval.windows import merge_windows, plan_windows, stitch_saliency
 
 C = TDDETRConfig.from_name("tiny")  # max_video_len 32, clip_len 2 s
 
@@ -135,7 +135,7 @@ def test_window_merge_equals_full_nms_and_stays_linear_in_candidates():
     stopping at top k, gives the same moments."""
     import time
 
-    from tdfast.windows import nms_top_k
+    from tdfast.retrieval.windows import nms_top_k
 
     rng = np.random.default_rng(0)
     starts = rng.uniform(0, 900, 3000)
@@ -155,7 +155,7 @@ def test_window_merge_equals_full_nms_and_stays_linear_in_candidates():
 
 def test_too_many_windows_is_an_input_error_naming_the_stride():
     from tdfast.errors import InputError
-    from tdfast.windows import MAX_WINDOWS
+    from tdfast.retrieval.windows import MAX_WINDOWS
 
     with pytest.raises(InputError, match=rf"window_stride: 1 clips.*10000 clips into 9969 windows.*at most "
                                          rf"{MAX_WINDOWS}.*window_stride >= 10"):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from tdfast.bench.matrix import CPU_TRITON
-from tdfast.bench.record import read_record
-from tdfast.bench.roofline import flops_per_pair
+from tdfast.benchmarks.matrix import CPU_TRITON
+from tdfast.benchmarks.record import read_record
+from tdfast.benchmarks.roofline import flops_per_pair
 from tdfast.cli import main
 from tdfast.export.tensorrt import INSTALL_HINT as TRT_INSTALL_HINT
 
@@ -59,7 +59,7 @@ def test_bench_plot_is_a_png_of_the_expected_size(bench_run):
     _, out, _, _ = bench_run
     import matplotlib.image
 
-    from tdfast.bench.plot import main as plot_main
+    from tdfast.benchmarks.plot import main as plot_main
 
     assert plot_main([str(out / "r.json")]) == 0  # later, from the saved record: r.png
     assert plot_main([str(out / "missing.json")]) == 2  # a clear error, not a traceback
@@ -116,7 +116,7 @@ def test_budget_is_a_limit_on_each_cells_timed_rounds():
     estimate ran all its rounds whatever the budget."""
     import time
 
-    from tdfast.bench.timing import interleaved_rounds
+    from tdfast.benchmarks.timing import interleaved_rounds
 
     calls = {"slow": lambda: time.sleep(0.05), "fast": lambda: None}
     start = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tdfast.bench.int8 import int8_agreement
+from tdfast.benchmarks.int8 import int8_agreement
 
 
 class _Fixed:
@@ -52,14 +52,14 @@ def test_bench_trains_with_its_recipe_and_train_lr_wins(tmp_path, monkeypatch, t
     replaces only the learning rate."""
     import tdfast.training as training_api
     from tdfast import TDDETR
-    from tdfast.bench.matrix import BenchSpec, prepare_checkpoint
+    from tdfast.benchmarks.matrix import BenchSpec, prepare_checkpoint
     from tdfast.training import TrainConfig
 
     seen = {}
 
-    def fake_train(config, train_ann, val_ann, video_dirs, text_dir, out_dir, *, training, epochs, **kw):
-        seen.update(training=training, epochs=epochs)
-        TDDETR(config).save_pretrained(out_dir)
+    def fake_train(run, data, options):
+        seen.update(training=run.training, epochs=options.epochs)
+        TDDETR(run.model).save_pretrained(options.out_dir)
 
     monkeypatch.setattr(training_api, "train", fake_train)
     spec = BenchSpec(preset="tiny", int8=True, train_epochs=2, train_lr=train_lr, train_videos=4, val_videos=2)
@@ -79,7 +79,7 @@ def test_runtime_isa_names_the_int8_kernels_this_cpu_runs():
     (host AVX-512, process without it) the record says emulated."""
     import platform
 
-    from tdfast.bench.machine import cpu_flags, runtime_isa
+    from tdfast.benchmarks.machine import cpu_flags, runtime_isa
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("x86 instruction sets only")

@@ -1,10 +1,10 @@
-"""tdfast.bench.profile: op categories, per-forward arithmetic, warm-up runs left out."""
+"""tdfast.benchmarks.profile: op categories, per-forward arithmetic, warm-up runs left out."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from tdfast.bench.profile import categorize, markdown, profile_ort, profile_torch, summarize
+from tdfast.benchmarks.profile import categorize, markdown, profile_ort, profile_torch, summarize
 
 
 @pytest.mark.parametrize("name, cat", [
@@ -64,7 +64,7 @@ def test_ort_profile_leaves_out_the_warmup_runs(tmp_path):
 
 
 def test_linear_shapes_and_their_flop_weighted_rate():
-    from tdfast.bench.profile import gemm_efficiency, linear_shapes
+    from tdfast.benchmarks.profile import gemm_efficiency, linear_shapes
 
     net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
                               torch.nn.Linear(16, 16)).eval()

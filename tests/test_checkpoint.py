@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from tdfast import InputError, TDDETR, TDDETRConfig
-from tdfast.checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_dir, save_checkpoint_dir
+from tdfast.atomic import atomic_write_dir
+from tdfast.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, save_checkpoint_dir
 
 from conftest import random_batch
 
@@ -110,7 +111,7 @@ def test_save_pretrained_into_a_file_is_an_error(tmp_path):
 
 def test_written_files_get_the_umask_permissions(tmp_path):
     """mkstemp made every atomically written file 0600 whatever the umask."""
-    from tdfast.checkpoint import atomic_write_bytes
+    from tdfast.atomic import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

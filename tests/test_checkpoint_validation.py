@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tdfast import InputError, TDDETR, TDDETRConfig
-from tdfast.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from tdfast.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 
 @pytest.fixture()

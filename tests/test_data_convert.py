@@ -6,7 +6,7 @@ import json
 import pytest
 
 from tdfast.data import load_annotations
-from tdfast.data.convert import convert_charades, convert_tacos
+from tdfast.data.charades_tacos import convert_charades, convert_tacos
 from tdfast.errors import InputError
 
 CHARADES = """AO8RW 0.0 6.9##a person is putting a book on a shelf.

@@ -128,7 +128,7 @@ def test_cli_charades_mode_and_errors(tmp_path, capsys):
     assert main(argv) == 0
     assert capsys.readouterr().out == dumps(eval_charades(preds(qids=[0, 1]), GTS[:2])) + "\n"
     assert main(["eval", "--submission", str(tmp_path / "missing.jsonl"), "--gt", str(gt_path)]) == 2
-    assert "missing.jsonl: cannot read the jsonl file" in capsys.readouterr().err
+    assert f"tdfast eval: error: jsonl: file {str(tmp_path / 'missing.jsonl')!r} not found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("duration", [1e15, 1e300])
@@ -141,3 +141,26 @@ def test_absurd_gt_duration_is_an_error_naming_file_and_line(tmp_path, capsys, d
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"tdfast eval: error: {gt_path}:2: duration {duration!r} s") and "\n" not in err
     assert "at most 10000 clips" in err
+
+
+def test_line_separators_inside_a_string_split_no_line(tmp_path, capsys):
+    """U+2028, U+0085 and U+001C are legal unescaped inside a JSON string; the annotation
+    loader and the evaluator read the file alike (they once split lines differently, so
+    ``tdfast eval --gt`` and ``train --val`` rejected a file training loaded)."""
+    from tdfast.data.annotations import load_annotations
+
+    odd = "a man\u2028talks\u0085to\x1ca dog"
+    records = [{**g, "query": odd if i == 1 else "q", "vid": f"v{i}"} for i, g in enumerate(GTS)]
+    gt_path = tmp_path / "gt.jsonl"
+    gt_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    loaded = load_jsonl(gt_path)
+    assert [r["query"] for r in loaded] == [r["query"] for r in records]
+    assert loaded.lines == [1, 2, 3]
+    assert [a.query for a in load_annotations(gt_path)] == [r["query"] for r in records]
+    assert [a.source for a in load_annotations(gt_path)] == [f"{gt_path}:{n}" for n in (1, 2, 3)]
+    sub_path = write_jsonl(tmp_path / "sub.jsonl", preds())
+    assert main(["eval", "--submission", str(sub_path), "--gt", str(gt_path)]) == 0
+    assert capsys.readouterr().out == dumps(eval_submission(preds(), records)) + "\n"
+    gt_path.write_text(gt_path.read_text(encoding="utf-8") + "{\"qid\": 9,\n", encoding="utf-8")
+    with pytest.raises(InputError, match=re.escape(f"{gt_path}:4: expected one JSON object per line")):
+        load_jsonl(gt_path)

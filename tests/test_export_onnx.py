@@ -93,7 +93,7 @@ def test_extreme_shapes_and_numeric_masks(tiny):
 def test_onnxruntime_backend_passes_tensors_without_copies(tiny, monkeypatch):
     """The Retriever's ONNX Runtime path hands ORT numpy views of its padded torch tensors and
     returns ORT's arrays as torch views: torch -> numpy -> torch copies nothing."""
-    from tdfast.backends import ArrayRunner
+    from tdfast.retrieval.backends import ArrayRunner
 
     model, path = tiny
     runner = OrtRunner(path, check=False)

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from tdfast.cli import main as cli_main
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.errors import InputError
-from tdfast.fidelity import ablation
-from tdfast.fidelity.ablation import PAPER_ALPHAS, Row, parse_seeds, parse_values, plan_rows, run_ablation
-from tdfast.fidelity.summary import markdown, mean_std, summarize
+from tdfast.experiments import ablation
+from tdfast.experiments.ablation import PAPER_ALPHAS, Row, parse_seeds, parse_values, plan_rows, run_ablation
+from tdfast.experiments.summary import markdown, mean_std, summarize
 from tdfast.training import RunConfig
 from tdfast.model.tddetr import TDDETR
 from tdfast.training.rng import seed_everything
@@ -77,7 +77,7 @@ def test_mean_std_and_summary_by_hand():
                 "analysis": {"val": {"normal": metrics, "masked": {**metrics, "MR-full-R1@0.5": r1 / 2}}}}
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("tdfast.fidelity.summary.TABLE2_KEYS", ("MR-full-R1@0.5", "HL-min-VeryGood-mAP"))
+        mp.setattr("tdfast.experiments.summary.TABLE2_KEYS", ("MR-full-R1@0.5", "HL-min-VeryGood-mAP"))
         table = summarize([result(0, 60.0), result(1, 70.0)])
     (row,) = table
     assert row["seeds"] == [0, 1] and row["train_seconds"] == 15.0

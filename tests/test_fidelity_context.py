@@ -8,9 +8,9 @@ import torch
 
 from fidelity_support import one_thread  # noqa: F401
 from tdfast.data.synthetic import make_synthetic_dataset
-from tdfast.fidelity.branches import clip_kinds, zero_branches
-from tdfast.fidelity.shortcut import shift_table
-from tdfast.fidelity.vsdc_audit import audit_batches
+from tdfast.experiments.branches import clip_kinds, zero_branches
+from tdfast.experiments.shortcut import shift_table
+from tdfast.experiments.vsdc_audit import audit_batches
 from tdfast.model.config import TDDETRConfig
 from tdfast.training.config import RunConfig
 from tdfast.model.tddetr import TDDETR

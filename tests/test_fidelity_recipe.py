@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from tdfast.data.annotations import load_annotations
 from tdfast.data.features import FeatureStore, read_npz_array
 from tdfast.eval import eval_charades, eval_submission, load_jsonl
-from tdfast.fidelity import ablation
-from tdfast.fidelity.metrics import TABLE2_KEYS
-from tdfast.fidelity.recipe import (CHARADES_RECIPE, QVH_ABLATE_RECIPE, QVH_RECIPE, commands, run_recipe,
+from tdfast.experiments import ablation
+from tdfast.experiments.metrics import TABLE2_KEYS
+from tdfast.experiments.recipe import (CHARADES_RECIPE, QVH_ABLATE_RECIPE, QVH_RECIPE, commands, run_recipe,
                                     write_standin)
 from tdfast.model.config import TDDETRConfig
 from tdfast.training import RunConfig

@@ -11,9 +11,9 @@ from tdfast.data.annotations import load_annotations
 from tdfast.data.features import FeatureStore, read_npz_array
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.errors import InputError
-from tdfast.fidelity import shortcut
+from tdfast.experiments import shortcut
 from tdfast.model.config import TDDETRConfig
-from tdfast.model.postprocess import Prediction
+from tdfast.retrieval.postprocess import Prediction
 
 SIZES = dict(num_train=30, num_val=12, num_test=12)
 
@@ -103,7 +103,7 @@ def test_decoy_hits_by_hand(shifted, monkeypatch):
     n = len(anns)
     for answers, expected in ((decoy, (0.0, 100.0)), (gt, (100.0, 0.0)),
                               (mixed, (round(100 * third / n, 2), round(100 * (n - third) / n, 2)))):
-        monkeypatch.setattr("tdfast.api.Retriever.from_pretrained", lambda *a, **k: _Lookup(config, answers))
+        monkeypatch.setattr("tdfast.retrieval.retriever.Retriever.from_pretrained", lambda *a, **k: _Lookup(config, answers))
         hits = shortcut.decoy_hits("ckpt", shifted.test, shifted.meta, shifted.video_dirs, shifted.text_dir)
         assert (hits["top1_on_gt"], hits["top1_near_decoy"]) == expected
         assert hits["queries"] == n

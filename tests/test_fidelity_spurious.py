@@ -13,10 +13,10 @@ from tdfast.cli import main as cli_main
 from tdfast.data.annotations import Annotation, load_annotations, write_annotations
 from tdfast.data.features import FeatureStore, write_npz
 from tdfast.errors import InputError
-from tdfast.fidelity import gt_clip_mask, spurious_analysis, table2_metrics, top1_giou_loss, zero_gt_clips
-from tdfast.fidelity.spurious import predict_split
+from tdfast.experiments import gt_clip_mask, spurious_analysis, table2_metrics, top1_giou_loss, zero_gt_clips
+from tdfast.experiments.spurious import predict_split
 from tdfast.model.config import TDDETRConfig
-from tdfast.model.postprocess import Prediction
+from tdfast.retrieval.postprocess import Prediction
 from tdfast.model.tddetr import TDDETR
 
 

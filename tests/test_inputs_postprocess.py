@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tdfast import InputError, TDDETRConfig
-from tdfast.model import check_inputs
-from tdfast.model.postprocess import postprocess
-from tdfast.model.postprocess import temporal_nms
+from tdfast.retrieval import check_inputs
+from tdfast.retrieval.postprocess import postprocess
+from tdfast.retrieval.postprocess import temporal_nms
 
 from conftest import assert_names, random_batch
 

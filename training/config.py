@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tdfast.errors import InputError
-from tdfast.model.config import EVAL_PROTOCOLS, ConfigBase, TDDETRConfig, check_unit_interval, parse_assignments
+from tdfast.eval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from tdfast.model.config import ConfigBase, TDDETRConfig, check_unit_interval, parse_assignments
 
 
 @dataclass
@@ -18,7 +19,7 @@ class TrainConfig(ConfigBase):
     """Training settings. Presets: ``TrainConfig.from_name(name)``; the official values are in
     docs/training.md."""
 
-    PART = "train"
+    PART = "training"
     # TD-DETR's training-side switches (paper Table 4 rows: with use_tdem of the network)
     use_vsdc: bool = True
     use_negative_pair: bool = True
@@ -35,9 +36,10 @@ class TrainConfig(ConfigBase):
     lr_drop: int = 400  # epoch of the 10x LR drop
     grad_clip: float = 0.1
     early_stop_patience: int = 10  # epochs without gain in the val selection metric; 0 = never stop
-    # per-epoch validation: "qvhighlights" (official QVHighlights metrics, best by MR-full-mAP) or
-    # "charades" (Charades-STA / TACoS R1@{0.3,0.5,0.7} and mIoU, best by R1@0.5 then mIoU)
-    eval_protocol: str = "qvhighlights"
+    # per-epoch validation (tdfast.eval.protocols): "qvhighlights" (official QVHighlights metrics,
+    # best by MR-full-mAP) or "charades" (Charades-STA / TACoS R1@{0.3,0.5,0.7} and mIoU, best by
+    # R1@0.5 then mIoU)
+    eval_protocol: str = DEFAULT_PROTOCOL
     # loss / matching coefficients (the matcher uses the same ones)
     aux_loss: bool = True  # the moment losses on every decoder layer, not just the last
     w_span_l1: float = 10.0
@@ -59,8 +61,8 @@ class TrainConfig(ConfigBase):
         check_unit_interval(self, ("alpha",))
         if self.lr < 0:  # 0 is allowed: a frozen run (tests of early stopping use it)
             raise InputError(f"config.lr: expected a learning rate >= 0, got {self.lr!r}")
-        if self.eval_protocol not in EVAL_PROTOCOLS:
-            raise InputError(f"config.eval_protocol: expected one of {list(EVAL_PROTOCOLS)}, "
+        if self.eval_protocol not in PROTOCOLS:
+            raise InputError(f"config.eval_protocol: expected one of {list(PROTOCOLS)}, "
                              f"got {self.eval_protocol!r}")
 
 
@@ -100,8 +102,8 @@ class RunConfig:
         pairs = parse_assignments(assignments)
         _check_known(dict(pairs))
         mine = {part: [f"{k}={v}" for k, v in pairs if k in cls.field_names()]
-                for part, cls in (("model", TDDETRConfig), ("train", TrainConfig))}
-        return RunConfig(self.model.override(mine["model"]), self.training.override(mine["train"]))
+                for part, cls in (("model", TDDETRConfig), ("training", TrainConfig))}
+        return RunConfig(self.model.override(mine["model"]), self.training.override(mine["training"]))
 
 
 def _check_known(keys: Any) -> None:

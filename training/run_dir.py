@@ -2,7 +2,7 @@
 
 Layout of ``--out RUN``::
 
-    RUN/config.json, RUN/model.safetensors   best weights (validate.PROTOCOLS): TDDETR.from_pretrained(RUN)
+    RUN/config.json, RUN/model.safetensors   best weights (tdfast.eval.protocols): TDDETR.from_pretrained(RUN)
     RUN/best_metrics.json                     val metrics of those weights (official structure)
     RUN/best_val_preds.jsonl                  their val predictions (submission format)
     RUN/last/                                 newest checkpoint + train_state.pt, for --resume
@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tdfast.atomic import clean_stale
-from tdfast.checkpoint import (CONFIG_NAME, TRAIN_STATE_NAME, WEIGHTS_NAME, atomic_write_bytes,
-                               fsync_file, save_checkpoint_dir, write_checkpoint_files)
+from tdfast.atomic import atomic_write_bytes, clean_stale, fsync_file
+from tdfast.model.checkpoint import (CONFIG_NAME, TRAIN_STATE_NAME, WEIGHTS_NAME, save_checkpoint_dir,
+                                     write_checkpoint_files)
 from tdfast.errors import InputError
 
 if TYPE_CHECKING:

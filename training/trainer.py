@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from tdfast.data.collate import make_loader
 from tdfast.data.dataset import MomentDataset
+from tdfast.devices import DTYPES, SHORT_DTYPE_NAMES
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 from tdfast.model.tddetr import TDDETR
@@ -26,7 +27,7 @@ from tdfast.training.rng import batch_generator, capture_rng, restore_rng, seed_
 from tdfast.training.validate import selection_score, validate
 from tdfast.training.wrapper import TrainingModel
 
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp32: no autocast
+AUTOCAST_DTYPES = {n: None if DTYPES[n] is torch.float32 else DTYPES[n] for n in SHORT_DTYPE_NAMES}  # fp32: no autocast
 # Fields that may change when resuming (how long to go on), unlike the model and the recipe.
 RESUMABLE_CHANGES = ("epochs", "early_stop_patience")
 
@@ -258,7 +259,7 @@ class Trainer:
         """Load weights, optimizer, scheduler, RNG and counters from a ``last/`` checkpoint."""
         from safetensors.torch import load_file
 
-        from tdfast.checkpoint import WEIGHTS_NAME, load_config
+        from tdfast.model.checkpoint import WEIGHTS_NAME, load_config
 
         state = run_dir.load_train_state(ckpt)
         saved = {**load_config(ckpt).to_dict(), **run_dir.training_config(state, ckpt).to_dict()}

@@ -1,13 +1,11 @@
 """Per-epoch validation: predictions in the submission format, scored by ``tdfast.eval``."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
-from tdfast.eval import eval_charades, eval_submission
+from tdfast.eval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 from tdfast.model.tddetr import TDDETR
 
 if TYPE_CHECKING:
@@ -19,8 +17,8 @@ def predict_submission(model: TDDETR, dataset: "MomentDataset", device: torch.de
     """``model``'s submission records for every query of ``dataset``, through the same path
     as ``tdfast predict`` (``Retriever`` on the eager backend, fp32; all ``num_queries``
     moments per query, ranked). The model is put back in its training mode afterwards."""
-    from tdfast.api import Retriever
-    from tdfast.predict_jsonl import predict_annotations
+    from tdfast.retrieval.retriever import Retriever
+    from tdfast.retrieval.files import predict_annotations
 
     was_training = model.training
     try:
@@ -37,25 +35,8 @@ def predict_submission(model: TDDETR, dataset: "MomentDataset", device: torch.de
     return records
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """How validation scores a split: ``evaluate`` (submission, ground truth) -> metrics with a
-    ``brief`` dict; ``select``: the ``brief`` keys best-checkpoint selection maximizes, compared
-    in order (later keys break ties); ``highlights``: whether it scores saliency predictions."""
-
-    evaluate: Callable[[list[dict], list[dict]], dict]
-    select: tuple[str, ...]
-    highlights: bool
-
-
-PROTOCOLS = {  # TrainConfig.eval_protocol -> Protocol; QVHighlights selects by the paper's main number
-    "qvhighlights": Protocol(eval_submission, ("MR-full-mAP",), highlights=True),
-    "charades": Protocol(eval_charades, ("MR-full-R1@0.5", "MR-full-mIoU"), highlights=False),
-}
-
-
 def validate(model: TDDETR, dataset: "MomentDataset", ground_truth: list[dict],
-             device: torch.device, protocol: str = "qvhighlights") -> tuple[dict, list[dict]]:
+             device: torch.device, protocol: str = DEFAULT_PROTOCOL) -> tuple[dict, list[dict]]:
     """Metrics of ``model`` on a labelled split by ``protocol`` (``TrainConfig.eval_protocol``)
     -> (metrics, submission).
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from tdfast.model.config import PRESETS
+from tdfast.presets import PRESETS
 
 
 def register(subparsers) -> None:
@@ -37,9 +37,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tdfast.errors import InputError
-    from tdfast.fidelity.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
+    from tdfast.experiments.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
                                           run_ablation)
-    from tdfast.fidelity.summary import make_record, markdown, write_record
+    from tdfast.experiments.summary import make_record, markdown, write_record
     from tdfast.training.config import RunConfig
 
     base = RunConfig.from_name(args.preset).override(args.overrides)

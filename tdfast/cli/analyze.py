@@ -27,9 +27,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tdfast.api import Retriever
+    from tdfast.retrieval.retriever import Retriever
     from tdfast.eval import save_json
-    from tdfast.fidelity.spurious import format_report, spurious_analysis
+    from tdfast.experiments.spurious import format_report, spurious_analysis
 
     retriever = Retriever.from_pretrained(args.checkpoint, backend=args.backend, device=args.device)
     report = spurious_analysis(retriever, args.ann, args.video_feats, args.text_feats)

@@ -7,7 +7,7 @@
     tdfast bench --update-readme     # regenerate README.md's table from benchmarks/results/
 
 Prints the table (skipped backends with the reason), the GEMM peak, FLOPs per pair and
-the goals; writes the JSON record (``tdfast.bench.record``) and optionally the PNG plot.
+the goals; writes the JSON record (``tdfast.benchmarks.record``) and optionally the PNG plot.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gemm-sizes", default="1024,2048,4096",
                    help="square matmul sizes for the GEMM peak (default 1024,2048,4096)")
     p.add_argument("--train-lr", type=float,
-                   help="learning rate of that training (default 2e-4: tdfast.bench.matrix.BENCH_TRAINING)")
+                   help="learning rate of that training (default 2e-4: tdfast.benchmarks.matrix.BENCH_TRAINING)")
     add_threads_argument(p)
     p.add_argument("--max-load", type=float, help="wait before timing until the 1-min load average is "
                    "below this (shared machines)")
@@ -100,13 +100,13 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from tdfast.backends import BACKENDS as KNOWN
-    from tdfast.bench.latency import format_table
-    from tdfast.bench.matrix import BenchSpec, run_bench
-    from tdfast.bench.record import write_record
+    from tdfast.retrieval.backends import BACKENDS as KNOWN
+    from tdfast.benchmarks.latency import format_table
+    from tdfast.benchmarks.matrix import BenchSpec, run_bench
+    from tdfast.benchmarks.record import write_record
 
     if args.update_readme:
-        from tdfast.bench.readme import update_readme
+        from tdfast.benchmarks.readme import update_readme
 
         changed = update_readme()
         print("README.md: " + ("updated" if changed else "up to date"))
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_out_file("--out", args.out)
     check_out_file("--plot", args.plot)
-    from tdfast.api import DTYPES, parse_device
+    from tdfast.devices import DTYPES, parse_device
 
     dtypes = _names("--dtypes", args.dtypes, sorted(DTYPES))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,11 +143,11 @@ def run(args: argparse.Namespace) -> int:
     write_record(record, out)
     print(f"wrote {out}")
     if args.plot:
-        from tdfast.bench.plot import plot_latency, plot_title
+        from tdfast.benchmarks.plot import plot_latency, plot_title
         from tdfast.errors import BackendUnavailableError
 
         try:
             print(f"wrote {plot_latency(record['rows'], args.plot, plot_title(record))}")
         except BackendUnavailableError as e:  # the record is written; the plot can be made later
-            print(f"no plot: {e}; later: python -m tdfast.bench.plot {out} {args.plot}", file=sys.stderr)
+            print(f"no plot: {e}; later: python -m tdfast.benchmarks.plot {out} {args.plot}", file=sys.stderr)
     return 0

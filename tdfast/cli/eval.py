@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from tdfast.model.config import EVAL_PROTOCOLS
+from tdfast.eval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
                    "pred_saliency_scores)")
     p.add_argument("--gt", required=True, help="annotations jsonl (qid, relevant_windows, ...)")
     p.add_argument("--out", help="also write the metrics JSON here")
-    p.add_argument("--mode", choices=EVAL_PROTOCOLS, default=EVAL_PROTOCOLS[0],
+    p.add_argument("--mode", choices=sorted(PROTOCOLS), default=DEFAULT_PROTOCOL,
                    help="qvhighlights: mAP/R1 by length + highlight metrics; "
                    "charades: R1/R5@{0.3,0.5,0.7} and mIoU (also for TACoS)")
     p.add_argument("--allow-partial", action="store_true",

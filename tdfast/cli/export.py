@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from tdfast.cli.choices import TableKeys
-from tdfast.export.options import (DEFAULT_MAX_BATCH, DEFAULT_MODEL_NAME, DEFAULT_PRECISION, EXPORTERS,
+from tdfast.defaults import MAX_BATCH
+from tdfast.export.options import (DEFAULT_MODEL_NAME, DEFAULT_PRECISION, EXPORTERS,
                                    PRECISIONS, ExportOptions)
 
 
@@ -26,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the parity check against eager PyTorch")
     p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
                    help=f"TensorRT kernel precision (default: {DEFAULT_PRECISION})")
-    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
-                   help=f"TensorRT profile max batch / Triton max_batch_size (default: {DEFAULT_MAX_BATCH})")
+    p.add_argument("--max-batch", type=int, default=MAX_BATCH,
+                   help=f"TensorRT profile max batch / Triton max_batch_size (default: {MAX_BATCH})")
     p.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="Triton model name")
 
 

@@ -7,10 +7,11 @@ import sys
 import time
 
 from tdfast.cli.choices import TableKeys
+from tdfast.defaults import TOP_K
 from tdfast.threads import add_threads_argument, apply_threads
 
-BACKENDS = TableKeys("tdfast.backends", "BACKENDS")
-DTYPES = TableKeys("tdfast.api", "DTYPES")
+BACKENDS = TableKeys("tdfast.retrieval.backends", "BACKENDS")
+DTYPES = TableKeys("tdfast.devices", "DTYPES")
 
 
 def register(subparsers) -> None:
@@ -32,7 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--dtype", default="fp32", choices=DTYPES, metavar="DTYPE",
                    help="fp32, fp16 or bf16 (float32, float16, bfloat16 also accepted; default fp32)")
-    p.add_argument("--top-k", type=int, default=10, help="moments kept per query (default 10)")
+    p.add_argument("--top-k", type=int, default=TOP_K, help=f"moments kept per query (default {TOP_K})")
     p.add_argument("--nms-iou", type=float, default=None,
                    help="temporal NMS IoU threshold (default: no NMS, as the official evaluation)")
     p.add_argument("--batch-size", type=int, default=None,
@@ -46,8 +47,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tdfast.api import Retriever
-    from tdfast.predict_jsonl import predict_jsonl
+    from tdfast.retrieval.retriever import Retriever
+    from tdfast.retrieval.files import predict_jsonl
 
     from tdfast.cli.paths import check_out_file
 

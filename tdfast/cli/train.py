@@ -6,7 +6,7 @@ import json
 import sys
 
 from tdfast.cli.choices import TableKeys
-from tdfast.model.config import PRESETS
+from tdfast.presets import PRESETS
 from tdfast.threads import add_threads_argument, apply_threads
 
 
@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from tdfast.checkpoint import load_config
+    from tdfast.model.checkpoint import load_config
     from tdfast.errors import InputError
-    from tdfast.training import RunConfig, train
+    from tdfast.training import RunConfig, TrainData, TrainOptions, train
     from tdfast.training.run_dir import check_out, load_train_state, training_config
 
     apply_threads(args.threads)
@@ -63,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         run = RunConfig.from_name(args.preset).override(args.overrides)
     try:
-        result = train(run.model, args.train, args.val, args.video_feats, args.text_feats, args.out,
-                       training=run.training, epochs=args.epochs, seed=args.seed, progress=not args.no_progress, resume=args.resume,
-                       device=args.device, autocast=args.autocast, save_every_steps=args.save_every_steps,
-                       num_workers=args.num_workers, cache_size=args.cache_size)
+        result = train(run,
+                       TrainData(args.train, args.val, args.video_feats, args.text_feats,
+                                 cache_size=args.cache_size),
+                       TrainOptions(args.out, epochs=args.epochs, seed=args.seed,
+                                    progress=not args.no_progress, resume=args.resume, device=args.device,
+                                    autocast=args.autocast, save_every_steps=args.save_every_steps,
+                                    num_workers=args.num_workers))
     except KeyboardInterrupt:
         from tdfast.training.run_dir import last_checkpoint_note
 

@@ -17,7 +17,6 @@ such window, and Charades-STA / TACoS quirks are handled in ``convert``.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -25,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
-from tdfast.textfile import decode_utf8
+from tdfast.textfile import text_lines
 
 WINDOW_SLACK = 1e-6  # seconds a window may lie outside [0, duration] before it is an error
 REQUIRED_KEYS = ("qid", "query", "vid", "duration")
@@ -154,14 +153,8 @@ def iter_lines(path: str | os.PathLike, what: str) -> Iterator[tuple[str, int, s
     """Non-blank lines of a UTF-8 text file as (``"file:line"``, line number, text without
     newline); InputError naming ``what`` (e.g. "annotations") if the file is missing, and
     naming the file and line if it is not UTF-8."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what}: file {str(path)!r} not found")
-    text = decode_utf8(path.read_bytes(), path)
-    # StringIO with newline=None splits lines exactly as a text-mode file does.
-    for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
-        if line.strip():
-            yield f"{path}:{lineno}", lineno, line.rstrip("\n")
+    for lineno, line in text_lines(path, what):
+        yield f"{path}:{lineno}", lineno, line
 
 
 def load_annotations(path: str | os.PathLike) -> list[Annotation]:

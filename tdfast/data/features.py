@@ -15,8 +15,6 @@ the mask. Every problem raises ``InputError`` naming the file.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import io
 import os
 import zipfile
@@ -26,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 
@@ -95,11 +93,15 @@ class FeatureStore:
 
     ``cache_size``: number of video arrays kept (query arrays are small and
     cached in the same LRU); 0 disables caching. Returned arrays are
-    read-only views of the cache; copy before writing into them.
+    read-only views of the cache; copy before writing into them. ``truncate``: cut
+    videos to ``config.max_video_len`` clips (as training does); False keeps whole
+    videos for the Retriever's sliding windows. The store owns the file names
+    (``video_file``, ``query_file``): everything that writes or checks feature files asks it.
     """
 
     def __init__(self, video_dirs: Sequence[str | os.PathLike] | str | os.PathLike,
-                 text_dir: str | os.PathLike, config: TDDETRConfig, cache_size: int = 0):
+                 text_dir: str | os.PathLike, config: TDDETRConfig, cache_size: int = 0,
+                 truncate: bool = True):
         if isinstance(video_dirs, (str, os.PathLike)):
             video_dirs = [video_dirs]
         self.video_dirs = [Path(d) for d in video_dirs]
@@ -110,6 +112,7 @@ class FeatureStore:
                 raise InputError(f"feature directory {str(d)!r} not found")
         self.text_dir = Path(text_dir)
         self.config = config
+        self.truncate = truncate
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
@@ -134,31 +137,42 @@ class FeatureStore:
         """[M, text_dim] float32 token features of query ``qid`` (truncated, normalised)."""
         return self._cached(("q", str(qid)), lambda: self._load_query(qid, context))
 
+    @staticmethod
+    def video_file(directory: str | os.PathLike, vid: str) -> Path:
+        """Where video ``vid``'s features of one source live: ``<directory>/<vid>.npz``."""
+        return Path(directory) / f"{vid}.npz"
+
+    @staticmethod
+    def query_file(directory: str | os.PathLike, qid: int | str) -> Path:
+        """Where query ``qid``'s token features live: ``<directory>/qid<qid>.npz``."""
+        return Path(directory) / f"qid{qid}.npz"
+
+    def video_paths(self, vid: str) -> list[Path]:
+        """``vid``'s feature files, one per video directory, in concatenation order."""
+        return [self.video_file(d, vid) for d in self.video_dirs]
+
+    def query_path(self, qid: int | str) -> Path:
+        return self.query_file(self.text_dir, qid)
+
     def _load_video(self, vid: str, context: str) -> np.ndarray:
-        paths = [d / f"{vid}.npz" for d in self.video_dirs]
+        paths = self.video_paths(vid)
         parts = [read_npz_array(p, VIDEO_KEY, context) for p in paths]
         where = ", ".join(str(p) for p in paths) + (f" ({context})" if context else "")
-        return prepare_video(parts, self.config, where)
+        return prepare_video(parts, self.config, where, self.truncate)
 
     def _load_query(self, qid: int | str, context: str) -> np.ndarray:
-        path = self.text_dir / f"qid{qid}.npz"
+        path = self.query_path(qid)
         where = f"{path}" + (f" ({context})" if context else "")
         return prepare_query(read_npz_array(path, QUERY_KEY, context), self.config, where)
 
 
-UNTRUNCATED = 2**62  # a max_video_len that keeps whole videos (sliding windows cut them later)
-
-
-def untruncated(config: TDDETRConfig) -> TDDETRConfig:
-    """``config`` with no video length limit, for loading videos that windows will cut."""
-    return dataclasses.replace(config, max_video_len=UNTRUNCATED)
-
-
-def prepare_video(parts: Sequence[np.ndarray], config: TDDETRConfig, where: str = "video") -> np.ndarray:
-    """Per-dir [L_k, D_k] arrays -> [L, video_dim] float32: each truncated to max_video_len,
-    L2-normalised per row on its own if ``normalize_video``, cut to the shortest L_k and
-    concatenated along D in the given order. ``where`` names the source in errors."""
-    parts = [np.asarray(p, dtype=np.float32)[: config.max_video_len] for p in parts]
+def prepare_video(parts: Sequence[np.ndarray], config: TDDETRConfig, where: str = "video",
+                  truncate: bool = True) -> np.ndarray:
+    """Per-dir [L_k, D_k] arrays -> [L, video_dim] float32: each truncated to max_video_len
+    (if ``truncate``), L2-normalised per row on its own if ``normalize_video``, cut to the
+    shortest L_k and concatenated along D in the given order. ``where`` names the source in errors."""
+    limit = config.max_video_len if truncate else None
+    parts = [np.asarray(p, dtype=np.float32)[:limit] for p in parts]
     for k, p in enumerate(parts):
         if p.ndim != 2:
             raise InputError(f"{where}[{k}]: expected a 2-D (clips, features) array, got shape {p.shape}")

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.data.annotations import Annotation, write_annotations
-from tdfast.data.features import QUERY_KEY, VIDEO_KEY, write_npz
+from tdfast.data.features import QUERY_KEY, VIDEO_KEY, FeatureStore, write_npz
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 
@@ -279,9 +279,9 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec | Non
         records = []
         for v in videos:
             for d, lo, hi in zip(video_dirs, bounds[:-1], bounds[1:]):
-                write_npz(d / f"{v.vid}.npz", **{VIDEO_KEY: v.features[:, lo:hi]})
+                write_npz(FeatureStore.video_file(d, v.vid), **{VIDEO_KEY: v.features[:, lo:hi]})
             for ann, tokens, info in v.queries:
-                write_npz(text_dir / f"qid{ann.qid}.npz", **{QUERY_KEY: tokens})
+                write_npz(FeatureStore.query_file(text_dir, ann.qid), **{QUERY_KEY: tokens})
                 keep = split != "test" or spec.test_labels
                 records.append(ann if keep else replace(ann, windows=None, relevant_clip_ids=None,
                                                         saliency_scores=None))

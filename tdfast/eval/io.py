@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
-from tdfast.checkpoint import atomic_write_bytes
+from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
-from tdfast.textfile import decode_utf8
+from tdfast.textfile import text_lines
 
 
 class JsonlRecords(list):
@@ -25,22 +24,16 @@ class JsonlRecords(list):
 
 
 def load_jsonl(path: str | os.PathLike) -> list[dict]:
-    """One JSON object per line -> list of dicts. Blank lines are skipped.
+    """One JSON object per line -> list of dicts. Blank lines are skipped; lines split as
+    ``tdfast.textfile.text_lines`` splits them (as the annotation loader does).
 
     Raises InputError naming ``path:line`` for a line that is not UTF-8, not
-    valid JSON or not a JSON object, and for a missing file.
+    valid JSON or not a JSON object, and naming the file if it cannot be read.
     """
     path = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the jsonl file ({e.strerror or e})") from e
-    text = decode_utf8(data, path, hint="is this a jsonl file?")
     records: list[dict] = []
     lines: list[int] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in text_lines(path, "jsonl", hint="is this a jsonl file?"):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:

@@ -1,7 +1,6 @@
-"""TD-DETR model: config, building blocks, network, postprocessing.
+"""TD-DETR model: config, building blocks, network, checkpoint format.
 
-Names are imported on first use, so ``tdfast.model.config`` (the presets, which the CLI
-reads to build its choices) loads without PyTorch.
+Names are imported on first use, so ``tdfast.model.config`` loads without PyTorch.
 """
 from __future__ import annotations
 
@@ -9,15 +8,12 @@ from typing import TYPE_CHECKING
 
 from tdfast.lazy import lazy_getattr
 
-# (``postprocess`` is the submodule's name too, so the function is imported from it directly.)
-_LAZY = {"PRESETS": "tdfast.model.config", "TDDETRConfig": "tdfast.model.config",
-         "check_inputs": "tdfast.model.inputs", "Prediction": "tdfast.model.postprocess",
+_LAZY = {"PRESETS": "tdfast.presets", "TDDETRConfig": "tdfast.model.config",
          "TDDETR": "tdfast.model.tddetr"}
 
 if TYPE_CHECKING:
-    from tdfast.model.config import PRESETS, TDDETRConfig
-    from tdfast.model.inputs import check_inputs
-    from tdfast.model.postprocess import Prediction
+    from tdfast.model.config import TDDETRConfig
+    from tdfast.presets import PRESETS
     from tdfast.model.tddetr import TDDETR
 
 __all__ = sorted(_LAZY)

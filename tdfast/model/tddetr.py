@@ -13,6 +13,9 @@ from tdfast.model.layers import MLP, input_projection, inverse_sigmoid, sine_pos
 from tdfast.model.td_interaction import TDInteractionLayer
 from tdfast.model.transformer import Decoder, EncoderLayer
 
+# The inference outputs of ``TDDETR.forward``, in the order exported graphs and engines list them.
+OUTPUT_NAMES = ("pred_spans", "pred_logits", "saliency_scores")
+
 
 class TDDETR(nn.Module):
     """Video moment retrieval + highlight detection: the official TD-DETR network (QD-DETR base).
@@ -25,7 +28,7 @@ class TDDETR(nn.Module):
       ``pred_logits`` [B, Q, 2] (foreground, background) logits,
       ``saliency_scores`` [B, L] per-clip saliency (unbounded; padding positions are meaningless),
       and, in training mode, ``aux_outputs``: one dict of spans/logits per earlier decoder layer.
-    Inputs are not validated here (that would sync a GPU); ``tdfast.model.inputs.check_inputs``
+    Inputs are not validated here (that would sync a GPU); ``tdfast.retrieval.inputs.check_inputs``
     does it at the API and export boundaries. Masks are applied per sample, so a sample's
     outputs never depend on its batch mates (the official code's T2V mask tiling leaks padding
     across a batch; tdfast equals the official code run one sample at a time).
@@ -142,14 +145,29 @@ class TDDETR(nn.Module):
     # ------------------------------------------------------------------ io
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` atomically into ``directory``."""
-        from tdfast.checkpoint import save_checkpoint
+        from tdfast.model.checkpoint import save_checkpoint
 
         return save_checkpoint(directory, self)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "TDDETR":
-        """Load a checkpoint directory written by ``save_pretrained`` (no pickle)."""
-        from tdfast.checkpoint import load_checkpoint
+        """Load a checkpoint directory written by ``save_pretrained`` (no pickle), in eval mode.
+        The config and the safetensors header are checked before any weight is read
+        (``tdfast.model.checkpoint``); every problem is an InputError naming the file."""
+        from tdfast.devices import parse_device
+        from tdfast.model.checkpoint import load_config, load_weights
 
-        return load_checkpoint(directory, device)
+        device = parse_device(device)  # no CUDA: BackendUnavailableError before any reading
+        config = load_config(directory)
+        state = load_weights(directory, config, cls.tensor_shapes)  # checked before the model is built
+        model = cls(config)
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval()
+
+    @classmethod
+    def tensor_shapes(cls, config: TDDETRConfig) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every weight ``config`` builds, from a model on the ``meta`` device
+        (no memory)."""
+        with torch.device("meta"):
+            return {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
 
