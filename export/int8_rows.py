@@ -7,10 +7,10 @@ Each fp32 ``Y = X @ W`` with a constant 2-D weight ``W [K, N]`` becomes
     P   = MatMulInteger(q, Wq, a_zero_point=128)      # [..., N] int32, exact
     Y   = float(P) * w_scale * s                      # [..., N]; the bias Add stays as it was
 
-(``MatMulIntegerToFloat``, ONNX Runtime's contrib op, does the last two lines but ``* s`` in
-one kernel; ``QuantizeLinear`` runs per row on a [rows, K] view.)
-
 with ``Wq = round(W / w_scale)`` int8 in [-63, 63] (7 bits), ``w_scale [N]`` per output channel.
+``MatMulIntegerToFloat`` (ONNX Runtime's contrib op) computes ``float(P) * w_scale`` in one
+kernel and a ``Mul`` applies ``s``; ``QuantizeLinear`` runs per row on a [rows, K] view, and
+layers that read the same ``X`` share its ``q`` and ``s``.
 
 Why this form:
 
@@ -25,7 +25,7 @@ Why this form:
   The same integers come out on AVX2, AVX-512 and AVX-512 VNNI / AVX-VNNI. 8-bit weights
   with 8-bit activations (as ``quantize_dynamic`` makes them) saturate there.
 - **u8 x s8, not s8 x s8:** ONNX Runtime 1.32 has no vectorised s8 x s8 kernel on x86
-  without AVX-VNNI-INT8 (a scalar loop, ~80x slower), and u8 x u8 widens to 16 bits.
+  without AVX-VNNI-INT8 (it falls back to a scalar loop), and u8 x u8 widens to 16 bits.
 
 Which bit to give up was measured (docs/benchmarks.md, "int8"; ``benchmarks/bench_int8_choice.py``):
 7-bit weights (per channel) cost less accuracy than 7-bit activations (per row).
