@@ -107,8 +107,8 @@ def _int8(name: str, record: dict[str, Any]) -> list[str]:
     row = record["rows"][0]
     where = (f"int8 kernels: {isa.get('int8_kernels', '?')}" + (" (emulated by qemu-x86_64 on this host)"
                                                                 if isa.get("emulated") else ""))
-    out = [_machine_line(name, record), "",
-           f"{where}; scheme {row['int8_scheme']}; {row['pairs']} val pairs of {record['setup']['ckpt']}"]
+    ckpt = "/".join(Path(record["setup"]["ckpt"]).parts[-2:])  # e.g. tdfast-demo/checkpoint, not a machine's path
+    out = [_machine_line(name, record), "", f"{where}; scheme {row['int8_scheme']}; {row['pairs']} val pairs of {ckpt}"]
     for g in record["goals"]:
         verdict = "met" if g["met"] else "**missed**"
         out.append(f"- {g['goal']}: {g['value']:.4g} vs {g['op']} {g['target']:g}: {verdict}")
