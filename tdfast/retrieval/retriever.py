@@ -33,8 +33,8 @@ from tdfast.model.config import TDDETRConfig
 from tdfast.model.tddetr import OUTPUT_NAMES, TDDETR
 from tdfast.retrieval.backends import make_runner
 from tdfast.retrieval.batching import Chunk, length_buckets, pad_items, plan_chunks
-from tdfast.retrieval.inputs import (as_feature_list, check_counts, check_durations, check_flag, check_iou,
-                                     check_length, check_top_k)
+from tdfast.retrieval.inputs import (as_feature_array, as_feature_list, check_counts, check_durations, check_flag,
+                                     check_iou, check_length, check_top_k)
 from tdfast.retrieval.postprocess import Prediction, moments_in_seconds, select_moments
 from tdfast.retrieval.windows import merge_windows, plan_windows
 
@@ -117,14 +117,17 @@ class Retriever:
 
         if isinstance(parts, (np.ndarray, Tensor)):
             parts = [parts]
-        return prepare_video([np.asarray(p) for p in parts], self.config, "videos", truncate)
+        if not isinstance(parts, (list, tuple)) or not parts:
+            raise InputError(f"parts: expected an array or a non-empty list of arrays, got {parts!r:.80}")
+        arrays = [as_feature_array(f"parts[{k}]", p) for k, p in enumerate(parts)]
+        return prepare_video(arrays, self.config, "parts", truncate)
 
     def prepare_query(self, tokens: np.ndarray) -> np.ndarray:
         """Raw token features [M, text_dim] -> [min(M, max_query_len), text_dim] float32,
         L2-normalised per token if the config says so (as ``tdfast.data`` does)."""
         from tdfast.data.features import prepare_query
 
-        return prepare_query(np.asarray(tokens), self.config, "queries")
+        return prepare_query(as_feature_array("tokens", tokens), self.config, "tokens")
 
     # ------------------------------------------------------------------ public inference
     def predict(self, videos: Any, queries: Any, top_k: int = TOP_K, nms_iou: float | None = None,
