@@ -4,7 +4,7 @@
 format         artifact                what
 =============  ======================  =====================================================
 onnx           model.onnx              fp32 ONNX, dynamic B/L/M, verified (<= 1e-4)
-onnx-int8      model.int8.onnx         dynamic int8 quantization for CPU (+ model.onnx)
+onnx-int8      model.int8.onnx         int8, activations quantized per row, CPU (+ model.onnx)
 onnx-fp16      model.fp16.onnx         fp16 weights/compute for GPU, fp32 I/O (+ model.onnx)
 tensorrt       model.engine            TensorRT 10 engine (+ model.onnx, model.engine.json)
 triton-server  tdfast_tddetr/          Triton repository: onnxruntime model + <name>_moments (Python)
@@ -29,11 +29,12 @@ from tdfast.userdirs import user_cache_dir
 from tdfast.export.onnx_export import (GRAPH_RECIPE, ONNX_NAME, add_metadata, export_onnx, file_sha256,
                                        load_model, read_metadata)
 from tdfast.export.options import ExportOptions
+from tdfast.export.int8_rows import INT8_SCHEME
 from tdfast.export.quantize import INT8_KEEP_FP32
-
-UNVERIFIED_NAME = ONNX_NAME.removesuffix(".onnx") + ".unverified.onnx"  # where export_onnx keeps a failing graph
 from tdfast.export.verify import (FP16_ATOL, ExportVerificationError, format_table, verification_record,
                                   verify_onnx)
+
+UNVERIFIED_NAME = ONNX_NAME.removesuffix(".onnx") + ".unverified.onnx"  # where export_onnx keeps a failing graph
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def _triton_precheck(o: ExportOptions) -> None:
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", ONNX_NAME, _onnx, "onnx, onnxruntime", "fp32 ONNX, verified against eager"),
-    Format("onnx-int8", "model.int8.onnx", _onnx_int8, "onnxruntime", "int8 dynamic quantization (CPU)",
+    Format("onnx-int8", "model.int8.onnx", _onnx_int8, "onnxruntime", "int8, activations quantized per row (CPU)",
            source="onnx"),
     Format("onnx-fp16", "model.fp16.onnx", _onnx_fp16, "onnxruntime", "fp16 ONNX for GPU", source="onnx"),
     Format("tensorrt", "model.engine", _tensorrt, "tensorrt + CUDA GPU", "TensorRT 10 engine",
@@ -201,7 +202,7 @@ def _cached_onnx(ckpt: Path, out_dir: Path | None, options: ExportOptions) -> Pa
 def _is_fresh(artifact: Path, weights_sha: str, options: ExportOptions) -> bool:
     """The cached artifact exists, was made from these exact weights and, for an engine,
     with the requested precision and max batch; an ONNX file by this graph builder
-    (``GRAPH_RECIPE``) and, for int8, with this keep list."""
+    (``GRAPH_RECIPE``) and, for int8, with this scheme and keep list."""
     if not artifact.is_file():
         return False
     if artifact.suffix == ".engine":
@@ -217,8 +218,9 @@ def _is_fresh(artifact: Path, weights_sha: str, options: ExportOptions) -> bool:
             return False
     if artifact.suffix != ".engine" and meta.get("graph_recipe") != str(GRAPH_RECIPE):
         return False  # made by an earlier graph builder (engines are built from a fresh ONNX file)
-    if meta.get("precision") == "int8-dynamic" and meta.get("int8_keep_fp32") != ",".join(INT8_KEEP_FP32):
-        return False
+    if str(meta.get("precision", "")).startswith("int8") and (
+            meta.get("int8_scheme") != INT8_SCHEME or meta.get("int8_keep_fp32") != ",".join(INT8_KEEP_FP32)):
+        return False  # another quantization scheme (e.g. the per-batch "int8-dynamic") or keep list
     if artifact.name == ONNX_NAME and not _same_trace(meta, options):
         return False
     return meta.get("weights_sha256") == weights_sha

@@ -1,9 +1,10 @@
 """Reduced-precision ONNX variants of an fp32 export.
 
-- ``quantize_int8``: dynamic quantization (int8 weights, activations quantized
-  per batch at run time) with ``onnxruntime.quantization.quantize_dynamic``; the
-  CPU variant. Not held to the fp32 tolerance: it is judged by top-1 moment
-  agreement with fp32, measured by ``tdfast bench --int8`` (``tdfast.benchmarks.int8``).
+- ``quantize_int8``: int8 MatMuls with 7-bit per-channel weights and 8-bit activations
+  quantized per row (token) at run time, so the integer sums are exact on every x86 CPU
+  (``tdfast.export.int8_rows``); the CPU variant. Not held to the fp32 tolerance: it is
+  judged by top-1 moment agreement with fp32, measured by ``tdfast bench --int8``
+  (``tdfast.benchmarks.int8``).
 - ``convert_fp16``: fp16 weights and activations with float32 graph I/O, for
   GPUs (CUDA execution provider); held to the fp16 tolerance (1e-2).
 
@@ -11,8 +12,6 @@ Both keep the source's metadata and add ``precision``.
 """
 from __future__ import annotations
 
-import logging
-import tempfile
 from pathlib import Path
 
 from tdfast.atomic import atomic_write_bytes
@@ -78,38 +77,25 @@ def nodes_of_modules(proto, modules: tuple[str, ...]) -> list[str]:
     return found
 
 
-def quantize_int8(onnx_path: str | Path, out_path: str | Path, per_channel: bool = True,
+def quantize_int8(onnx_path: str | Path, out_path: str | Path,
                   keep_fp32: tuple[str, ...] = INT8_KEEP_FP32) -> Path:
-    """fp32 ONNX -> dynamically quantized int8 ONNX at ``out_path`` (atomic write).
+    """fp32 ONNX -> int8 ONNX at ``out_path`` (atomic write), scheme ``INT8_SCHEME``.
 
-    MatMul weights become int8 (per output channel with ``per_channel``); activations
-    are quantized to uint8 on the fly. Attention score/value MatMuls (no constant
-    weight) and every layer of the ``keep_fp32`` modules stay fp32.
+    MatMuls with a constant weight become integer GEMMs (``MatMulIntegerToFloat``) with
+    7-bit per-output-channel weights and 8-bit activations quantized per row at run time
+    (``tdfast.export.int8_rows``: a pair's answer does not depend on its batch mates, and
+    the integer sums are the same on AVX2, AVX-512 and VNNI). Attention score/value MatMuls (no constant weight) and every
+    layer of the ``keep_fp32`` modules stay fp32.
     """
     import onnx
 
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError:
-        raise BackendUnavailableError("int8 quantization needs onnxruntime: "
-                                      "pip install onnxruntime") from None
+    from tdfast.export.int8_rows import INT8_SCHEME, rowwise_matmuls
+
     out_path = Path(out_path)
-    src = onnx.load(str(onnx_path), load_external_data=False)
-    exclude = nodes_of_modules(src, tuple(keep_fp32))
-    root = logging.getLogger()
-    level = root.level
-    # quantize_dynamic logs a generic "consider pre-processing" warning on the root logger.
-    root.setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_out = Path(tmp) / "model.int8.onnx"
-        try:
-            quantize_dynamic(str(onnx_path), str(tmp_out), weight_type=QuantType.QInt8,
-                             per_channel=per_channel, op_types_to_quantize=["MatMul", "Gemm"],
-                             nodes_to_exclude=exclude)
-        finally:
-            root.setLevel(level)
-        proto = onnx.load(str(tmp_out))
-    _copy_metadata(src, proto, "int8-dynamic")
+    proto = onnx.load(str(onnx_path))
+    rowwise_matmuls(proto, set(nodes_of_modules(proto, tuple(keep_fp32))))
+    _copy_metadata(proto, proto, "int8")
+    proto.metadata_props.add(key="int8_scheme", value=INT8_SCHEME)
     proto.metadata_props.add(key="int8_keep_fp32", value=",".join(keep_fp32))
     atomic_write_bytes(out_path, proto.SerializeToString())
     return out_path

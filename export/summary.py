@@ -33,7 +33,8 @@ def describe(path: Path) -> str:
         from tdfast.export.onnx_export import read_metadata
 
         meta = read_metadata(path)
-        return (f"{meta.get('precision', 'fp32')}, opset {meta.get('opset', '?')}, "
+        scheme = f" ({meta['int8_scheme']})" if "int8_scheme" in meta else ""
+        return (f"{meta.get('precision', 'fp32')}{scheme}, opset {meta.get('opset', '?')}, "
                 f"{meta.get('exporter', '?')} exporter; {_parity(meta.get('verification'))}")
     if path.name.endswith(".engine.json"):
         meta = json.loads(path.read_text())

@@ -72,3 +72,21 @@ def test_bench_trains_with_its_recipe_and_train_lr_wins(tmp_path, monkeypatch, t
     assert (got.alpha, got.weight_decay, got.w_class, got.epochs) == \
         (preset.alpha, preset.weight_decay, preset.w_class, preset.epochs)
     assert f"batch 16, lr {got.lr:g}, without VSDC and negative pairs" in source
+
+
+def test_runtime_isa_names_the_int8_kernels_this_cpu_runs():
+    """On a native run the kernel family follows the host's /proc/cpuinfo flags; under qemu
+    (host AVX-512, process without it) the record says emulated."""
+    import platform
+
+    from tdfast.benchmarks.machine import cpu_flags, runtime_isa
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86 instruction sets only")
+    isa, flags = runtime_isa(), set(cpu_flags())
+    if isa["emulated"]:
+        assert "avx512f" in flags and "AVX512F" not in isa["features"]
+        return
+    want = ("avx512-vnni" if {"avx512bw", "avx512_vnni"} <= flags else "avx512" if "avx512bw" in flags
+            else "avx2" if "avx2" in flags else "other")
+    assert isa["int8_kernels"] == want

@@ -57,6 +57,25 @@ def test_render_kernels_record_after_predict():
         "| compile | 256 | 75 | error | - |\n")
 
 
+def test_render_int8_goals_record_says_which_kernels_ran_and_if_emulated():
+    r = predict_record()
+    r.update(kind="int8", setup={"ckpt": "demo/checkpoint"}, rows=[
+        {"backend": "onnxruntime-int8", "int8_scheme": "rows-a8-w7", "pairs": 81, "top1_agreement": 0.9753,
+         "max_abs_vs_other_run": {"pred_logits": 2.5e-06}, "other_run": "native.npz"}],
+        goals=[{"goal": "top1_agreement", "value": 0.9753, "op": ">=", "target": 0.95, "met": True},
+               {"goal": "MR-full-mAP_loss", "value": 0.61, "op": "<=", "target": 0.5, "met": False}])
+    r["machine"] = {**r["machine"], "isa": {"features": ["AVX2"], "int8_kernels": "avx2", "emulated": True}}
+    text = render_table([("int8_demo_avx2.json", r)])
+    assert text.split("\n")[5:] == [
+        "",
+        "int8 kernels: avx2 (emulated by qemu-x86_64 on this host); scheme rows-a8-w7; 81 val pairs of "
+        "demo/checkpoint",
+        "- top1_agreement: 0.9753 vs >= 0.95: met",
+        "- MR-full-mAP_loss: 0.61 vs <= 0.5: **missed**",
+        "- int8 outputs against `native.npz`: max |diff| pred_logits 2.5e-06",
+        ""]
+
+
 def test_only_the_text_between_the_markers_changes(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# tdfast\n\nintro\n{START}\nold table\n{END}\n\n## after\n")

@@ -19,6 +19,7 @@ from tdfast import InputError, TDDETR, TDDETRConfig
 from tdfast.cli import main as tdfast_main
 from tdfast.export import FORMATS, OrtRunner, ensure_export, export, export_onnx, read_metadata
 from tdfast.export.__main__ import main as module_main
+from tdfast.export.int8_rows import INT8_SCHEME
 from tdfast.export.onnx_export import file_sha256
 from tdfast.export.verify import eager_outputs
 from tdfast.export.wrapper import random_inputs
@@ -79,7 +80,7 @@ def test_ensure_export_caches_and_refreshes_on_new_weights(tmp_path):
     assert int8 == ckpt / "model.int8.onnx" and path.stat().st_mtime_ns == stamp
     meta = read_metadata(int8)
     assert meta["weights_sha256"] == file_sha256(ckpt / "model.safetensors")
-    assert meta["precision"] == "int8-dynamic"
+    assert meta["precision"] == "int8" and meta["int8_scheme"] == INT8_SCHEME
     record = json.loads(meta["verification"])  # its own (lossy) parity, not the fp32 graph's
     assert record["atol"] is None and max(record["max_abs"].values()) > 1e-4  # really quantized
     bound = {"pred_spans": 1e-2, "pred_logits": 5e-2, "saliency_scores": 5e-2}  # as test_export_onnx's int8 test
@@ -269,10 +270,12 @@ def test_ensure_export_rebuilds_artifacts_of_an_earlier_graph_recipe(tmp_path):
     assert ensure_export(ckpt, "onnx", exporter="torchscript") == path
     assert path.stat().st_mtime_ns != stamp and read_metadata(path)["graph_recipe"] == str(GRAPH_RECIPE)
     int8 = ensure_export(ckpt, "onnx-int8", exporter="torchscript")
-    add_metadata(int8, {"int8_keep_fp32": "decoder"})
-    stamp = int8.stat().st_mtime_ns
-    ensure_export(ckpt, "onnx-int8", exporter="torchscript")
-    assert int8.stat().st_mtime_ns != stamp
+    # Another keep list, or an int8 file of the earlier per-batch scheme: rebuilt.
+    for stale in ({"int8_keep_fp32": "decoder"}, {"precision": "int8-dynamic", "int8_scheme": ""}):
+        add_metadata(int8, stale)
+        stamp = int8.stat().st_mtime_ns
+        ensure_export(ckpt, "onnx-int8", exporter="torchscript")
+        assert int8.stat().st_mtime_ns != stamp and read_metadata(int8)["int8_scheme"] == INT8_SCHEME
 
 
 def test_weights_replaced_during_export_are_an_input_error(tmp_path, monkeypatch):

@@ -297,22 +297,26 @@ def test_fp16_variant_within_fp16_tolerance(tiny, tmp_path):
 
 
 def test_int8_variant_is_quantized_and_close(tiny, tmp_path):
+    from tdfast.export.int8_rows import INT8_SCHEME
+
     model, path = tiny
     int8 = quantize_int8(path, tmp_path / "model.int8.onnx")
-    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
-    assert read_metadata(int8)["precision"] == "int8-dynamic"
+    ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
+    # Row-wise scales (ReduceMax per row; one per distinct input), no per-tensor DynamicQuantizeLinear.
+    assert "DynamicQuantizeLinear" not in ops and ops.count("MatMulIntegerToFloat") > ops.count("ReduceMax") > 0
+    meta = read_metadata(int8)
+    assert (meta["precision"], meta["int8_scheme"]) == ("int8", INT8_SCHEME)
     rows = verify_runner(OrtRunner(int8), model, atol=float("inf"), strict=False)
-    # Lossy by design, but bounded: measured <= 4.3e-3 on normalized spans and <= 2.1e-2 on
-    # logits / saliency on these shapes; a broken quantization (wrong scale, a dropped
-    # zero point) is off by the output's own magnitude (~1).
-    bound = {"pred_spans": 1e-2, "pred_logits": 5e-2, "saliency_scores": 5e-2}
+    # Lossy by design, but bounded: measured <= 9.7e-3 on normalized spans and <= 2.7e-2 on
+    # logits / saliency on these shapes, on AVX-512 VNNI and under AVX2 emulation alike; a
+    # broken quantization (wrong scale, a dropped zero point, int16 saturation) is off by
+    # the output's own magnitude (~1).
+    bound = {"pred_spans": 2e-2, "pred_logits": 5e-2, "saliency_scores": 5e-2}
     for r in rows:
         assert all(r.max_abs[k] <= bound[k] for k in bound) and not r.has_nan, (r.shape, r.max_abs)
     assert max(max(r.max_abs.values()) for r in rows) > 1e-4  # really int8, not the fp32 graph
     # int8 ops are outside TensorRT's ONNX parser: the static check must say so.
     problems = check_tensorrt_compat(int8)
-    assert any("DynamicQuantizeLinear" in p for p in problems)
     assert any("MatMulInteger" in p for p in problems)
 
 
@@ -321,10 +325,10 @@ def test_int8_keeps_the_named_modules_fp32(tiny, tmp_path):
 
     model, path = tiny
     src = onnx.load(str(path))
-    count = lambda p: sum(n.op_type == "MatMulInteger" for n in onnx.load(str(p)).graph.node)  # noqa: E731
+    count = lambda p: sum(n.op_type == "MatMulIntegerToFloat" for n in onnx.load(str(p)).graph.node)  # noqa: E731
     everything = quantize_int8(path, tmp_path / "all.onnx", keep_fp32=())
     default = quantize_int8(path, tmp_path / "default.onnx")
-    # Each weight MatMul of the kept modules is one MatMulInteger fewer than quantizing all.
+    # Each weight MatMul of the kept modules is one MatMulIntegerToFloat fewer than quantizing all.
     kept = [n for n in src.graph.node if n.name in set(nodes_of_modules(src, INT8_KEEP_FP32))
             and n.op_type == "MatMul" and n.input[1] in {i.name for i in src.graph.initializer}]
     assert len(kept) >= 10  # the decoder's query path and the heads

@@ -2,9 +2,18 @@
 agreement (``int8_agreement``) and the change in the val metrics (``int8_metric_change``)."""
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+
+
+def dataset_at(root: Path) -> SimpleNamespace:
+    """A dataset directory in the QVHighlights formats (``val.jsonl``, ``video_feats*/``,
+    ``text_feats/``; e.g. a demo's ``data/``) as the dataset object the functions below take."""
+    return SimpleNamespace(val=root / "val.jsonl", video_dirs=tuple(sorted(root.glob("video_feats*"))),
+                           text_dir=root / "text_feats")
 
 
 def val_pairs(dataset: Any, config: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:

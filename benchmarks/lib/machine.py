@@ -41,6 +41,24 @@ def cpu_flags() -> list[str]:
     return sorted(f for f in set(flags) if f.startswith(SIMD_FLAGS))
 
 
+def runtime_isa() -> dict:
+    """The x86 SIMD features this process sees (CPUID, read by numpy at import), which pick
+    ONNX Runtime's and PyTorch's kernels; under ``qemu-x86_64 -cpu Haswell`` they are the
+    emulated CPU's while /proc/cpuinfo still shows the host's. ``int8_kernels``: the family of
+    ONNX Runtime's u8 x s8 GEMM kernels ("avx512-vnni", "avx512", "avx2", "other"; numpy does
+    not report AVX-VNNI without AVX-512, so such a CPU reads "avx2");
+    ``emulated``: the host has AVX-512 but this process does not see it."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as found
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as found
+    seen = sorted(k for k, on in found.items() if on and k.startswith(("AVX", "FMA", "AMX")))
+    kernels = ("avx512-vnni" if "AVX512VNNI" in seen else "avx512" if "AVX512BW" in seen
+               else "avx2" if "AVX2" in seen else "other")
+    return {"features": seen, "int8_kernels": kernels,
+            "emulated": "avx512f" in cpu_flags() and "AVX512F" not in seen}
+
+
 def usable_cores() -> int:
     """Cores this process may run on (the affinity mask; a container's share)."""
     if hasattr(os, "sched_getaffinity"):
@@ -91,7 +109,8 @@ def machine_info(device: str | torch.device = "cpu") -> dict:
     """Everything a record needs to say where it was measured.
 
     Keys: ``device`` (the benchmarked device's name: GPU name or CPU model), ``device_type``
-    ("cpu"/"cuda"), ``cpu_model``, ``cpu_flags``, ``cpu_count``, ``cores`` (usable),
+    ("cpu"/"cuda"), ``cpu_model``, ``cpu_flags`` (the host's), ``isa`` (what this process sees:
+    ``runtime_isa``), ``cpu_count``, ``cores`` (usable),
     ``torch_threads``, ``gpu`` (dict or None), ``versions`` (torch, triton, onnxruntime, ...),
     ``python``, ``platform``, ``git`` (commit, dirty), ``date`` (UTC ISO-8601),
     ``loadavg`` ([1, 5, 15] minutes, at the call).
@@ -102,6 +121,7 @@ def machine_info(device: str | torch.device = "cpu") -> dict:
         "device_type": torch.device(device).type,
         "cpu_model": cpu_model(),
         "cpu_flags": cpu_flags(),
+        "isa": runtime_isa(),
         "cpu_count": os.cpu_count(),
         "cores": usable_cores(),
         "torch_threads": torch.get_num_threads(),

@@ -100,12 +100,33 @@ def _generic(name: str, record: dict[str, Any]) -> list[str]:
     return out
 
 
-RENDERERS = {"predict": _predict, "kernels": _kernels}
+def _int8(name: str, record: dict[str, Any]) -> list[str]:
+    """A scheme comparison (``bench_int8_choice.py``) as a table; a per-instruction-set goals
+    record (``bench_int8_isa.py``) as its ISA, scheme and goal lines."""
+    if not record.get("goals"):
+        return _generic(name, record)
+    isa = record["machine"].get("isa", {})
+    row = record["rows"][0]
+    where = (f"int8 kernels: {isa.get('int8_kernels', '?')}" + (" (emulated by qemu-x86_64 on this host)"
+                                                                if isa.get("emulated") else ""))
+    ckpt = "/".join(Path(record["setup"]["ckpt"]).parts[-2:])  # e.g. tdfast-demo/checkpoint, not a machine's path
+    out = [_machine_line(name, record), "", f"{where}; scheme {row['int8_scheme']}; {row['pairs']} val pairs of {ckpt}"]
+    for g in record["goals"]:
+        verdict = "met" if g["met"] else "**missed**"
+        out.append(f"- {g['goal']}: {g['value']:.4g} vs {g['op']} {g['target']:g}: {verdict}")
+    if "max_abs_vs_other_run" in row:
+        diffs = ", ".join(f"{k} {v:.2g}" for k, v in row["max_abs_vs_other_run"].items())
+        out.append(f"- int8 outputs against `{row['other_run']}`: max |diff| {diffs}")
+    return out
+
+
+RENDERERS = {"predict": _predict, "kernels": _kernels, "int8": _int8}
 TITLES = {"predict": "End-to-end predict latency", "kernels": "Fused TD cross-attention kernel",
           "train": "Training throughput", "export": "Export",
           "shared": "Encode once, retrieve many (Retriever.predict_queries / predict_videos)",
           "profile": "Where a CPU forward's time goes (python -m tdfast.benchmarks.profile)",
-          "int8": "How the int8 variant was chosen (benchmarks/bench_int8_choice.py)",
+          "int8": "int8: how the variant was chosen, and its goals per instruction set "
+                  "(benchmarks/bench_int8_choice.py, benchmarks/bench_int8_isa.py)",
           "model_batch": "Pairs per model call on CPU (benchmarks/bench_model_batch.py)",
           "serve": "Served by Triton Inference Server under load vs the direct Retriever (benchmarks/bench_serve.py)",
           "video": "Raw video to CLIP features, tdfast vs QD-DETR's run_on_video (benchmarks/bench_video.py)"}

@@ -156,7 +156,7 @@ def _artifact(model: nn.Module, ckpt: Path | None, fmt: str, **options) -> Path:
 
 def _ort_factory(int8: bool) -> Callable[..., Runner]:
     """onnxruntime on the fp32 graph (fp16 graph for dtype float16), or the int8 graph
-    (dynamic quantization; CPU; lossy by design, judged by top-1 agreement)."""
+    (activations quantized per row; CPU; lossy by design, judged by top-1 agreement)."""
     name = "onnxruntime-int8" if int8 else "onnxruntime"
 
     def make(model: nn.Module, device: torch.device, dtype: torch.dtype, ckpt: Path | None) -> Runner:
