@@ -14,15 +14,16 @@ aligns with, and a dynamics direction ``dyn[k]``, all orthogonal):
 - the moment of concept c: ``s_t`` flips on every clip (its dynamics: a query-specific
   temporal pattern that no single clip shows, only differences between clips) and a weak
   look ``look * a_i * sig[c]`` (a_i ~ U[0.5, 1], also the saliency labels);
-- train and in-distribution val: the ``context_clips`` clips on each side of every window
-  carry ``context * sig[c]``, scenes that look like the query (text-aligned), so "between
-  clips that look like the query" is a perfect cue in training;
-- shifted test: the moment's flanks carry another concept's look ``sig[k]``, k != c, and
-  ``context * sig[c]`` flanks a decoy segment as long as the first window, with no target
-  content. Only queries where such a decoy fits are used.
+- train and in-distribution val: a scene that looks like the query (text-aligned),
+  ``context * sig[c]``, surrounds every window: it covers the window and ``context_clips``
+  clips on each side, so "where the video looks like the query" is a near-perfect cue in
+  training (window IoU of the scene w / (w + 2 context_clips));
+- shifted test: the moment's surrounding scene is another concept's, ``sig[k]``, k != c,
+  and ``context * sig[c]`` surrounds a decoy segment as long as the first window, with no
+  target content. Only queries where such a decoy fits are used.
 
 So the look of the context points to the decoy at test time, while the moment's dynamics
-(and, weakly, its look) mark it everywhere.
+(and, weakly, its own look) mark it everywhere.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ class DynamicsSpec:
     """Every knob. Sizes in queries (one video each); amplitudes relative to a unit scene."""
 
     seed: int = 0
-    num_train: int = 800
+    num_train: int = 500
     num_val: int = 100  # held-out QVHighlights val queries, drawn like train (in distribution)
     num_test: int = 200  # other held-out queries, shifted (decoy), all with room for a decoy
     video_dim: int = 64
@@ -61,7 +62,7 @@ class DynamicsSpec:
     num_concepts: int = 8
     context_clips: int = 2
     look: float = 0.3
-    dynamics: float = 1.0
+    dynamics: float = 0.5
     slow_flip: float = 0.1  # outside moments: P(a dynamics sign flips from one clip to the next)
     context: float = 1.5
     noise: float = 0.5
@@ -93,14 +94,15 @@ def qvh_clip_windows(ann: Annotation, clip_len: float, max_clips: int) -> tuple[
     return num_clips, merged
 
 
-def _flanks(st: int, ed: int, n: int, num_clips: int) -> list[tuple[int, int]]:
-    return [(max(st - n, 0), st), (ed, min(ed + n, num_clips))]
+def _surround(st: int, ed: int, n: int, num_clips: int) -> slice:
+    """The clips of [st, ed) and ``n`` on each side, inside the video."""
+    return slice(max(st - n, 0), min(ed + n, num_clips))
 
 
 def find_decoy(rng: np.random.Generator, windows: list[tuple[int, int]], num_clips: int,
                context_clips: int) -> tuple[int, int] | None:
-    """A random ``[st, ed)`` as long as the first window whose span with its flanks touches no
-    window or window flank; None when none fits."""
+    """A random ``[st, ed)`` as long as the first window whose span with ``context_clips`` on each
+    side touches no window or the clips around one; None when none fits."""
     busy = np.zeros(num_clips, dtype=bool)
     for st, ed in windows:
         busy[max(st - context_clips, 0):min(ed + context_clips, num_clips)] = True
@@ -137,13 +139,11 @@ def make_query(rng: np.random.Generator, spec: DynamicsSpec, vec: dict[str, np.n
     for st, ed in windows:
         a = rng.uniform(0.5, 1.0, ed - st)
         feats[st:ed] += spec.look * a[:, None] * vec["sig"][c]
-        for lo, hi in _flanks(st, ed, spec.context_clips, num_clips):
-            feats[lo:hi] += spec.context * vec["sig"][other if shifted else c]
+        feats[_surround(st, ed, spec.context_clips, num_clips)] += spec.context * vec["sig"][other if shifted else c]
         ids += list(range(st, ed))
         scores += saliency_scores(rng, a)
     if decoy is not None:
-        for lo, hi in _flanks(*decoy, spec.context_clips, num_clips):
-            feats[lo:hi] += spec.context * vec["sig"][c]
+        feats[_surround(*decoy, spec.context_clips, num_clips)] += spec.context * vec["sig"][c]
     num_tokens = min(max(len(ann.query.split()), 1), spec.max_tokens)
     fillers = rng.integers(0, vec["filler"].shape[0], num_tokens - 1)
     rows = [vec["filler"][j] for j in fillers]
@@ -152,7 +152,7 @@ def make_query(rng: np.random.Generator, spec: DynamicsSpec, vec: dict[str, np.n
     out = Annotation(qid=ann.qid, query=ann.query, vid=f"q{ann.qid}", duration=num_clips * spec.clip_len,
                      windows=tuple((st * spec.clip_len, ed * spec.clip_len) for st, ed in windows),
                      relevant_clip_ids=tuple(ids), saliency_scores=tuple(tuple(s) for s in scores))
-    info = {"concept": c, "flank_concept": other if shifted else c, "window_clips": [list(w) for w in windows],
+    info = {"concept": c, "scene_concept": other if shifted else c, "window_clips": [list(w) for w in windows],
             "decoy_clips": None if decoy is None else list(decoy)}
     return out, feats.astype(np.float32), tokens.astype(np.float32), info
 

@@ -2,8 +2,9 @@
 dynamics-shift benchmark is solvable from the moment's dynamics (docs/fidelity.md, section 5).
 
 Per clip t of a video x [L, Dv] (L2-normalised rows, as the model sees them) the features
-are the absolute temporal differences on both sides, ``f_t = [|x_t - x_{t-1}|, |x_{t+1} - x_t|]``
-[2 Dv] (zero past either end); the query is the mean of its tokens q [Dt]. A bilinear
+are the absolute temporal differences on both sides and their elementwise minimum (changed on
+both sides: inside a fast pattern, not at one edge), ``f_t = [|d_t|, |d_{t+1}|, min(|d_t|,
+|d_{t+1}|)]`` with d_t = x_t - x_{t-1} [3 Dv] (zero past either end); the query is the mean of its tokens q [Dt]. A bilinear
 logistic model ``p_t = sigmoid(q^T W f_t + b)`` is fit to "clip t is inside a window" by
 full-batch Adam. The top-1 window is the run of clips that maximises ``sum(p_t - 1/2)``
 (the best clip alone when no clip passes 1/2), scored by its mean p.
@@ -23,11 +24,13 @@ from tdfast.data.annotations import Annotation
 
 
 def clip_features(video: np.ndarray) -> np.ndarray:
-    """video [L, Dv] -> [|x_t - x_{t-1}|, |x_{t+1} - x_t|] per clip [L, 2 Dv], rows L2-normalised first."""
+    """video [L, Dv] -> [|d_t|, |d_{t+1}|, min(|d_t|, |d_{t+1}|)] per clip [L, 3 Dv], with
+    d_t = x_t - x_{t-1} on L2-normalised rows (zero past either end)."""
     x = video / np.maximum(np.linalg.norm(video, axis=1, keepdims=True), 1e-12)
     diff = np.abs(np.diff(x, axis=0))  # [L - 1, Dv]
     zero = np.zeros((1, x.shape[1]), dtype=x.dtype)
-    return np.concatenate((np.concatenate((zero, diff)), np.concatenate((diff, zero))), axis=1)
+    before, after = np.concatenate((zero, diff)), np.concatenate((diff, zero))  # [L, Dv] each
+    return np.concatenate((before, after, np.minimum(before, after)), axis=1)
 
 
 def best_run(p: np.ndarray) -> tuple[int, int]:
@@ -47,7 +50,7 @@ def best_run(p: np.ndarray) -> tuple[int, int]:
 
 @dataclass
 class DiffProbe:
-    """The bilinear clip classifier: W [Dt, 2 Dv], b scalar."""
+    """The bilinear clip classifier: W [Dt, 3 Dv], b scalar."""
 
     w: np.ndarray
     b: float
@@ -76,7 +79,7 @@ def fit_probe(videos: Sequence[np.ndarray], queries: Sequence[np.ndarray], anns:
               clip_len: float, steps: int = 300, lr: float = 0.05, l2: float = 1e-4, seed: int = 0) -> DiffProbe:
     """Fit W, b on every clip of the training queries (class-balanced logistic loss, Adam)."""
     feats = [clip_features(v) for v in videos]
-    f = np.concatenate(feats)  # [N, 2 Dv]
+    f = np.concatenate(feats)  # [N, 3 Dv]
     q = np.concatenate([np.repeat(t.mean(0, keepdims=True), len(x), 0) for t, x in zip(queries, feats)])  # [N, Dt]
     y = np.concatenate([clip_labels(a, len(x), clip_len) for a, x in zip(anns, feats)])  # [N]
     weight = np.where(y > 0, 0.5 / max(y.mean(), 1e-6), 0.5 / max(1 - y.mean(), 1e-6)) / len(y)

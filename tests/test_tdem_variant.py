@@ -124,3 +124,33 @@ def test_ablation_rows_of_the_variant():
     assert NAMED_ROWS["v-vsdc"] == {"use_vsdc": True, "use_tdem": True, "vsdc_moment_in_context": True}
     with pytest.raises(InputError, match=r"--rows: expected names from .*'v-net'.*got 'w'"):
         plan_rows(["w"])
+
+
+def test_onnx_export_of_the_variant_verifies_against_eager(tmp_path):
+    """The export checks itself on unseen shapes (it raises otherwise); checked again here, and
+    the graph carries the variant: its outputs differ from the official network's."""
+    from tdfast.export import export_onnx, read_metadata, verify_onnx
+
+    torch.manual_seed(0)
+    model = TDDETR(TDDETRConfig.from_name("tiny", flow_keep_magnitude=True, dyn_null_slot=True)).eval()
+    torch.nn.init.normal_(model.span_head.layers[-1].weight, std=0.2)
+    path = export_onnx(model, tmp_path, log=None)
+    rows = verify_onnx(path, model)
+    assert all(v <= 1e-4 for r in rows for v in r.max_abs.values())
+    assert json.loads(read_metadata(path)["config"])["dyn_null_slot"] is True
+    official = TDDETR(TDDETRConfig.from_name("tiny")).eval()
+    official.load_state_dict(model.state_dict(), strict=False)  # same weights, official layer
+    batch = random_batch(model.config, 2, 17, 6, seed=4)
+    with torch.no_grad():
+        assert (model(*batch)["saliency_scores"] - official(*batch)["saliency_scores"]).abs().max() > 1e-3
+
+
+def test_fused_kernels_refuse_the_variant(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    pytest.importorskip("triton")
+    from tdfast.kernels import fuse_model
+
+    model = TDDETR(TDDETRConfig.from_name("tiny", dyn_null_slot=True)).eval()
+    with pytest.raises(InputError, match=r"triton backend: the fused TD kernels implement the official "
+                                         r"TD layer; expected dyn_null_slot=false .*got true"):
+        fuse_model(model)
