@@ -5,7 +5,7 @@ differences, flow projection, both query projections, both text K/V sets, two at
 the official beta merge, both output projections) at D = 256, 8 heads, M = 32 text tokens,
 TDEM on, beta = 0.7 (qvhighlights), for B in {1, 32, 256} x L in {75, 150}.
 
-GPU (one command, also in benchmarks/run_gpu_kernels.sh):
+GPU (one command, also the kernels-bench step of benchmarks/run_gpu.sh):
     python benchmarks/bench_kernels.py --device cuda --dtype bf16 \
         --out benchmarks/results/kernels_<gpu>_bf16.json
   Timer: ``triton.testing.do_bench`` median (warmup 25 ms, rep 100 ms; L2 flushed before
@@ -25,18 +25,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from tdfast.benchmarks import machine_info, make_record, summarize_ms, write_record
 from tdfast.benchmarks.machine import load_average
-from tdfast.benchmarks.timing import interleaved_rounds, synchronizer
+from tdfast.benchmarks.timing import gpu_timers, interleaved_rounds, synchronizer, warm_up
+from tdfast.devices import DTYPES, SHORT_DTYPE_NAMES
 from tdfast.model.attention import mask_to_bias
 from tdfast.model.td_interaction import TDCrossAttention, td_interaction_reference
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Spec-sheet HBM bandwidth, bytes/s, by a substring of torch.cuda.get_device_name().
 PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 80GB HBM3": 3.35e12, "H100 PCIe": 2.0e12,
                   "H100": 3.35e12, "A100-SXM4-80GB": 2.039e12, "A100": 1.555e12,
@@ -70,26 +69,6 @@ def flops(batch: int, video_len: int, text_len: int, dim: int) -> int:
     projections (K, V per branch), two attentions (QK^T and PV each), two output projections."""
     b, n, m, d = batch, video_len, text_len, dim
     return 2 * (6 * b * n * d * d + 4 * b * m * d * d + 2 * 2 * b * n * m * d)
-
-
-def _warm(fn, warmup_s: float = 0.5) -> None:
-    """>= 3 calls and ``warmup_s`` seconds (the first calls in a process pay for thread-pool
-    start-up and oneDNN primitive creation)."""
-    t_end, n = time.perf_counter() + warmup_s, 0
-    while n < 3 or time.perf_counter() < t_end:
-        fn()
-        n += 1
-
-
-def _gpu_timers(fn) -> dict:
-    import triton.testing
-
-    out = {"us": triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3}
-    try:
-        out["graph_us"] = triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
-    except Exception as e:  # a backend that cannot be captured still has its plain number
-        out["graph_error"] = f"{type(e).__name__}: {e}"[:200]
-    return out
 
 
 def copy_bandwidth(device: str) -> float:
@@ -148,7 +127,7 @@ def bench_gpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
                 try:
                     out = fn()  # warm-up: compiles, and the parity numbers below
                     row["max_abs_diff_vs_fp64_reference"] = (out.double() - ref.double()).abs().max().item()
-                    row.update(_gpu_timers(fn))
+                    row.update(gpu_timers(fn))
                     row["GB_per_s"] = nbytes / (row["us"] * 1e-6) / 1e9
                     row["fraction_of_peak_bandwidth"] = nbytes / (row["us"] * 1e-6) / peak
                     row["TFLOP_per_s"] = nflops / (row["us"] * 1e-6) / 1e12
@@ -186,7 +165,7 @@ def bench_model_gpu(args, dtype: torch.dtype) -> list[dict]:
                 row = {"scope": "model", "impl": impl, "B": batch, "L": n, "M": m,
                        "D": config.hidden_dim, "heads": config.num_heads,
                        "saliency_max_abs_diff_vs_eager": (fn()["saliency_scores"] - want).abs().max().item()}
-                row.update(_gpu_timers(fn))
+                row.update(gpu_timers(fn))
                 rows.append(row)
                 print(_fmt(row), flush=True)
         _add_speedups(rows, batch, n, eager_impl="model_eager")
@@ -206,7 +185,7 @@ def bench_cpu(args, dtype: torch.dtype) -> tuple[dict, list[dict]]:
                                                                     layer.beta)}
         with torch.inference_mode():
             for fn in impls.values():
-                _warm(fn)
+                warm_up(fn)
             seconds, _ = interleaved_rounds(impls, args.reps, synchronizer("cpu"))
         for impl, secs in seconds.items():
             t = summarize_ms(secs)
@@ -239,7 +218,7 @@ def _fmt(row: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+    p.add_argument("--dtype", choices=SHORT_DTYPE_NAMES, default=None,
                    help="default: bf16 on cuda, fp32 on cpu")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
     p.add_argument("--video-lens", type=int, nargs="+", default=[75, 150])

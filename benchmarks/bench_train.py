@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from tdfast.benchmarks import machine_info, make_record, summarize_ms, wait_for_quiet, write_record
-from tdfast.benchmarks.timing import synchronizer
+from tdfast.benchmarks.timing import interleaved_rounds, synchronizer
 from tdfast.data.dataset import MomentDataset
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.model.config import TDDETRConfig
@@ -53,19 +52,14 @@ def bench_preset(name: str, device: str, precision: str, steps: int, warmup: int
                                 clip_len=config.clip_len, max_queries_per_video=1, **DATA[name])
     data = MomentDataset(ds.train, ds.video_dirs, ds.text_dir, config, cache_size=2 * num_train)
     trainer = Trainer(config, data, None, None, root / f"{name}-run", training=training, seed=0,
-                      ctx=DistContext(device=torch.device(device)), precision=precision, progress=False)
+                      ctx=DistContext(device=torch.device(device)), autocast=precision, progress=False)
     trainer.net.train()
-    sync = synchronizer(device)
     batches = iter(trainer.loader)
-    times = []
-    for i in range(warmup + steps):
-        sync()
-        start = time.perf_counter()
+    for _ in range(warmup):
         trainer.train_step(next(batches))
-        sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    ms = summarize_ms(times)
+    seconds, _ = interleaved_rounds({"step": lambda: trainer.train_step(next(batches))}, steps,
+                                    synchronizer(device))
+    ms = summarize_ms(seconds["step"])
     steps_per_s = 1e3 / ms["p50_ms"]
     row = {"preset": name, "device": device, "precision": precision, "threads": torch.get_num_threads(),
            "batch_size": training.batch_size,

@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_session.py --out DIR [--budget-s 420] [STAGE ...]
 
-Stages (default: all, in this order; ``benchmarks/gpu_session.sh`` runs them in one device
+Stages (default: all, in this order; ``benchmarks/run_gpu.sh session`` runs them in one device
 call and adds compute-sanitizer):
 
   parity      compiled kernels vs the float64 reference, fp32 (IEEE) / TF32 / fp16 / bf16, over
@@ -19,7 +19,7 @@ call and adds compute-sanitizer):
               each replayed as a CUDA graph (do_bench_cudagraph), kernels per forward (profiler)
                                                                     -> model_bf16_L75.json
   memcheck    a few launches over odd shapes and every tile (run it under compute-sanitizer;
-              gpu_session.sh does)                                  -> memcheck_probe.json
+              run_gpu.sh session does)                                  -> memcheck_probe.json
   model150    the model matrix at L = 150                           -> model_bf16_L150.json
   layer_fp32  the layer timings in fp32 (IEEE) and TF32             -> layer_fp32.json
 
@@ -55,13 +55,12 @@ def log(msg: str) -> None:
 
 def write(out: Path, name: str, record: dict) -> None:
     from tdfast.benchmarks import machine_info
+    from tdfast.benchmarks.record import write_json
 
     record = {"stage": name, "machine": machine_info(DEVICE), "elapsed_s": time.monotonic() - START,
               **record}
-    path = out / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    tmp.replace(path)
+    # NaN allowed: a stage record is kept even when a measurement failed that way
+    path = write_json(record, out / f"{name}.json", allow_nan=True)
     log(f"wrote {path}")
 
 
@@ -227,24 +226,14 @@ def model_batch(config, batch: int, video_len: int, text_len: int, dtype: torch.
 
 # ---------------------------------------------------------------------------- timing
 def timers(fn, graphs: bool) -> dict:
-    """GPU: do_bench median (L2 flushed per call) and do_bench_cudagraph median, in us.
-    CPU dry run: wall-clock median of 3 calls."""
-    if DEVICE == "cpu":
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return {"us": sorted(times)[1] * 1e6}
-    import triton.testing
+    """GPU: ``tdfast.benchmarks.timing.gpu_timers`` (do_bench medians, us). CPU dry run:
+    wall-clock median of 3 calls."""
+    from tdfast.benchmarks.timing import gpu_timers, interleaved_rounds
 
-    out = {"us": triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3}
-    if graphs:
-        try:
-            out["graph_us"] = triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
-        except Exception as e:  # recorded, the plain number stands
-            out["graph_error"] = f"{type(e).__name__}: {e}"[:300]
-    return out
+    if DEVICE == "cpu":
+        seconds, _ = interleaved_rounds({"fn": fn}, 3, lambda: None)
+        return {"us": sorted(seconds["fn"])[1] * 1e6}
+    return gpu_timers(fn, graphs)
 
 
 def stage_layer(precision: str, batches, lens, compile_too: bool) -> dict:

@@ -25,6 +25,7 @@ import math
 
 import torch
 
+from tdfast.devices import DTYPES, SHORT_DTYPE_NAMES
 from tdfast.kernels.launch_config import default_config, next_pow2
 
 HBM = 3.3e12  # B/s
@@ -34,7 +35,6 @@ MMA = 700e12  # dense bf16 FLOP/s, realistic (H100 SXM)
 SMS = 132
 SMALL_TILE_MMA = 0.6  # mma.sync on 16-row tiles (no wgmma) vs the realistic peak
 LAUNCH_GAP_US = 1.0  # between the two kernels inside a CUDA graph (drain + ramp)
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def kernel_time(programs: int, ctas_per_sm: int, flops: float, hbm: float, l2: float,
@@ -93,7 +93,7 @@ def roofline(batch: int, video_len: int, text_len: int = 32, dim: int = 256, hea
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    p.add_argument("--dtype", choices=SHORT_DTYPE_NAMES, default="bf16")
     p.add_argument("--markdown", action="store_true", help="print a docs/kernels.md table")
     p.add_argument("--triton", help="the tiles the launcher picks under this Triton version "
                                     "(e.g. 3.6.0; default: the installed one)")

@@ -154,7 +154,7 @@ def run_one(job: Job) -> dict[str, Any]:
     from tdfast.atomic import atomic_write_bytes
     from tdfast.model.checkpoint import read_json
     from tdfast.experiments.spurious import spurious_analysis
-    from tdfast.training.api import train
+    from tdfast.training import TrainData, TrainOptions, train
     from tdfast.training.run_dir import LAST
 
     out = Path(job.out)
@@ -167,9 +167,10 @@ def run_one(job: Job) -> dict[str, Any]:
     summary: dict[str, Any]
     if job.row.train:
         resume = out if (out / LAST).is_dir() else None
-        result = train(config.model, job.train_ann, job.val_ann, job.video_dirs, job.text_dir, out,
-                       training=config.training, epochs=job.epochs, seed=job.seed, progress=job.progress, resume=resume,
-                       eval_before=False)
+        result = train(config,
+                       TrainData(job.train_ann, job.val_ann, job.video_dirs, job.text_dir),
+                       TrainOptions(out, epochs=job.epochs, seed=job.seed, progress=job.progress,
+                                    resume=resume, eval_before=False))
         summary = {"best_epoch": result.best_epoch, "epochs": result.epochs, "steps": result.steps,
                    "stopped_early": result.stopped_early, "val_best": result.best_metrics}
     else:

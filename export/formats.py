@@ -7,7 +7,7 @@ onnx           model.onnx              fp32 ONNX, dynamic B/L/M, verified (<= 1e
 onnx-int8      model.int8.onnx         dynamic int8 quantization for CPU (+ model.onnx)
 onnx-fp16      model.fp16.onnx         fp16 weights/compute for GPU, fp32 I/O (+ model.onnx)
 tensorrt       model.engine            TensorRT 10 engine (+ model.onnx, model.engine.json)
-triton-server  tdfast_tddetr/          Triton model repository: config.pbtxt + 1/model.onnx
+triton-server  tdfast_tddetr/          Triton repository: onnxruntime model + <name>_moments (Python)
 =============  ======================  =====================================================
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch import nn
 from tdfast.atomic import staged_name
 from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
+from tdfast.userdirs import user_cache_dir
 from tdfast.export.onnx_export import (GRAPH_RECIPE, ONNX_NAME, add_metadata, export_onnx, file_sha256,
                                        load_model, read_metadata)
 from tdfast.export.options import ExportOptions
@@ -94,11 +95,19 @@ def _tensorrt(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path, o: 
 
 
 def _triton(model: nn.Module, ckpt: Path | None, out_dir: Path, src: Path | None, o: ExportOptions) -> Path:
+    """The onnxruntime-backend model (full Triton image) and, beside it, the Python-backend
+    moments model ``<model_name>_moments`` running the same verified graph."""
+    from tdfast.export.triton_python import write_python_model
     from tdfast.export.triton_server import write_triton_repository
 
-    return write_triton_repository(ckpt or model, out_dir, model_name=o.model_name,
-                                   max_batch_size=o.max_batch, verify=o.verify, log=o.log, opset=o.opset,
-                                   exporter=o.exporter)
+    model_dir = write_triton_repository(ckpt or model, out_dir, model_name=o.model_name,
+                                        max_batch_size=o.max_batch, verify=o.verify, log=o.log, opset=o.opset,
+                                        exporter=o.exporter)
+    moments = write_python_model(ckpt or model, out_dir, f"{o.model_name}_moments", max_batch_size=o.max_batch,
+                                 export_file=model_dir / "1" / ONNX_NAME)
+    if o.log:
+        o.log(f"triton: wrote {moments}/config.pbtxt (Python backend: moments in seconds)")
+    return model_dir
 
 
 def _tensorrt_precheck(o: ExportOptions) -> None:
@@ -231,8 +240,3 @@ def is_writable_dir(directory: Path) -> bool:
     return True
 
 
-def user_cache_dir() -> Path:
-    """Where exports of read-only checkpoints go: ``$XDG_CACHE_HOME/tdfast`` (default
-    ``~/.cache/tdfast``), one subdirectory per weights hash."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tdfast"

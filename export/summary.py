@@ -43,9 +43,11 @@ def describe(path: Path) -> str:
         from tdfast.export.triton_config import parse_model_config
 
         cfg = parse_model_config(path.read_text())
-        preferred = list(cfg.dynamic_batching.preferred_batch_size)
+        batching = "off"
+        if cfg.HasField("dynamic_batching"):
+            batching = str(list(cfg.dynamic_batching.preferred_batch_size) or "on")
         return (f"Triton {cfg.backend} model {cfg.name!r}: max_batch_size {cfg.max_batch_size}, "
-                f"{len(cfg.input)} inputs, {len(cfg.output)} outputs, dynamic batching {preferred}")
+                f"{len(cfg.input)} inputs, {len(cfg.output)} outputs, dynamic batching {batching}")
     return ""
 
 

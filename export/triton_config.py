@@ -37,8 +37,12 @@ _MESSAGES = {
                     ("instance_group", 7, _M, 3, "ModelInstanceGroup"),
                     ("default_model_filename", 8, _S, 1, None),
                     ("dynamic_batching", 11, _M, 1, "ModelDynamicBatching"),
+                    ("parameters", 14, _M, 3, "ModelConfig.ParametersEntry"),
                     ("backend", 17, _S, 1, None)],
+    "ModelParameter": [("string_value", 1, _S, 1, None)],
 }
+# map<string, ModelParameter> parameters = 14: protobuf spells a map as a nested entry message.
+_MAP_ENTRIES = {"ModelConfig": ("ParametersEntry", "ModelParameter")}
 
 
 @lru_cache(maxsize=1)
@@ -60,6 +64,13 @@ def model_config_class():
             kind = msg.enum_type.add(name="Kind")
             for name, number in INSTANCE_KINDS.items():
                 kind.value.add(name=name, number=number)
+        if msg_name in _MAP_ENTRIES:
+            entry_name, value_type = _MAP_ENTRIES[msg_name]
+            entry = msg.nested_type.add(name=entry_name)
+            entry.options.map_entry = True
+            entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=1)
+            entry.field.add(name="value", number=2, type=f.TYPE_MESSAGE, label=1,
+                            type_name=f".inference.{value_type}")
         for name, number, typ, label, type_name in fields:
             field = msg.field.add(name=name, number=number, type=types[typ], label=label)
             if type_name:

@@ -48,6 +48,13 @@ class FusedTDCrossAttention(TDCrossAttention):
         key = (dtype, device, self.beta, tuple(p._version for p in params),
                tuple(p.data_ptr() for p in params))
         if self._packed is None or self._packed[0] != key:
+            if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+                # Outside any CUDA-graph capture (packing precedes it): a Triton never measured
+                # gets its 16-bit tiles probed here once, not silently spilling ones.
+                from tdfast.kernels.launch_config import device_arch
+                from tdfast.kernels.tile_probe import ensure_fit16
+
+                ensure_fit16(device_arch(device))
             w = self.weights(None)  # the start token is passed to forward, not packed
             self._packed = (key, pack_weights(w, self.num_heads, self.beta, dtype, device))
         return self._packed[1]

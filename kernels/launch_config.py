@@ -10,9 +10,10 @@ Two kernels per TD layer (``kernels/td_interaction.py``):
   and the output projection sums heads in registers.
 
 The default is a function of (dtype, B, L, M, D, H), the target's SM version and the Triton
-version (3.6 and 3.9 generate code of different register pressure), so ``python -m
-tdfast.kernels.aot --arch N`` compiles exactly what the launcher will run on sm_N with the
-installed Triton. docs/kernels.md has the arithmetic behind it.
+version (3.6, 3.8 and 3.9 generate code of different register pressure: the 16-bit tile budget is
+measured per Triton version and arch, and probed once for a version not measured, ``tile_probe``),
+so ``python -m tdfast.kernels.aot --arch N`` compiles exactly what the launcher will run on sm_N
+with the installed Triton. docs/kernels.md has the arithmetic behind it.
 """
 from __future__ import annotations
 
@@ -93,24 +94,34 @@ class Fit16(NamedTuple):
     stages_64_keys: int  # software-pipelining stages when the key tile is 64
 
 
-# Fitted with the AOT tool (``python -m tdfast.kernels.aot``, registers a thread at bf16,
-# D = 256, 8 heads; docs/kernels.md has the full table). Key: (Triton older than 3.7,
-# sm_90 or newer).
+# The 16-bit tile budgets, largest first: what the probe (``tile_probe``) tries in this order,
+# taking the first that compiles without a spill.
+FIT16_CANDIDATES = (
+    Fit16(BLOCK_LS, 4, 64, 2),       # up to 64 rows: Triton 3.9 on sm_90
+    Fit16(BLOCK_LS[:2], 4, 64, 2),   # up to 32 rows: Triton 3.9 on sm_80
+    Fit16(BLOCK_LS[:2], 4, 32, 1),   # up to 32 rows, 64 keys in 32-column chunks unpipelined
+    Fit16(BLOCK_LS[:1], 8, 32, 1),   # 16 rows, 8 warps, 32-column chunks unpipelined: Triton 3.6
+)
+SAFEST_FIT16 = FIT16_CANDIDATES[-1]
+
+# Measured with the AOT tool (``python -m tdfast.kernels.aot``, registers a thread at bf16,
+# D = 256, 8 heads; docs/kernels.md has the full table): (Triton major.minor, sm_90 or newer)
+# -> index into FIT16_CANDIDATES. Any other Triton is probed once per arch (``tile_probe``).
 # * Triton 3.9: 16 rows on 4 warps (204 registers, none spilled); sm_90 goes to 64 rows
 #   (237), sm_80 stops at 32: without wgmma, mma.sync keeps its operands in registers and
 #   64 rows spilled 200-380 B (32 rows: 190, none).
+# * Triton 3.8 (probed, then the defaults recorded: kernels_aot_triton38.json): 64 rows spill
+#   1.9-9.1 KB on sm_90 (0.5-2.5 KB on sm_80); 32 rows are clean at 32 keys but spill at 64 keys
+#   (140 / 224 B pipelined in 64-column chunks, 40 / 312 B in 32-column chunks unpipelined), so
+#   rows stop at 16 on 8 warps, as under 3.6.
 # * Triton 3.6 (the GPU machine's) generates heavier code: every one of those tiles hits
 #   255 registers and spills (16 rows on 4 warps 96-224 B, 32 rows 56-72 B even with 4 head
 #   groups or 1 stage, 64 rows 1.8 KB on sm_90). 16 rows on 8 warps is clean on both archs
 #   (M = 32: 196 / 197 registers; M = 16: 190 / 150); at 64 keys it still spills 16-112 B
 #   unless the weight chunks shrink to 32 columns without pipelining (206 / 208, none; with
 #   2 stages 20-32 B, with 3 stages 255 registers). Rows stop at 16 on both archs.
-FIT_16BIT = {
-    (False, True): Fit16(BLOCK_LS, 4, 64, 2),
-    (False, False): Fit16(BLOCK_LS[:2], 4, 64, 2),
-    (True, True): Fit16(BLOCK_LS[:1], 8, 32, 1),
-    (True, False): Fit16(BLOCK_LS[:1], 8, 32, 1),
-}
+MEASURED_FIT16 = {((3, 9), True): 0, ((3, 9), False): 1, ((3, 8), True): 3, ((3, 8), False): 3,
+                 ((3, 6), True): 3, ((3, 6), False): 3}
 
 
 def installed_triton() -> str | None:
@@ -122,29 +133,37 @@ def installed_triton() -> str | None:
     return triton.__version__
 
 
-def before_triton37(version: str | None) -> bool:
-    """Whether Triton ``version`` (e.g. "3.6.0") predates 3.7, i.e. gets the tiles fitted on
-    3.6; None (no triton: nothing will compile) gets the current ones."""
+def triton_minor(version: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a Triton version string ("3.8.0" -> (3, 8)); None if it has none."""
     found = re.match(r"(\d+)\.(\d+)", version or "")
-    return bool(found) and (int(found[1]), int(found[2])) < (3, 7)
+    return (int(found[1]), int(found[2])) if found else None
 
 
 def fit_16bit(arch: int = TUNED_ARCH, triton_version: str | None = None) -> Fit16:
-    """The 16-bit tile budget for sm_<arch> and that Triton version (default: the installed one)."""
+    """The 16-bit tile budget for sm_<arch> and that Triton version (default: the installed one):
+    measured (``MEASURED_FIT16``), else what the probe found and cached for this version and
+    arch (``tile_probe.ensure_fit16``), else the safest budget (16 rows; no probe has run yet,
+    e.g. under the CPU interpreter, where registers do not exist)."""
     version = installed_triton() if triton_version is None else triton_version
-    return FIT_16BIT[before_triton37(version), arch >= 90]
+    measured = MEASURED_FIT16.get((triton_minor(version), arch >= 90))
+    if measured is not None:
+        return FIT16_CANDIDATES[measured]
+    from tdfast.kernels.tile_cache import cached_fit16
+
+    probed = cached_fit16(version, arch)
+    return FIT16_CANDIDATES[probed] if probed is not None else SAFEST_FIT16
 
 
 def block_ls(dtype: torch.dtype, tf32: bool = False, arch: int = TUNED_ARCH,
-             triton_version: str | None = None) -> tuple[int, ...]:
+             triton_version: str | None = None, fit: Fit16 | None = None) -> tuple[int, ...]:
     """Row tiles the default may pick (see the AOT records, ``python -m tdfast.kernels.aot``).
 
     fp32 (IEEE or TF32) stays at 16 rows: at 32 ptxas spills (IEEE products are FMA outer
-    products with register operands; TF32 spilled 1.5 KB at 4 warps). 16-bit: ``FIT_16BIT``
-    (up to 64 rows on sm_90 and 32 below it with Triton >= 3.7; 16 with Triton 3.6)."""
+    products with register operands; TF32 spilled 1.5 KB at 4 warps). 16-bit: ``fit`` (default
+    ``fit_16bit(arch, triton_version)``: up to 64 rows on sm_90 with Triton 3.9, 16 with 3.6)."""
     if dtype not in (torch.float16, torch.bfloat16):
         return BLOCK_LS[:1]
-    return fit_16bit(arch, triton_version).block_ls
+    return (fit or fit_16bit(arch, triton_version)).block_ls
 
 
 def _tile_for(dtype: torch.dtype, tf32: bool) -> int:
@@ -154,11 +173,11 @@ def _tile_for(dtype: torch.dtype, tf32: bool) -> int:
 
 def default_config(dtype: torch.dtype, batch: int, video_len: int, text_len: int, dim: int,
                    num_heads: int, tf32: bool = False, arch: int | None = None,
-                   triton_version: str | None = None) -> LaunchConfig:
+                   triton_version: str | None = None, fit: Fit16 | None = None) -> LaunchConfig:
     """What the launcher runs on sm_<arch> when the caller passes no tiles (``arch``: SM
     version, 10 * major + minor; default: the current CUDA device's, ``device_arch()``; the
     launcher passes its tensors' device), compiled by Triton ``triton_version`` (default: the
-    installed one; tiles differ before 3.7, ``FIT_16BIT``).
+    installed one; its 16-bit tile budget, ``fit_16bit``; ``fit`` overrides it: the probe's candidates).
 
     rows kernel, block_l: the largest row tile (16 / 32 / 64; below sm_90: 16 / 32; fp32 and
     Triton 3.6: 16) that still gives one full wave (>= SMS programs). Every program reads all six D x D
@@ -169,11 +188,11 @@ def default_config(dtype: torch.dtype, batch: int, video_len: int, text_len: int
     """
     arch = device_arch() if arch is None else arch
     sixteen_bit = dtype in (torch.float16, torch.bfloat16)
-    fit = fit_16bit(arch, triton_version)
+    fit = fit or (fit_16bit(arch, triton_version) if sixteen_bit else SAFEST_FIT16)
     block_m = max(16, next_pow2(text_len))
     chunk = fit.chunk_64_keys if sixteen_bit and block_m >= 64 else _tile_for(dtype, tf32)
     chunk = min(chunk, max(16, next_pow2(dim)))
-    block_l = _fill(batch * video_len, block_ls(dtype, tf32, arch, triton_version), 1)
+    block_l = _fill(batch * video_len, block_ls(dtype, tf32, arch, triton_version, fit), 1)
     padded = num_heads * padded_head_dim(dim // num_heads)
     wide = sixteen_bit and batch * text_len >= 1024
     kv_block_c = min(128 if wide else 64, padded)
@@ -181,7 +200,7 @@ def default_config(dtype: torch.dtype, batch: int, video_len: int, text_len: int
     # Register budget, from the AOT records (python -m tdfast.kernels.aot): four head groups
     # where score / output tiles are large (64 rows or 64 keys); 64-row tiles without software
     # pipelining (its prefetched operands spilled 0.9 KB a thread; without it: 235 registers, no
-    # spill); TF32, and fp32 with 64 keys, on 8 warps (4 spilled); 16-bit: ``FIT_16BIT``.
+    # spill); TF32, and fp32 with 64 keys, on 8 warps (4 spilled); 16-bit: ``fit``.
     big = block_l >= 64 or block_m >= 64
     head_groups = 4 if big and num_heads >= 4 and num_heads % 4 == 0 else 2
     num_warps = fit.warps_16_rows if block_l <= 16 and sixteen_bit else 8
@@ -198,9 +217,11 @@ def _fill(rows: int, tiles: tuple[int, ...], col_blocks: int) -> int:
 
 
 def all_configs(dtype: torch.dtype, dim: int, num_heads: int, tf32: bool = False,
-                arch: int | None = None, triton_version: str | None = None) -> list[LaunchConfig]:
+                arch: int | None = None, triton_version: str | None = None,
+                fit: Fit16 | None = None) -> list[LaunchConfig]:
     """Every configuration ``default_config`` can return on sm_<arch> (default: the current
-    device's) with Triton ``triton_version`` (default: the installed one) for this dtype and width, found by running it over batch sizes 1 .. 4096,
+    device's) with Triton ``triton_version`` (default: the installed one; ``fit``: a 16-bit tile
+    budget instead of that version's) for this dtype and width, found by running it over batch sizes 1 .. 4096,
     L = 16 / 75 / 150 and M tiles 32 / 64 (the choices depend only on B * L, B * M and the M
     tile, through thresholds those sizes cross)."""
     arch = device_arch() if arch is None else arch
@@ -208,7 +229,7 @@ def all_configs(dtype: torch.dtype, dim: int, num_heads: int, tf32: bool = False
     for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
         for video_len, text_len in itertools.product((16, 75, 150), (32, 64)):
             cfg = default_config(dtype, batch, video_len, text_len, dim, num_heads, tf32, arch,
-                                 triton_version)
+                                 triton_version, fit)
             seen.setdefault(cfg.name + cfg.kv_name, cfg)
     return list(seen.values())
 

@@ -54,8 +54,8 @@ class PackedTDWeights:
     wkv: Tensor  # [S, D, P]: K_v, V_v (, K_t, V_t) text projections; S = 4 with has_dyn, else 2
     bkv: Tensor  # [S, P] float32
     bo: Tensor  # [D] float32: bo_v + (1 - beta) bo_t
-    ln1_w: Tensor  # [D] float32: g1 W1^T, column sums of the folded flow unit 1 weight
-    ln1_b: Tensor  # [D] float32: b1_ln W1^T + b1 (LayerNorm bias through the Linear, plus its bias)
+    f1_gain_sum: Tensor  # [D] float32: g1 W1^T, column sums of the folded flow unit 1 weight
+    f1_bias: Tensor  # [D] float32: b1_ln W1^T + b1 (LayerNorm bias through the Linear, plus its bias)
     w_f1: Tensor  # [D, D] flow unit 1: diag(g1) W1^T (LayerNorm scale folded in)
     ln2_w: Tensor  # flow unit 2
     ln2_b: Tensor
@@ -94,8 +94,8 @@ def _fold_layer_norm(g: Tensor, b: Tensor, weight: Tensor, bias: Tensor, dtype: 
 
     so a program needs only the row sums of t and t^2, gathered in the GEMM's own K-loop."""
     wt = weight.T  # [in, out]
-    return dict(w_f1=(g[:, None] * wt).to(dtype).contiguous(), ln1_w=(g @ wt).contiguous(),
-                ln1_b=(b @ wt + bias).contiguous())
+    return dict(w_f1=(g[:, None] * wt).to(dtype).contiguous(), f1_gain_sum=(g @ wt).contiguous(),
+                f1_bias=(b @ wt + bias).contiguous())
 
 
 def pack_weights(w: TDWeights, num_heads: int, beta: float, dtype: torch.dtype,
@@ -143,7 +143,7 @@ def pack_weights(w: TDWeights, num_heads: int, beta: float, dtype: torch.dtype,
         wkv=mat(torch.stack([heads_out(m) for m, _ in kv])),
         bkv=vec(torch.stack([heads_bias(b) for _, b in kv])), bo=vec(bo),
         **(_fold_layer_norm(f32(w.ln1_w), f32(w.ln1_b), f32(w.w_f1), f32(w.b_f1), dtype) if has_dyn
-           else dict(ln1_w=none_v, ln1_b=none_v, w_f1=none_m)),
+           else dict(f1_gain_sum=none_v, f1_bias=none_v, w_f1=none_m)),
         ln2_w=vec(f32(w.ln2_w)) if has_dyn else none_v, ln2_b=vec(f32(w.ln2_b)) if has_dyn else none_v,
         w_f2=mat(f32(w.w_f2).T) if has_dyn else none_m, b_f2=vec(f32(w.b_f2)) if has_dyn else none_v,
         wq_t=mat(heads_out(w.wq_t)) if has_dyn else none_m,

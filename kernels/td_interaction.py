@@ -194,7 +194,7 @@ def _project_out(acc, a0, a1, a2, a3, wo_ptr, nn, n_ok, D: tl.constexpr, C: tl.c
 def _rows_kernel(
     video_ptr, pos_ptr, start_ptr, kv_ptr, bias_ptr, out_ptr,
     wq_v_ptr, bq_v_ptr, wo_v_ptr, bo_ptr,
-    ln1_w_ptr, ln1_b_ptr, w_f1_ptr, ln2_w_ptr, ln2_b_ptr, w_f2_ptr, b_f2_ptr,
+    f1_gain_sum_ptr, f1_bias_ptr, w_f1_ptr, ln2_w_ptr, ln2_b_ptr, w_f2_ptr, b_f2_ptr,
     wq_t_ptr, bq_t_ptr, wo_t_ptr,
     L, M, R, stride_bias_b, beta, qk_scale, eps,
     D: tl.constexpr, H: tl.constexpr, BDH: tl.constexpr, S: tl.constexpr,
@@ -202,6 +202,23 @@ def _rows_kernel(
     BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, HG: tl.constexpr,
     HAS_DYN: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    """out[r] = s for BLOCK_L rows r = b * L + t of the flattened video (launch step 2).
+
+    Inputs: video, pos [R = B * L, D] (activation dtype); start [D] (the start token; only
+    read with ``HAS_DYN``); kv [B, S, H, M, BDH] from ``_text_kv_kernel`` (sets 0, 1: K_v, V_v;
+    2, 3: K_t, V_t); bias [B, M] fp32 additive key mask (row stride ``stride_bias_b``);
+    weights as ``PackedTDWeights`` names them (``f1_gain_sum`` / ``f1_bias``: LN1 folded
+    through W1). Output: out [R, D] in out's dtype. Three phases:
+
+    1. with ``HAS_DYN``: F1 (LN1 folded into its GEMM), LN2 in registers, F2 chunk by chunk
+       into the dynamics query Q_t, then A_t = attention of Q_t on (K_t, V_t);
+    2. the video query Q_v = (video + pos) Wq_v + bq_v and A_v on (K_v, V_v);
+    3. s = A_v Wo_v + (1 - beta) A_t Wo_t + bo + beta * video, one N-chunk at a time.
+
+    A program may span several videos (rows b_lo .. b_hi): each row attends with its own
+    video's key mask. Runtime ints (L, M, R, stride) are not specialised on; the rest are
+    tile sizes and switches (``LaunchConfig``, ``kernel_args``).
+    """
     pid = tl.program_id(0)
     dtype = video_ptr.dtype.element_ty
     P: tl.constexpr = H * BDH
@@ -238,8 +255,8 @@ def _rows_kernel(
             f1 = tl.dot(t.to(dtype), w1, f1, input_precision=PRECISION)
         mu1 = s1 / D
         rstd1 = 1.0 / tl.sqrt(tl.maximum(s2 / D - mu1 * mu1, 0.0) + eps)
-        g1w = tl.load(ln1_w_ptr + cols_d, mask=d_ok, other=0.0)  # g1 W1 (column sums)
-        b1w = tl.load(ln1_b_ptr + cols_d, mask=d_ok, other=0.0)  # b1_ln W1 + b1
+        g1w = tl.load(f1_gain_sum_ptr + cols_d, mask=d_ok, other=0.0)  # g1 W1 (column sums)
+        b1w = tl.load(f1_bias_ptr + cols_d, mask=d_ok, other=0.0)  # b1_ln W1 + b1
         f1 = rstd1[:, None] * f1 - (rstd1 * mu1)[:, None] * g1w[None, :] + b1w[None, :]
         f1 = tl.where(d_ok[None, :], tl.maximum(f1, 0.0), 0.0)
         # LN2 on the F1 rows in registers (padded columns are 0 and stay out of the statistics).
@@ -351,7 +368,7 @@ def td_interaction(video: Tensor, pos: Tensor, start: Tensor | None, text: Tenso
     _rows_kernel[(triton.cdiv(rows, cfg.block_l),)](
         video, pos, start_arg, kv, bias_rows, out,
         weights.wq_v, weights.bq_v, weights.wo_v, weights.bo,
-        *((weights.ln1_w, weights.ln1_b, weights.w_f1, weights.ln2_w, weights.ln2_b,
+        *((weights.f1_gain_sum, weights.f1_bias, weights.w_f1, weights.ln2_w, weights.ln2_b,
            weights.w_f2, weights.b_f2, weights.wq_t, weights.bq_t, weights.wo_t)
           if weights.has_dyn else (weights.bo,) * 10),  # unused pointers without the branch
         n, m, rows, bias_rows.stride(0), weights.beta, LOG2E / weights.head_dim**0.5, LN_EPS,

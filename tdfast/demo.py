@@ -159,7 +159,7 @@ def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
     from tdfast.data.features import FeatureStore
     from tdfast.data.synthetic import make_synthetic_dataset
     from tdfast.export import ensure_export
-    from tdfast.training import RunConfig, train
+    from tdfast.training import RunConfig, TrainData, TrainOptions, train
 
     options.validate()
     out = Path(options.out_dir)
@@ -175,8 +175,10 @@ def _run_steps(options: DemoOptions, log: Callable[[str], None]) -> DemoResult:
     log(f"[2/5] train the tiny preset for {options.epochs} epochs (--set {' '.join(TRAIN_OVERRIDES)})")
     run = RunConfig.from_name("tiny").override(list(TRAIN_OVERRIDES))
     ckpt = out / "checkpoint"
-    result = train(run.model, ds.train, ds.val, ds.video_dirs, ds.text_dir, ckpt, training=run.training,
-                   epochs=options.epochs, seed=options.seed, progress=options.progress, eval_before=True)
+    result = train(run,
+                   TrainData(ds.train, ds.val, ds.video_dirs, ds.text_dir),
+                   TrainOptions(ckpt, epochs=options.epochs, seed=options.seed, progress=options.progress,
+                                eval_before=True))
     before, after = shown(result.initial_metrics), shown(result.best_metrics)
     log(metrics_table(before, after))
     log(f"  best epoch {result.best_epoch} of {result.epochs}; checkpoint {ckpt}")

@@ -57,9 +57,9 @@ def test_bench_trains_with_its_recipe_and_train_lr_wins(tmp_path, monkeypatch, t
 
     seen = {}
 
-    def fake_train(config, train_ann, val_ann, video_dirs, text_dir, out_dir, *, training, epochs, **kw):
-        seen.update(training=training, epochs=epochs)
-        TDDETR(config).save_pretrained(out_dir)
+    def fake_train(run, data, options):
+        seen.update(training=run.training, epochs=options.epochs)
+        TDDETR(run.model).save_pretrained(options.out_dir)
 
     monkeypatch.setattr(training_api, "train", fake_train)
     spec = BenchSpec(preset="tiny", int8=True, train_epochs=2, train_lr=train_lr, train_videos=4, val_videos=2)

@@ -82,3 +82,59 @@ def test_missing_markers_are_an_error():
         replace_section("# tdfast\n<!-- bench-table:end -->\n", "x", "README.md")
     assert str(e.value) == ("README.md: expected the markers <!-- bench-table:start --> and "
                             "<!-- bench-table:end --> in that order, found start at -1, end at 9 (-1: missing)")
+
+
+def demo_record(mapr_after: float = 45.58) -> dict:
+    r = predict_record()
+    r.update(kind="demo", setup={"command": "tdfast demo", "epochs": 10, "threads": 1},
+             rows=[{"metric": "MR-full-mAP", "before": 10.35, "after": mapr_after},
+                   {"metric": "HL-min-VeryGood-Hit1", "before": 19.75, "after": 64.2},
+                   {"metric": "MR-full-R1@0.5", "before": 3.0, "after": 50.0}],
+             parity={"onnxruntime": {"max_abs_spans": 1e-6, "max_abs_scores": 4.8e-6,
+                                     "max_abs_saliency": 2e-6, "top1_agree": 82, "pairs": 82},
+                     "tensorrt": {"skipped": "needs a CUDA GPU"}},
+             wall_s=141.2)
+    return r
+
+
+def test_the_demo_line_comes_from_the_newest_demo_record(tmp_path):
+    from tdfast.benchmarks.readme import DEMO_END, DEMO_START
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro {DEMO_START}\nold numbers 38.55\n{DEMO_END} more\n{START}\n{END}\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "demo_a.json").write_text(json.dumps(demo_record(1.0)))
+    (results / "demo_cpu.json").write_text(json.dumps(demo_record()))
+    assert update_readme(readme, results) is True
+    text = readme.read_text()
+    assert text.startswith(
+        f"intro {DEMO_START}\nOne run with the defaults (10 epochs, 1 thread; Test CPU, torch 2.0.0, 2026-01-02, "
+        "141 s at load 0.5; `benchmarks/results/demo_cpu.json`): val MR-full-mAP 10.35 -> 45.58; val "
+        "HL-min-VeryGood-Hit1 19.75 -> 64.20; onnxruntime equal to eager within 4.8e-06 with the same "
+        f"top-1 on 82/82 test pairs.\n{DEMO_END} more\n")
+    assert "38.55" not in text
+
+
+def test_a_readme_with_demo_markers_needs_a_demo_record(tmp_path):
+    from tdfast.benchmarks.readme import DEMO_END, DEMO_START
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{DEMO_START}\n{DEMO_END}\n{START}\n{END}\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "bench_cpu_fp32.json").write_text(json.dumps(predict_record()))
+    with pytest.raises(InputError, match="expected a demo record"):
+        update_readme(readme, results)
+
+
+def test_the_repository_readme_is_generated_from_the_committed_records():
+    """Every number the README's generated parts show is in a committed record, and the README
+    holds exactly what the records render (regenerate: python -m tdfast.benchmarks.readme)."""
+    from pathlib import Path
+
+    from tdfast.benchmarks.readme import DEMO_START
+
+    repo = Path(__file__).resolve().parents[1]
+    assert DEMO_START in (repo / "README.md").read_text()
+    assert update_readme(repo / "README.md", repo / "benchmarks" / "results", check=True) is False

@@ -58,7 +58,7 @@ def test_valid_record_round_trips(tmp_path):
     (lambda r: r.pop("schema_version"), "record: missing key 'schema_version'"),
     (lambda r: r.update(schema_version=2), "record['schema_version']: expected 1, got 2"),
     (lambda r: r.update(kind="latency"),
-     "record['kind']: expected one of ['predict', 'kernels', 'export', 'train', 'shared', 'profile', 'int8', 'model_batch'], got 'latency'"),
+     "record['kind']: expected one of ['predict', 'kernels', 'export', 'train', 'shared', 'profile', 'int8', 'model_batch', 'demo', 'serve'], got 'latency'"),
     (lambda r: r["machine"].pop("git"), "record['machine']: missing key 'git'"),
     (lambda r: r["machine"]["versions"].update(torch=None),
      "record['machine']['versions']['torch']: expected a non-empty string, got None"),

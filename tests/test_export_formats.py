@@ -125,6 +125,12 @@ def test_module_cli_writes_triton_repository(tmp_path, capsys):
     text = capsys.readouterr().out
     assert ("Triton onnxruntime model 'tdfast_tddetr': max_batch_size 8, 4 inputs, 3 outputs, "
             "dynamic batching [2, 4, 8]") in text
+    # beside it, the Python-backend moments model serving the same verified graph
+    moments = out / "tdfast_tddetr_moments"
+    assert (moments / "1" / "model.onnx").read_bytes() == (out / "tdfast_tddetr" / "1" / "model.onnx").read_bytes()
+    assert (moments / "1" / "model.safetensors").read_bytes() == (ckpt / "model.safetensors").read_bytes()
+    assert ("Triton python model 'tdfast_tddetr_moments': max_batch_size 8, 6 inputs, 3 outputs, "
+            "dynamic batching on") in text
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")

@@ -1,7 +1,7 @@
 """The fused TD kernels compiled on a CUDA GPU: the issue's parity matrix at the real width
 (D = 256, 8 heads) in fp32 (IEEE and TF32), fp16 and bf16, every tile, and the fused model end
 to end. Skipped without CUDA (CI runs the interpreter versions in test_kernels_td_interaction.py).
-On a GPU: ``bash benchmarks/gpu_session.sh`` (runs this file first).
+On a GPU: ``bash benchmarks/run_gpu.sh session`` (runs this file first).
 """
 from __future__ import annotations
 

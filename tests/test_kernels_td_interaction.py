@@ -120,7 +120,7 @@ def test_videos_do_not_leak_into_each_other():
 
 def test_float16_within_1e_2():
     """fp16 runs in the interpreter too (bf16 does not: its tl.dot there multiplies bit
-    patterns; bf16 is covered on a GPU by test_kernels_gpu.py and benchmarks/gpu_session.sh)."""
+    patterns; bf16 is covered on a GPU by test_kernels_gpu.py and benchmarks/run_gpu.sh session)."""
     layer, start = td_layer(32, 4, use_tdem=True, seed=8)
     assert max_diff(layer, start, 3, 75, 32, 0.5, seed=50, dtype=torch.float16) <= 1e-2
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from tdfast.data.synthetic import make_synthetic_dataset
-from tdfast.training import RunConfig, train
+from tdfast.training import RunConfig, TrainData, TrainOptions, train
 from train_support import finish, start
 
 OVERRIDES = ["batch_size=8", "dropout=0", "input_dropout=0", "max_video_len=20"]
@@ -52,8 +52,9 @@ def one_process_train(data, out, epochs: int):
     torch.set_num_threads(1)
     try:
         config = RunConfig.from_name("tiny").override(OVERRIDES)
-        return train(config.model, train_ann, ds.val, ds.video_dirs, ds.text_dir, out,
-                     training=config.training, epochs=epochs, seed=5, progress=False)
+        return train(config,
+                     TrainData(train_ann, ds.val, ds.video_dirs, ds.text_dir),
+                     TrainOptions(out, epochs=epochs, seed=5, progress=False))
     finally:
         torch.set_num_threads(n)
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from tdfast.data.synthetic import make_synthetic_dataset
-from tdfast.training import RunConfig, train
+from tdfast.training import RunConfig, TrainData, TrainOptions, train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -37,10 +37,10 @@ def config() -> RunConfig:
 
 def run(data, out, device="cuda", autocast="fp32", epochs=4, **kw):
     losses: list[float] = []
-    result = train(config().model, data.train, data.val, data.video_dirs, data.text_dir, out,
-                   training=config().training, epochs=epochs, seed=2,
-                   progress=False, device=device, autocast=autocast, cache_size=512,
-                   on_step=lambda step, terms: losses.append(terms["loss"]), **kw)
+    result = train(config(),
+                   TrainData(data.train, data.val, data.video_dirs, data.text_dir, cache_size=512),
+                   TrainOptions(out, epochs=epochs, seed=2, progress=False, device=device, autocast=autocast,
+                                on_step=lambda step, terms: losses.append(terms['loss']), **kw))
     return result, losses
 
 
@@ -74,10 +74,10 @@ def test_gpu_crash_and_resume_matches_uninterrupted(data, tmp_path):
             raise Crash
 
     with pytest.raises(Crash):
-        train(config().model, data.train, data.val, data.video_dirs, data.text_dir, tmp_path / "cut",
-              training=config().training, epochs=2, seed=2,
-              progress=False, device="cuda", autocast="bf16", cache_size=512, save_every_steps=3,
-              eval_before=False, on_step=crash)
+        train(config(),
+              TrainData(data.train, data.val, data.video_dirs, data.text_dir, cache_size=512),
+              TrainOptions(tmp_path / "cut", epochs=2, seed=2, progress=False, device='cuda', autocast='bf16',
+                           save_every_steps=3, eval_before=False, on_step=crash))
     resumed, _ = run(data, tmp_path / "cut", autocast="bf16", epochs=2, save_every_steps=3, eval_before=False,
                      resume=tmp_path / "cut")
     assert resumed.steps == full.steps

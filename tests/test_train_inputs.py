@@ -10,7 +10,7 @@ import pytest
 from tdfast.cli import main
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.errors import InputError
-from tdfast.training import RunConfig, train
+from tdfast.training import RunConfig, TrainData, TrainOptions, train
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,10 @@ def write_lines(path, rows):
 
 def run(data, out, train_ann=None, val_ann=None, video_dirs=None):
     config = RunConfig.from_name("tiny", batch_size=4)
-    return train(config.model, train_ann or data.train, val_ann or data.val, video_dirs or data.video_dirs,
-                 data.text_dir, out, training=config.training, epochs=1, progress=False)
+    return train(config,
+                 TrainData(train_ann or data.train, val_ann or data.val, video_dirs or data.video_dirs,
+                           data.text_dir),
+                 TrainOptions(out, epochs=1, progress=False))
 
 
 def test_malformed_jsonl_line_names_file_and_line(data, tmp_path):

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from tdfast.data.synthetic import make_synthetic_dataset
-from tdfast.training import RunConfig, train
+from tdfast.training import RunConfig, TrainData, TrainOptions, train
 from tdfast.training.run_dir import LAST, load_train_state
 from train_support import finish, start
 
@@ -41,8 +41,10 @@ SAVE_EVERY = 3  # steps; with 4 steps an epoch most checkpoints fall mid-epoch
 
 def run(data, out, **kw):
     config = RunConfig.from_name("tiny", batch_size=8, max_video_len=24)
-    return train(config.model, data.train, data.val, data.video_dirs, data.text_dir, out, training=config.training, epochs=3, seed=11,
-                 progress=False, save_every_steps=SAVE_EVERY, eval_before=False, cache_size=256, **kw)
+    return train(config,
+                 TrainData(data.train, data.val, data.video_dirs, data.text_dir, cache_size=256),
+                 TrainOptions(out, epochs=3, seed=11, progress=False, save_every_steps=SAVE_EVERY,
+                              eval_before=False, **kw))
 
 
 def train_losses(run_dir):
@@ -95,12 +97,14 @@ def test_resume_refuses_another_config(data, tmp_path):
     from tdfast.errors import InputError
 
     config = RunConfig.from_name("tiny", batch_size=8, max_video_len=24)
-    train(config.model, data.train, None, data.video_dirs, data.text_dir, tmp_path / "r", training=config.training, epochs=1, seed=0,
-          progress=False, cache_size=256)
+    train(config,
+          TrainData(data.train, None, data.video_dirs, data.text_dir, cache_size=256),
+          TrainOptions(tmp_path / "r", epochs=1, seed=0, progress=False))
     other = RunConfig.from_name("tiny", batch_size=8, max_video_len=24, lr=5e-4)
     with pytest.raises(InputError, match=r"another config.*'lr': \(0\.001, 0\.0005\)"):
-        train(other.model, data.train, None, data.video_dirs, data.text_dir, tmp_path / "r", training=other.training, epochs=2,
-              progress=False, resume=tmp_path / "r")
+        train(other,
+              TrainData(data.train, None, data.video_dirs, data.text_dir),
+              TrainOptions(tmp_path / "r", epochs=2, progress=False, resume=tmp_path / "r"))
 
 
 def cli_train(data, out, *extra) -> subprocess.Popen:
@@ -187,7 +191,9 @@ def test_resume_into_another_finished_run_is_refused(data, tmp_path, capsys):
     a, b = fake_run(tmp_path / "A"), fake_run(tmp_path / "B", log='{"kind": "epoch"}\n')
     config = RunConfig.from_name("tiny", batch_size=8, max_video_len=24)
     with pytest.raises(InputError, match=r"--out '.*B'.*--resume '.*A'"):
-        train(config.model, data.train, None, data.video_dirs, data.text_dir, b, training=config.training, epochs=1, progress=False, resume=a)
+        train(config,
+              TrainData(data.train, None, data.video_dirs, data.text_dir),
+              TrainOptions(b, epochs=1, progress=False, resume=a))
     code = main(["train", "--train", str(data.train), "--video-feats", *map(str, data.video_dirs),
                  "--text-feats", str(data.text_dir), "--out", str(b), "--resume", str(a), "--no-progress"])
     err = capsys.readouterr().err.strip()
@@ -202,7 +208,9 @@ def test_out_that_is_a_file_fails_before_any_work(data, tmp_path):
     (tmp_path / "f").write_text("mine")
     config = RunConfig.from_name("tiny", batch_size=8, max_video_len=24)
     with pytest.raises(InputError, match=r"--out '.*f'.*a file"):
-        train(config.model, data.train, None, data.video_dirs, data.text_dir, tmp_path / "f", training=config.training, epochs=1, progress=False)
+        train(config,
+              TrainData(data.train, None, data.video_dirs, data.text_dir),
+              TrainOptions(tmp_path / "f", epochs=1, progress=False))
     assert (tmp_path / "f").read_text() == "mine"
 
 

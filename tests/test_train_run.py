@@ -14,7 +14,7 @@ from tdfast.data.dataset import MomentDataset
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.eval import eval_charades, eval_submission, load_jsonl
 from tdfast.model.tddetr import TDDETR
-from tdfast.training import RunConfig, train
+from tdfast.training import RunConfig, TrainData, TrainOptions, train
 from tdfast.training.validate import predict_submission, selection_score
 
 
@@ -44,8 +44,10 @@ def test_short_run_learns_qvhighlights_protocol(tmp_path):
     ds = make_synthetic_dataset(tmp_path / "syn", seed=0, num_train=60, num_val=30, num_test=0, max_clips=24)
     config = RunConfig.from_name("tiny", batch_size=8, lr=3e-3, max_video_len=24, early_stop_patience=0)
     losses = []
-    result = train(config.model, ds.train, ds.val, ds.video_dirs, ds.text_dir, tmp_path / "run", training=config.training, epochs=30, seed=0,
-                   progress=False, cache_size=1024, on_step=lambda step, terms: losses.append(terms["loss"]))
+    result = train(config,
+                   TrainData(ds.train, ds.val, ds.video_dirs, ds.text_dir, cache_size=1024),
+                   TrainOptions(tmp_path / "run", epochs=30, seed=0, progress=False, on_step=lambda step,
+                                terms: losses.append(terms['loss'])))
     # measured on the official network (2-core CPU, torch 2.13): mean loss of the first / last fifth
     # of the steps 9.6 -> 5.3; best epoch MR-full-mAP 10.1 -> 23.2, R1@0.5 22.7 -> 31.8,
     # HL-min-VeryGood-mAP 18.2 -> 45.8 (20 epochs reached only +2.4 mAP: the DAB decoder needs more steps)
@@ -84,8 +86,9 @@ def test_charades_protocol_scores_r1_miou_and_keeps_best_r1(tmp_path):
                                 max_clips=24)
     config = RunConfig.from_name("tiny", batch_size=8, lr=3e-3, max_video_len=24, clip_len=1.0,
                                     eval_protocol="charades", early_stop_patience=0)
-    result = train(config.model, ds.train, ds.val, ds.video_dirs, ds.text_dir, tmp_path / "run", training=config.training, epochs=5, seed=1,
-                   progress=False, cache_size=1024)
+    result = train(config,
+                   TrainData(ds.train, ds.val, ds.video_dirs, ds.text_dir, cache_size=1024),
+                   TrainOptions(tmp_path / "run", epochs=5, seed=1, progress=False))
     keys = {f"MR-full-R{k}@{t}" for k in (1, 5) for t in (0.3, 0.5, 0.7)} | {"MR-full-mIoU"}
     assert set(result.initial_metrics) == keys == set(result.best_metrics)
     epochs = [r for r in val_records(tmp_path / "run") if r["epoch"] > 0]

@@ -9,7 +9,7 @@ from fidelity_support import one_thread  # noqa: F401  (autouse fixture: one tor
 
 from tdfast.data.dataset import MomentDataset
 from tdfast.data.synthetic import make_synthetic_dataset
-from tdfast.training import RunConfig, Trainer, train
+from tdfast.training import RunConfig, TrainData, Trainer, TrainOptions, train
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,9 @@ def test_gradients_are_clipped_to_grad_clip(data, tmp_path):
 
 def test_lr_drops_tenfold_every_lr_drop_epochs(data, tmp_path):
     config = RunConfig.from_name("tiny", batch_size=8, max_video_len=16, lr=1e-3, lr_drop=2)
-    train(config.model, data.train, None, data.video_dirs, data.text_dir, tmp_path, training=config.training, epochs=5, progress=False)
+    train(config,
+          TrainData(data.train, None, data.video_dirs, data.text_dir),
+          TrainOptions(tmp_path, epochs=5, progress=False))
     lr_by_epoch = {r["epoch"]: r["lr"] for r in records(tmp_path, "train")}
     assert lr_by_epoch == pytest.approx({1: 1e-3, 2: 1e-3, 3: 1e-4, 4: 1e-4, 5: 1e-5}, rel=1e-9)
 
@@ -63,8 +65,9 @@ def test_lr_drops_tenfold_every_lr_drop_epochs(data, tmp_path):
 def test_early_stop_after_patience_epochs_without_gain(data, tmp_path):
     # lr 0: the weights never change, so every epoch scores what epoch 1 scored: no gain after it
     config = RunConfig.from_name("tiny", batch_size=8, max_video_len=16, lr=0.0, early_stop_patience=2)
-    result = train(config.model, data.train, data.val, data.video_dirs, data.text_dir, tmp_path, training=config.training, epochs=10,
-                   progress=False)
+    result = train(config,
+                   TrainData(data.train, data.val, data.video_dirs, data.text_dir),
+                   TrainOptions(tmp_path, epochs=10, progress=False))
     assert (result.epochs, result.best_epoch, result.stopped_early) == (3, 1, True)
     epochs = records(tmp_path, "epoch")
     assert [(r["epoch"], r["best_epoch"], r["stopped_early"]) for r in epochs] == [
@@ -74,6 +77,7 @@ def test_early_stop_after_patience_epochs_without_gain(data, tmp_path):
     assert len({r["MR-full-mAP"] for r in vals}) == 1  # epoch 0 (untrained) too: nothing moved
     # with patience 0 the same run trains every epoch
     config = RunConfig.from_name("tiny", batch_size=8, max_video_len=16, lr=0.0, early_stop_patience=0)
-    result = train(config.model, data.train, data.val, data.video_dirs, data.text_dir, tmp_path / "all", training=config.training, epochs=5,
-                   progress=False, eval_before=False)
+    result = train(config,
+                   TrainData(data.train, data.val, data.video_dirs, data.text_dir),
+                   TrainOptions(tmp_path / "all", epochs=5, progress=False, eval_before=False))
     assert (result.epochs, result.stopped_early) == (5, False)

@@ -1,11 +1,12 @@
 """Reference trainer for TD-DETR: matcher, losses, VSDC, loop, checkpoints, multi-process.
 
-``train(config, train_config, train_ann, val_ann, video_dirs, text_dir, out_dir, ...)`` is the
-entry point (``tdfast train`` calls it); ``TrainConfig`` holds the training settings beside the
-network's ``TDDETRConfig``; ``docs/training.md`` describes the recipe and the choices made.
+``train(run, data, options)`` is the entry point (``tdfast train`` calls it): ``run`` a
+``RunConfig`` (the network's ``TDDETRConfig`` and the ``TrainConfig``), ``data`` a
+``TrainData`` (annotation files, feature directories), ``options`` a ``TrainOptions`` (run
+directory, epochs, seed, device, resume, ...); ``docs/training.md`` describes the recipe.
 """
-from tdfast.training.api import train
+from tdfast.training.api import TrainData, TrainOptions, train
 from tdfast.training.config import RunConfig, TrainConfig
 from tdfast.training.trainer import TrainResult, Trainer
 
-__all__ = ["RunConfig", "TrainConfig", "TrainResult", "Trainer", "train"]
+__all__ = ["RunConfig", "TrainConfig", "TrainData", "TrainOptions", "TrainResult", "Trainer", "train"]

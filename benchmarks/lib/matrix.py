@@ -9,6 +9,7 @@ In the same run: the GEMM peak per dtype (start and end), FLOPs per pair per len
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import tempfile
 import time
@@ -26,6 +27,7 @@ from tdfast.benchmarks.record import make_record
 from tdfast.benchmarks.roofline import flops_per_pair, gemm_peak
 from tdfast.benchmarks.timing import rounds_for
 from tdfast.errors import BackendUnavailableError, InputError
+from tdfast.model.checkpoint import WEIGHTS_NAME
 
 WHAT = ("Retriever.predict(videos, queries, top_k=5) wall-clock on host numpy inputs (validation, "
         "bucketing, padding, backend call, copy back, postprocess); model_* = the backend call alone")
@@ -90,11 +92,12 @@ def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) 
     weights (latency does not depend on them). ``max_video_len`` is raised to the longest
     benchmarked length (weights do not depend on it). Returns (dir, source, dataset or None)."""
     from tdfast import TDDETR, TDDETRConfig
-    from tdfast.model.checkpoint import load_checkpoint
 
     dataset = None
     if spec.ckpt is not None:
-        model, source = load_checkpoint(spec.ckpt), f"checkpoint {spec.ckpt}"
+        # Named by its weights, not its path: the path is a scratch directory of the machine that ran.
+        digest = hashlib.sha256((Path(spec.ckpt) / WEIGHTS_NAME).read_bytes()).hexdigest()[:16]
+        model, source = TDDETR.from_pretrained(spec.ckpt), f"checkpoint with {WEIGHTS_NAME} sha256 {digest}..."
     else:
         config = TDDETRConfig.from_name(spec.preset)
         torch.manual_seed(0)
@@ -103,7 +106,7 @@ def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) 
         dataset = synthetic_dataset(model.config, work / "data", spec.train_videos, spec.val_videos)
     if spec.int8 and spec.ckpt is None and spec.train_epochs > 0:
         try:
-            from tdfast.training import TrainConfig, train
+            from tdfast.training import RunConfig, TrainConfig, TrainData, TrainOptions, train
         except ImportError as e:
             log(f"tdfast.training unavailable ({e}): int8 agreement on random weights")
         else:
@@ -111,10 +114,11 @@ def prepare_checkpoint(spec: BenchSpec, work: Path, log: Callable[[str], None]) 
             training = dataclasses.replace(TrainConfig.from_name(spec.preset), **BENCH_TRAINING)
             if spec.train_lr is not None:
                 training = dataclasses.replace(training, lr=spec.train_lr)
-            train(model.config, dataset.train, dataset.val, dataset.video_dirs, dataset.text_dir,
-                  work / "trained", training=training, epochs=spec.train_epochs, progress=False,
-                  eval_before=False, device=torch.device(spec.device).type)
-            model = load_checkpoint(work / "trained")
+            train(RunConfig(model.config, training),
+                  TrainData(dataset.train, dataset.val, dataset.video_dirs, dataset.text_dir),
+                  TrainOptions(work / "trained", epochs=spec.train_epochs, progress=False, eval_before=False,
+                               device=torch.device(spec.device).type))
+            model = TDDETR.from_pretrained(work / "trained")
             source = (f"{spec.preset} preset trained {spec.train_epochs} epochs at batch {training.batch_size}, "
                       f"lr {training.lr:g}, without VSDC and negative pairs, on {spec.train_videos} synthetic "
                       f"videos ({time.perf_counter() - start:.0f} s)")
@@ -206,7 +210,7 @@ def time_length(spec: BenchSpec, built: dict, config, n: int, dt: str, flops: fl
 def run_bench(spec: BenchSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the matrix and return the record (kind ``predict``; see ``tdfast.benchmarks.record``)."""
     from tdfast import TDDETR
-    from tdfast.retrieval.retriever import parse_dtype
+    from tdfast.devices import parse_dtype
 
     check_spec(spec)
     if spec.threads:

@@ -3,7 +3,7 @@
 Envelope (every kind)::
 
     {"schema_version": 1, "kind": "predict" | "kernels" | "export" | "train" | "shared" | "profile" | "int8"
-                                  | "model_batch",
+                                  | "model_batch" | "demo" | "serve",
      "what": "<one sentence: what was timed>",
      "machine": machine_info(...) (+ optional "loadavg_end"),
      "setup": {...how it was run...}, "rows": [{...}, ...], ...kind-specific extras}
@@ -24,7 +24,7 @@ from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
 
 SCHEMA_VERSION = 1
-KINDS = ("predict", "kernels", "export", "train", "shared", "profile", "int8", "model_batch")
+KINDS = ("predict", "kernels", "export", "train", "shared", "profile", "int8", "model_batch", "demo", "serve")
 MACHINE_KEYS = ("device", "device_type", "cpu_model", "cores", "versions", "git", "date", "loadavg")
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms")
 
@@ -125,10 +125,16 @@ def validate_record(record: Any) -> dict[str, Any]:
 
 
 def write_record(record: dict[str, Any], path: str | Path) -> Path:
-    """Validate ``record`` and write it as indented JSON, atomically (temp file, fsync, rename)."""
+    """Validate ``record`` and write it with ``write_json``."""
     validate_record(record)
-    data = json.dumps(record, indent=1, allow_nan=False, default=str) + "\n"
-    atomic_write_bytes(path, data.encode())
+    return write_json(record, path)
+
+
+def write_json(data: Any, path: str | Path, allow_nan: bool = False) -> Path:
+    """``data`` as indented JSON (values JSON lacks written with ``str``), atomically (temp
+    file, fsync, rename): every benchmark file tdfast writes goes through here."""
+    text = json.dumps(data, indent=1, allow_nan=allow_nan, default=str) + "\n"
+    atomic_write_bytes(path, text.encode())
     return Path(path)
 
 

@@ -133,6 +133,30 @@ class TimedRunner:
         return out
 
 
+def warm_up(fn: Callable[[], object], seconds: float = 0.5, calls: int = 3) -> None:
+    """Call ``fn`` at least ``calls`` times and for at least ``seconds`` (the first calls in a
+    process pay for thread-pool start-up, oneDNN primitive creation, autotuning)."""
+    t_end, n = time.perf_counter() + seconds, 0
+    while n < calls or time.perf_counter() < t_end:
+        fn()
+        n += 1
+
+
+def gpu_timers(fn: Callable[[], object], graphs: bool = True) -> dict[str, float | str]:
+    """CUDA: Triton's ``do_bench`` median in us (L2 flushed per call) and, with ``graphs``,
+    ``do_bench_cudagraph``'s (``graph_error`` instead where ``fn`` cannot be captured)."""
+    import triton.testing
+
+    out: dict[str, float | str] = {
+        "us": triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3}
+    if graphs:
+        try:
+            out["graph_us"] = triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
+        except Exception as e:  # a call that cannot be captured still has its plain number
+            out["graph_error"] = f"{type(e).__name__}: {e}"[:300]
+    return out
+
+
 def rounds_for(call_s: float, budget_s: float, lo: int = 5, hi: int = 200) -> int:
     """Rounds that fit ``budget_s`` when one round takes ``call_s`` seconds, clamped to
     [lo, hi] (p99 needs many calls where they are cheap; a few suffice where they are long)."""

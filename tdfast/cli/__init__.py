@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "eval",
     "convert",
     "export",
+    "serve",
     "bench",
     "analyze",
     "ablate",

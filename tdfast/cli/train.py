@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tdfast.model.checkpoint import load_config
     from tdfast.errors import InputError
-    from tdfast.training import RunConfig, train
+    from tdfast.training import RunConfig, TrainData, TrainOptions, train
     from tdfast.training.run_dir import check_out, load_train_state, training_config
 
     apply_threads(args.threads)
@@ -63,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         run = RunConfig.from_name(args.preset).override(args.overrides)
     try:
-        result = train(run.model, args.train, args.val, args.video_feats, args.text_feats, args.out,
-                       training=run.training, epochs=args.epochs, seed=args.seed, progress=not args.no_progress, resume=args.resume,
-                       device=args.device, autocast=args.autocast, save_every_steps=args.save_every_steps,
-                       num_workers=args.num_workers, cache_size=args.cache_size)
+        result = train(run,
+                       TrainData(args.train, args.val, args.video_feats, args.text_feats,
+                                 cache_size=args.cache_size),
+                       TrainOptions(args.out, epochs=args.epochs, seed=args.seed,
+                                    progress=not args.no_progress, resume=args.resume, device=args.device,
+                                    autocast=args.autocast, save_every_steps=args.save_every_steps,
+                                    num_workers=args.num_workers))
     except KeyboardInterrupt:
         from tdfast.training.run_dir import last_checkpoint_note
 

@@ -143,9 +143,11 @@ def read_header(weights: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
 
 
 def check_header(config, header: dict[str, tuple[str, tuple[int, ...]]],
-                 expected: dict[str, tuple[int, ...]], weights: Path, config_path: Path) -> None:
-    """InputError unless the header lists exactly the ``expected`` tensors (name -> shape, what
-    the config builds), all floating."""
+                 expected_shapes: Callable[[Any], dict[str, tuple[int, ...]]], weights: Path,
+                 config_path: Path) -> None:
+    """InputError unless the header lists exactly the tensors ``expected_shapes(config)`` names
+    (name -> shape, what the config builds), all floating. The cheap checks come first: a
+    hostile config with a huge layer count is refused before any layer is built, even on meta."""
     for name in LAYER_COUNT_FIELDS:
         n = getattr(config, name, None)
         if isinstance(n, int) and n > len(header):
@@ -155,6 +157,7 @@ def check_header(config, header: dict[str, tuple[str, tuple[int, ...]]],
         if dtype not in FLOAT_DTYPES:
             raise InputError(f"{weights}: tensor {name!r} has dtype {dtype}; expected floating-point "
                              f"weights ({', '.join(FLOAT_DTYPES)})")
+    expected = expected_shapes(config)
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))
     if missing or unexpected:
@@ -198,7 +201,7 @@ def load_weights(directory: str | Path, config,
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise InputError(f"checkpoint {str(directory)!r}: {WEIGHTS_NAME} is missing")
-    check_header(config, read_header(weights), expected(config), weights, directory / CONFIG_NAME)
+    check_header(config, read_header(weights), expected, weights, directory / CONFIG_NAME)
     try:
         state = load_file(str(weights), device="cpu")
     except Exception as e:
