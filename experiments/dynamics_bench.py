@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,43 +54,27 @@ def probe_result(data: Path, seed: int, clip_len: float) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from tdfast.experiments.shortcut import add_bench_args
+
     p = argparse.ArgumentParser(prog="python -m tdfast.experiments.dynamics_bench",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, help="benchmark directory (created or continued)")
+    add_bench_args(p, "a,d,v", DYNAMICS_EPOCHS, "DynamicsSpec", "dynamics")
     p.add_argument("--qvh", default="../shared/qvhighlights", help="QVHighlights root (annotations/ inside)")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--rows", default="a,d,v", help="rows of tdfast.experiments.ablation.NAMED_ROWS")
-    p.add_argument("--epochs", type=int, default=DYNAMICS_EPOCHS)
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--spec", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a DynamicsSpec field (number)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a base config field after DYNAMICS_SETS (repeatable)")
-    p.add_argument("--name", default="dynamics", help="file name of DIR/<name>.json and .md")
-    p.add_argument("--record", help="also copy DIR/<name>.json here")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dataclasses import fields
+    from dataclasses import asdict
 
     from tdfast.atomic import atomic_write_bytes
-    from tdfast.errors import InputError
     from tdfast.experiments.ablation import parse_seeds, plan_rows, run_ablation
     from tdfast.experiments.dynamics_data import DynamicsSpec, make_dynamics_dataset
-    from tdfast.experiments.shortcut import shift_markdown, shift_table
-    from tdfast.experiments.summary import make_record, write_record
+    from tdfast.experiments.shortcut import shift_markdown, shift_table, spec_overrides, write_bench_record
+    from tdfast.experiments.summary import make_record
     from tdfast.training.config import RunConfig
 
     args = _parser().parse_args(argv)
-    spec_fields = {f.name: f.type for f in fields(DynamicsSpec)}
-    overrides: dict[str, Any] = {}
-    for item in args.spec:
-        key, _, value = item.partition("=")
-        if key not in spec_fields:
-            raise InputError(f"--spec: expected KEY=VALUE with KEY in {sorted(spec_fields)}, got {item!r}")
-        overrides[key] = int(value) if spec_fields[key] == "int" else float(value)
-    spec = DynamicsSpec(**overrides)
+    spec = DynamicsSpec(**spec_overrides(asdict(DynamicsSpec()), args.spec))
     out = Path(args.out)
     data = out / "data"
     if not (data / "dynamics_meta.json").is_file():
@@ -111,19 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             cache.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(cache, json.dumps(probe_result(data, s, spec.clip_len)).encode("utf-8"))
         probes.append({"row": "diff-probe", "seed": s, "analysis": json.loads(cache.read_text())})
-    inputs = {"dynamics_spec": spec.__dict__, "preset": DYNAMICS_PRESET, "set": sets, "qvh": args.qvh,
+    inputs = {"dynamics_spec": asdict(spec), "preset": DYNAMICS_PRESET, "set": sets, "qvh": args.qvh,
               "command": "python -m tdfast.experiments.dynamics_bench "
                          + " ".join(sys.argv[1:] if argv is None else argv)}
     record = make_record(base.to_dict(), rows, seeds, args.epochs, inputs, results)
     record["shift"] = shift_table(results + probes)
     record["probe"] = probes
-    json_path, md_path = write_record(out, record, args.name)
-    text = shift_markdown(record["shift"])
-    atomic_write_bytes(md_path, text.encode("utf-8"))
-    print(text)
-    if args.record:
-        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(json_path, args.record)
+    write_bench_record(out, record, args.name, shift_markdown(record["shift"]), args.record)
     return 0
 
 
