@@ -131,3 +131,11 @@ def test_difference_learner_finds_the_moment_on_both_splits(small):
         r1[name] = eval_submission(sub, load_jsonl(small[name]))["brief"]["MR-full-R1@0.5"]
     # 150 training queries: well above chance (an untrained network: ~5-10) on both splits.
     assert r1["val"] >= 50 and r1["test"] >= 50, r1
+
+
+def test_bench_command_refuses_an_unknown_spec_field_before_writing(tmp_path):
+    from tdfast.experiments.dynamics_bench import main
+
+    with pytest.raises(InputError, match=r"--spec: expected KEY=VALUE with KEY in \[.*'dynamics'.*\], got 'bogus=1'"):
+        main(["--out", str(tmp_path / "b"), "--spec", "bogus=1"])
+    assert not (tmp_path / "b").exists()
