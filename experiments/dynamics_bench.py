@@ -10,7 +10,8 @@ writes the dataset (``DynamicsSpec``) under ``DIR/data``, trains and analyzes ev
 seed) with ``tdfast.experiments.ablation`` (base: the ``tiny`` preset widened to 75 clips /
 32 tokens, ``DYNAMICS_SETS``), fits the learner once per seed, and writes ``DIR/<name>.json``
 / ``.md`` (and a copy of the JSON to ``--record``): in-distribution (val) vs shifted (test)
-R1@0.5 / R1@0.7 / mAP and the fraction kept, per row, mean ± std over seeds.
+R1@0.5 / R1@0.7 / mAP and the fraction kept, per row, mean ± std over seeds, and where the
+top-1 window goes on test (on the moment, or drawn to the decoy's query-like scene).
 """
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     from tdfast.atomic import atomic_write_bytes
     from tdfast.experiments.ablation import parse_seeds, plan_rows, run_ablation
     from tdfast.experiments.dynamics_data import DynamicsSpec, make_dynamics_dataset
-    from tdfast.experiments.shortcut import shift_markdown, shift_table, spec_overrides, write_bench_record
+    from tdfast.experiments.shortcut import (add_decoy_hits, decoy_markdown, shift_markdown, shift_table,
+                                             spec_overrides, write_bench_record)
     from tdfast.experiments.summary import make_record
     from tdfast.training.config import RunConfig
 
@@ -87,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                            video_dirs=[data / "video_feats"], text_dir=data / "text_feats", out_dir=out,
                            eval_anns={"val": data / "val.jsonl", "test": data / "test.jsonl"},
                            epochs=args.epochs, jobs=args.jobs)
+    add_decoy_hits(results, rows, out, data / "test.jsonl", data / "dynamics_meta.json", [data / "video_feats"],
+                   data / "text_feats")
     probes = []
     for s in seeds:
         cache = out / "probe" / f"seed{s}.json"
@@ -100,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     record = make_record(base.to_dict(), rows, seeds, args.epochs, inputs, results)
     record["shift"] = shift_table(results + probes)
     record["probe"] = probes
-    write_bench_record(out, record, args.name, shift_markdown(record["shift"]), args.record)
+    text = shift_markdown(record["shift"]) + "\n" + decoy_markdown(results)
+    write_bench_record(out, record, args.name, text, args.record)
     return 0
 
 

@@ -74,6 +74,21 @@ def decoy_hits(checkpoint: str | Path, ann_path: str | Path, meta_path: str | Pa
             "top1_near_decoy": round(100 * float(np.mean(near_decoy)), 2)}
 
 
+def add_decoy_hits(results: list[dict[str, Any]], rows: list[Any], out: Path, test_ann: Path, meta: Path,
+                   video_dirs, text_dir) -> None:
+    """Set ``r["decoy"]`` (``decoy_hits`` on ``test_ann``) on every result, cached per run as
+    ``decoy.json`` in its run dir."""
+    from tdfast.atomic import atomic_write_bytes
+    from tdfast.experiments.ablation import run_dir
+
+    for r in results:
+        run = run_dir(out, next(x for x in rows if x.name == r["row"]), r["seed"])
+        cache = run / "decoy.json"
+        if not cache.is_file():
+            atomic_write_bytes(cache, json.dumps(decoy_hits(run, test_ann, meta, video_dirs, text_dir)).encode("utf-8"))
+        r["decoy"] = json.loads(cache.read_text())
+
+
 def decoy_markdown(results: list[dict[str, Any]]) -> str:
     """Markdown table: per row, mean ± std over seeds of the ``decoy_hits`` rates on test."""
     from tdfast.experiments.summary import mean_std
@@ -178,10 +193,9 @@ def spec_overrides(defaults: dict[str, Any], items: list[str]) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tdfast.atomic import atomic_write_bytes
     from tdfast.data.synthetic import make_synthetic_dataset
     from tdfast.experiments.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
-                                          run_ablation, run_dir)
+                                          run_ablation)
     from tdfast.experiments.summary import make_record, markdown
     from tdfast.training.config import RunConfig
 
@@ -202,13 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run_ablation(base, rows, seeds, train_ann=ds["train"], val_ann=ds["val"], video_dirs=video_dirs,
                            text_dir=text_dir, out_dir=out, eval_anns={"val": ds["val"], "test": ds["test"]},
                            epochs=args.epochs, jobs=args.jobs)
-    for r in results:
-        run = run_dir(out, next(x for x in rows if x.name == r["row"]), r["seed"])
-        cache = run / "decoy.json"
-        if not cache.is_file():
-            hits = decoy_hits(run, ds["test"], data / "synthetic_meta.json", video_dirs, text_dir)
-            atomic_write_bytes(cache, json.dumps(hits).encode("utf-8"))
-        r["decoy"] = json.loads(cache.read_text())
+    add_decoy_hits(results, rows, out, ds["test"], data / "synthetic_meta.json", video_dirs, text_dir)
     inputs = {"synthetic_spec": spec, "preset": SHORTCUT_PRESET, "set": sets,
               "command": "python -m tdfast.experiments.shortcut " + " ".join(sys.argv[1:] if argv is None else argv)}
     record = make_record(base.to_dict(), rows, seeds, args.epochs, inputs, results)
