@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tdfast.atomic import atomic_write_bytes, clean_stale, staged_name
+from tdfast.atomic import atomic_write_bytes, clean_stale, named_os_errors, staged_name
 from tdfast.errors import InputError
 from tdfast.export.options import DEFAULT_OPSET, EXPORTERS
 from tdfast.export.wrapper import INPUT_NAMES, OUTPUT_NAMES, TENSOR_DOCS, ExportWrapper, random_inputs
@@ -240,7 +240,8 @@ def _write_verified(proto, out: Path, model: nn.Module | None, clock: "_Clock") 
 
     clean_stale(out)
     staged = staged_name(out)
-    atomic_write_bytes(staged, proto.SerializeToString())
+    with named_os_errors(out):  # a full disk names model.onnx, not the staged name
+        atomic_write_bytes(staged, proto.SerializeToString())
     try:
         if model is not None:
             clock.say("export: verifying in ONNX Runtime against eager PyTorch on unseen shapes")

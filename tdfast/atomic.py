@@ -14,11 +14,12 @@ Files get the permissions the user's umask gives (0o666 & ~umask; directories
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 TMP_TAG = "tdfast-tmp"
@@ -92,16 +93,30 @@ def clean_stale(target: Path) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def named_os_errors(path: Path) -> Iterator[None]:
+    """Re-raise an OSError of writing ``path``'s staged file as one naming ``path`` (``f.write`` on
+    a full disk names no file, ``open`` names the hidden staged one), so the CLI's one-line
+    message names the file the user asked for."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None and TMP_TAG not in str(e.filename):
+            raise
+        raise type(e)(e.errno, e.strerror or str(e), str(path)) from None
+
+
 def atomic_write_file(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` to create a staged file beside ``path``, fsync it, rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = staged_name(path)
     try:
-        write(tmp)
-        # as open() would create it: some writers (safetensors, mkstemp) make 0600 files
-        os.chmod(tmp, 0o666 & ~current_umask())
-        fsync_file(tmp)
+        with named_os_errors(path):
+            write(tmp)
+            # as open() would create it: some writers (safetensors, mkstemp) make 0600 files
+            os.chmod(tmp, 0o666 & ~current_umask())
+            fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -109,14 +124,16 @@ def atomic_write_file(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def write_new_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) holding ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write one file atomically with the permissions the umask gives."""
-    def write(tmp: Path) -> None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-
-    atomic_write_file(path, write)
+    atomic_write_file(path, lambda tmp: write_new_file(tmp, data))
 
 
 def atomic_write_dir(directory: str | Path, write: Callable[[Path], None]) -> Path:

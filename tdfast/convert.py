@@ -15,6 +15,8 @@ reads (``UNUSED``). Anything else, a missing tensor, or a shape that disagrees i
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -24,6 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tdfast.atomic import clean_stale
+from tdfast.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from tdfast.commit import finish_commit
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
 from tdfast.model.tddetr import TDDETR
@@ -80,6 +85,7 @@ RENAMES: list[tuple[str, str]] = [
 # contrastive_align_loss off, which the config checks enforce): nothing to map.
 UNUSED = (r"txt_position_embed\..+", r"contrastive_align_projection_(query|txt|vid)\.(weight|bias)")
 
+KIND_WORDS = {int: "a whole number", float: "a finite number", bool: "true or false"}
 MAX_BUCKET_LEN = 256  # clips: official max_v_l beyond this (Charades' 100000) is no bucket limit
 
 
@@ -104,17 +110,41 @@ def load_official(path: str | Path) -> dict[str, Any]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise InputError(f"{path}: refused as unsafe: it needs more than tensors and an "
-                         f"argparse.Namespace to load ({str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise InputError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 -- the weights-only unpickler raises KeyError, EOFError, ...
+        raise InputError(f"{path}: {describe_unreadable(path, e)}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise InputError(f"{path}: expected the official format, a dict with a 'model' state dict")
     if not isinstance(ckpt.get("opt"), argparse.Namespace):
         raise InputError(f"{path}: expected the official format, with 'opt' an argparse.Namespace "
                          f"(got {type(ckpt.get('opt')).__name__})")
     return ckpt
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+PICKLE_PROTO = 0x80  # the first byte of a legacy torch.save / pickle file
+
+
+def describe_unreadable(path: Path, error: Exception) -> str:
+    """What ``path`` is, in words, when ``torch.load(weights_only=True)`` failed on it with ``error``.
+
+    Never passes PyTorch's advice to load with ``weights_only=False`` on (that runs the file's
+    code), nor its terminal escape codes: it says what the file is, and for pickled objects
+    which globals it would need.
+    """
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "an empty file (0 bytes), not a checkpoint"
+    if isinstance(error, pickle.UnpicklingError):
+        globals_ = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(error))))
+        if globals_:
+            return (f"refused as unsafe: loading it needs the Python globals {', '.join(globals_)}; tdfast "
+                    f"reads only tensors, plain data and argparse.Namespace, so no code in a checkpoint runs")
+    if not head.startswith(ZIP_MAGIC) and head[0] != PICKLE_PROTO:
+        return f"not a PyTorch checkpoint (it starts with {head!r})"
+    if isinstance(error, pickle.UnpicklingError):
+        return "not a checkpoint tdfast can read: pickled data beyond tensors and plain Python values"
+    return f"a truncated or damaged PyTorch checkpoint ({type(error).__name__})"
 
 
 def detect_family(keys: set[str], source: str) -> str:
@@ -131,11 +161,23 @@ def config_from_opt(opt: argparse.Namespace, family: str, source: str) -> tuple[
     """The network and training settings an official ``opt`` describes, and notes on what was
     adapted."""
     o, notes = vars(opt), []
+    missing = object()
 
-    def get(name: str) -> Any:
-        if name not in o:
+    def get(name: str, kind: type | None = None, default: Any = missing) -> Any:
+        """``opt.<name>`` as ``kind`` (int: a whole number); InputError naming it if absent or not one."""
+        if name not in o and default is missing:
             raise InputError(f"{source}: opt has no '{name}', which the official code always saves")
-        return o[name]
+        value = o.get(name, default)
+        if kind is None:
+            return value
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = ok and float(value).is_integer()
+        if not ok:
+            raise InputError(f"{source}: opt.{name} = {value!r}: expected {KIND_WORDS[kind]}")
+        return kind(value)
 
     unsupported = {
         "pre_norm": (get("pre_norm"), False), "use_txt_pos": (o.get("use_txt_pos", False), False),
@@ -151,35 +193,35 @@ def config_from_opt(opt: argparse.Namespace, family: str, source: str) -> tuple[
     if "video" not in ctx:
         raise InputError(f"{source}: opt.ctx_mode = {ctx!r}: tdfast needs video features")
     use_tef = "tef" in ctx
-    max_v_l = int(get("max_v_l"))
+    max_v_l = get("max_v_l", int)
     if max_v_l > MAX_BUCKET_LEN:
         notes.append(f"max_v_l {max_v_l} is no bucket limit: max_video_len = {MAX_BUCKET_LEN}; "
                      f"longer videos go through sliding windows")
     td = family == "td_detr"
-    lw_saliency = float(o.get("lw_saliency", 1.0))
+    lw_saliency = get("lw_saliency", float, 1.0)
     if (o.get("set_cost_span"), o.get("set_cost_giou")) != (o.get("span_loss_coef"), o.get("giou_loss_coef")):
         notes.append("matching costs differ from loss weights; tdfast uses one weight for both: "
                      "the loss weights were taken")
     values = dict(
-        video_dim=int(get("v_feat_dim")) - (2 if use_tef else 0), text_dim=int(get("t_feat_dim")),
-        max_video_len=min(max_v_l, MAX_BUCKET_LEN), max_query_len=int(get("max_q_l")),
-        clip_len=float(get("clip_length")), use_tef=use_tef,
+        video_dim=get("v_feat_dim", int) - (2 if use_tef else 0), text_dim=get("t_feat_dim", int),
+        max_video_len=min(max_v_l, MAX_BUCKET_LEN), max_query_len=get("max_q_l", int),
+        clip_len=get("clip_length", float), use_tef=use_tef,
         normalize_video=not o.get("no_norm_vfeat", False), normalize_text=not o.get("no_norm_tfeat", False),
-        hidden_dim=int(get("hidden_dim")), num_heads=int(get("nheads")),
-        ffn_dim=int(get("dim_feedforward")), num_td_layers=int(get("enc_layers")),
-        num_encoder_layers=int(get("enc_layers")), num_decoder_layers=int(get("dec_layers")),
-        num_queries=int(get("num_queries")), num_input_proj=int(get("n_input_proj")),
-        dropout=float(get("dropout")), input_dropout=float(get("input_dropout")),
+        hidden_dim=get("hidden_dim", int), num_heads=get("nheads", int),
+        ffn_dim=get("dim_feedforward", int), num_td_layers=get("enc_layers", int),
+        num_encoder_layers=get("enc_layers", int), num_decoder_layers=get("dec_layers", int),
+        num_queries=get("num_queries", int), num_input_proj=get("n_input_proj", int),
+        dropout=get("dropout", float), input_dropout=get("input_dropout", float),
         aux_loss=bool(o.get("aux_loss", True)), use_tdem=td, use_vsdc=td,
-        alpha=float(o.get("alpha", 0.7)), beta=float(o.get("beta", 0.7)),
-        lr=float(o.get("lr", 1e-4)), weight_decay=float(o.get("wd", 1e-4)),
-        batch_size=int(o.get("bsz", 32)), epochs=int(o.get("n_epoch", 200)),
-        lr_drop=int(o.get("lr_drop", 400)), grad_clip=float(o.get("grad_clip", 0.1)),
-        early_stop_patience=max(int(o.get("max_es_cnt", 200)), 0),
+        alpha=get("alpha", float, 0.7), beta=get("beta", float, 0.7),
+        lr=get("lr", float, 1e-4), weight_decay=get("wd", float, 1e-4),
+        batch_size=get("bsz", int, 32), epochs=get("n_epoch", int, 200),
+        lr_drop=get("lr_drop", int, 400), grad_clip=get("grad_clip", float, 0.1),
+        early_stop_patience=max(get("max_es_cnt", int, 200), 0),
         eval_protocol="charades" if o.get("dset_name") in ("charades", "charades_cg", "tacos") else "qvhighlights",
-        w_span_l1=float(o.get("span_loss_coef", 10.0)), w_span_giou=float(o.get("giou_loss_coef", 1.0)),
-        w_class=float(o.get("label_loss_coef", 4.0)), eos_coef=float(o.get("eos_coef", 0.1)),
-        saliency_margin=float(o.get("saliency_margin", 0.2)),
+        w_span_l1=get("span_loss_coef", float, 10.0), w_span_giou=get("giou_loss_coef", float, 1.0),
+        w_class=get("label_loss_coef", float, 4.0), eos_coef=get("eos_coef", float, 0.1),
+        saliency_margin=get("saliency_margin", float, 0.2),
         w_saliency_margin=lw_saliency, w_saliency_contrast=lw_saliency, w_negative=lw_saliency,
     )
     try:
@@ -224,6 +266,7 @@ def read_official(path: str | Path) -> Converted:
     run, notes = config_from_opt(ckpt["opt"], family, source)
     config = run.model
     mapped, unused = map_state_dict(ckpt["model"], family, source)
+    check_layer_counts(config, mapped, source)  # before building: 10**7 layers would take minutes
     with torch.device("meta"):  # names and shapes only, no memory
         expected = {k: v.shape for k, v in TDDETR(config).state_dict().items()}
     missing = sorted(set(expected) - set(mapped))
@@ -240,25 +283,60 @@ def read_official(path: str | Path) -> Converted:
                              f"in opt needs {tuple(shape)}")
         if not mapped[k].is_floating_point():
             raise InputError(f"{source}: tensor {k} has dtype {mapped[k].dtype}, expected floating point")
+        if not bool(torch.isfinite(mapped[k]).all()):
+            raise InputError(f"{source}: tensor {k} holds NaN or inf values; a checkpoint with them "
+                             f"predicts nothing (save one from before the training diverged)")
     return Converted(family, config, run.training, {k: mapped[k].float().contiguous() for k in expected},
                      ckpt.get("epoch"), unused, notes)
+
+
+# config field -> (tdfast tensor-name prefix of its layers, the opt field that sets it)
+LAYER_PREFIXES = {"num_td_layers": ("td_layers.", "enc_layers"),
+                  "num_encoder_layers": ("encoder_layers.", "enc_layers"),
+                  "num_decoder_layers": ("decoder.layers.", "dec_layers"),
+                  "num_input_proj": ("video_proj.", "n_input_proj")}
+
+
+def check_layer_counts(config: TDDETRConfig, mapped: dict[str, Tensor], source: str) -> None:
+    """InputError unless each layer count of ``config`` is the number of layers the tensors hold."""
+    for name, (prefix, opt_name) in LAYER_PREFIXES.items():
+        found = {int(m.group(1)) for k in mapped if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+        held = max(found) + 1 if found else 0
+        if held != getattr(config, name):
+            raise InputError(f"{source}: opt.{opt_name} = {getattr(config, name)}, but the checkpoint "
+                             f"holds {held} such layers ({prefix}*)")
 
 
 def convert_official(path: str | Path, out: str | Path) -> Path:
     """Convert an official QD-DETR / TD-DETR checkpoint file into the checkpoint directory ``out``.
 
-    ``out`` must not exist or be an empty directory (nothing is overwritten). Returns the
-    directory's path.
+    ``out`` must not exist or be an empty directory (nothing is overwritten). The two files
+    appear together (``tdfast.commit``): a conversion killed midway leaves either nothing of
+    its own in ``out`` -- the rerun proceeds -- or the whole checkpoint. Returns the path.
     """
     check_new_dir(out)
     return save_converted(read_official(path), out)
 
 
 def check_new_dir(out: str | Path) -> None:
-    """InputError unless ``out`` is absent or an empty directory (a conversion never overwrites)."""
+    """InputError unless ``out`` names a new directory or an empty one (a conversion never
+    overwrites). What a killed conversion staged there is tdfast's own and is removed first."""
+    if str(out) == "":
+        raise InputError("--out: expected a directory path, got an empty string (it would mean the "
+                         "current directory)")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"--out {out}: exists and is not an empty directory; choose a new one")
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"--out {str(out)!r}: a symbolic link to a missing target "
+                         f"({os.readlink(out)!r}); give a new directory")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r}: exists and is not an empty directory (it is a file); "
+                         f"choose a new one")
+    if out.is_dir():
+        finish_commit(out)  # a conversion killed after its commit point: its checkpoint is whole
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            clean_stale(out / name)  # staged by a conversion killed before it
+        if any(out.iterdir()):
+            raise InputError(f"--out {str(out)!r}: exists and is not an empty directory; choose a new one")
 
 
 def save_converted(conv: Converted, out: str | Path) -> Path:

@@ -219,7 +219,36 @@ def test_prepare_query_and_video_of_the_wrong_rank_are_input_errors():
 
     c = TDDETRConfig.from_name("tiny")
     r = Retriever(TDDETR(c).eval())
-    with pytest.raises(InputError, match=r"queries: expected a 2-D \(tokens, text_dim=32\) array, got shape \(32,\)"):
+    with pytest.raises(InputError, match=r"tokens: expected a rank-2 tensor, got shape \(32,\)"):
         r.prepare_query(np.ones(c.text_dim, np.float32))
-    with pytest.raises(InputError, match=r"videos\[0\]: expected a 2-D .* got shape \(64,\)"):
+    with pytest.raises(InputError, match=r"parts\[0\]: expected a rank-2 tensor, got shape \(64,\)"):
         r.prepare_video(np.ones(c.video_dim, np.float32))
+
+
+@pytest.mark.parametrize("bad, named", [
+    # cast to float before: token ids or labels became "features"
+    (lambda c: np.ones((5, c.video_dim), np.int64), "integer/bool inputs are rejected"),
+    (lambda c: np.ones((5, c.video_dim), bool), "integer/bool inputs are rejected"),
+    # passed through before, and predict rejected the prepared array later
+    (lambda c: np.full((5, c.video_dim), np.nan, np.float32), "NaN/inf"),
+    (lambda c: np.full((5, c.video_dim), np.inf, np.float32), "NaN/inf"),
+    # reached Tensor.item() before (RuntimeError)
+    (lambda c: torch.ones(5, c.video_dim, device="meta"), "meta device"),
+    (lambda c: np.ones((0, c.video_dim), np.float32), "at least one row"),
+])
+def test_prepare_checks_what_predict_checks(bad, named):
+    from tdfast import InputError, Retriever, TDDETR, TDDETRConfig
+
+    c = TDDETRConfig.from_name("tiny")
+    r = Retriever(TDDETR(c).eval())
+    with pytest.raises(InputError) as e:
+        r.prepare_video(bad(c))
+    assert str(e.value).startswith("parts[0]: ") and named in str(e.value), str(e.value)
+    video = np.ones((5, c.video_dim), np.float32)
+    with pytest.raises(InputError) as e:
+        r.prepare_video([video, bad(c)])
+    assert str(e.value).startswith("parts[1]: "), str(e.value)
+    tokens = bad(c)[:, : c.text_dim]
+    with pytest.raises(InputError) as e:
+        r.prepare_query(tokens)
+    assert str(e.value).startswith("tokens: ") and named in str(e.value), str(e.value)

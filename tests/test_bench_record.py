@@ -9,7 +9,7 @@ import pytest
 from bench_support import predict_record, row
 from tdfast.benchmarks.goals import add_roofline, evaluate_goals
 from tdfast.benchmarks.latency import format_table
-from tdfast.benchmarks.record import read_record, validate_record, write_record
+from tdfast.benchmarks.record import KINDS, read_record, validate_record, write_record
 from tdfast.benchmarks.timing import PeakMemory, percentile, rounds_for, summarize_ms
 from tdfast.errors import InputError
 
@@ -58,7 +58,7 @@ def test_valid_record_round_trips(tmp_path):
     (lambda r: r.pop("schema_version"), "record: missing key 'schema_version'"),
     (lambda r: r.update(schema_version=2), "record['schema_version']: expected 1, got 2"),
     (lambda r: r.update(kind="latency"),
-     "record['kind']: expected one of ['predict', 'kernels', 'export', 'train', 'shared', 'profile', 'int8', 'model_batch', 'demo', 'serve'], got 'latency'"),
+     f"record['kind']: expected one of {list(KINDS)}, got 'latency'"),
     (lambda r: r["machine"].pop("git"), "record['machine']: missing key 'git'"),
     (lambda r: r["machine"]["versions"].update(torch=None),
      "record['machine']['versions']['torch']: expected a non-empty string, got None"),

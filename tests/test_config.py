@@ -84,3 +84,40 @@ def test_config_json_with_wrong_types_is_rejected(field, value, seen):
     with pytest.raises(InputError) as e:
         cls.from_dict(d)
     assert_names(e.value, f"config.{field}", seen)
+
+
+@pytest.mark.parametrize("item, argument, seen", [
+    # int() truncated these: 7.9 trained with 7 queries, 16.9 with batch 16, and 1.5 said "got 1"
+    ("num_queries=7.9", "--set num_queries", "'7.9'"),
+    ("batch_size=16.9", "--set batch_size", "'16.9'"),
+    ("hidden_dim=1.5", "--set hidden_dim", "'1.5'"),
+    ("epochs=two", "--set epochs", "'two'"),
+    ("lr=fast", "--set lr", "'fast'"),
+])
+def test_set_refuses_non_integers_for_integer_fields_and_echoes_the_text(item, argument, seen):
+    with pytest.raises(InputError) as e:
+        RunConfig.from_name("tiny").override([item])
+    assert_names(e.value, argument, seen)
+
+
+def test_set_takes_whole_numbers_written_as_floats():
+    run = RunConfig.from_name("tiny").override(["num_queries=7.0", "batch_size=1e1"])
+    assert (run.model.num_queries, run.training.batch_size) == (7, 10)
+    assert isinstance(run.model.num_queries, int)
+
+
+@pytest.mark.parametrize("item, field, seen", [
+    # sizes that built or trained for minutes before any check
+    ("num_queries=1000000000", "num_queries", "1000000000"),
+    ("num_encoder_layers=100000000", "num_encoder_layers", "100000000"),
+    ("hidden_dim=1048576", "hidden_dim", "1048576"),
+    # accepted before: epochs 0 / -1 exited 0 with no run, negative lr_drop / patience ran on
+    ("epochs=0", "epochs", "0"), ("epochs=-1", "epochs", "-1"),
+    ("lr_drop=-5", "lr_drop", "-5"), ("early_stop_patience=-3", "early_stop_patience", "-3"),
+    ("weight_decay=-1", "weight_decay", "-1"), ("grad_clip=-0.5", "grad_clip", "-0.5"),
+    ("w_class=-4", "w_class", "-4"), ("eos_coef=2", "eos_coef", "2"),
+])
+def test_every_size_and_training_setting_is_range_checked(item, field, seen):
+    with pytest.raises(InputError) as e:
+        RunConfig.from_name("tiny").override([item])
+    assert_names(e.value, f"config.{field}", "expected a value in", seen)

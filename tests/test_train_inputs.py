@@ -98,8 +98,8 @@ def test_missing_query_feature_file_through_the_cli(data, tmp_path, capsys):
 
 def test_existing_run_is_not_overwritten(data, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
+    (out / "last").mkdir(parents=True)
     (out / "log.jsonl").write_text("{}\n")
-    with pytest.raises(InputError, match=r"--out .*already holds a training run \(log.jsonl\); pass --resume"):
+    with pytest.raises(InputError, match=r"--out .*already holds a training run \(last, log.jsonl\); pass --resume"):
         run(data, out)
     assert lines(out / "log.jsonl") == ["{}"]

@@ -3,6 +3,7 @@ experiments, with its inputs as three small records (what is learned, from which
 how the run is carried out)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,7 +69,9 @@ def train(run: RunConfig, data: TrainData, options: TrainOptions) -> TrainResult
     weights loadable by ``TDDETR.from_pretrained(options.out_dir)``.
 
     ``val`` None: no validation, the last epoch is kept. Under ``torchrun`` every process
-    calls this; process 0 writes. Bad input raises InputError before ``out_dir`` is created.
+    calls this; process 0 writes, alone (``run_dir.claim``: a second run into the same
+    ``out_dir`` is refused). Bad input raises InputError before ``out_dir`` is created; an
+    unwritable ``out_dir`` fails before training.
     """
     from tdfast.data.dataset import MomentDataset
     from tdfast.eval import load_jsonl
@@ -97,11 +100,12 @@ def train(run: RunConfig, data: TrainData, options: TrainOptions) -> TrainResult
         val_gt = load_jsonl(data.val)
     ctx = init_distributed(o.device)
     try:
-        if src_run is not None and ctx.is_main and src_run.resolve() != out.resolve():
-            run_dir.copy_run_files(src_run, out)
-        trainer = Trainer(config, train_set, val_set, val_gt, out, training=training, seed=o.seed, ctx=ctx,
-                          autocast=o.autocast, save_every_steps=o.save_every_steps, progress=o.progress,
-                          num_workers=o.num_workers)
-        return trainer.fit(training.epochs, resume=ckpt, eval_before=o.eval_before, on_step=o.on_step)
+        with run_dir.claim(out, fresh=ckpt is None) if ctx.is_main else contextlib.nullcontext():
+            if src_run is not None and ctx.is_main and src_run.resolve() != out.resolve():
+                run_dir.copy_run_files(src_run, out)
+            trainer = Trainer(config, train_set, val_set, val_gt, out, training=training, seed=o.seed, ctx=ctx,
+                              autocast=o.autocast, save_every_steps=o.save_every_steps, progress=o.progress,
+                              num_workers=o.num_workers)
+            return trainer.fit(training.epochs, resume=ckpt, eval_before=o.eval_before, on_step=o.on_step)
     finally:
         shutdown(ctx)

@@ -11,7 +11,20 @@ from typing import Any
 
 from tdfast.errors import InputError
 from tdfast.eval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
-from tdfast.model.config import ConfigBase, TDDETRConfig, check_unit_interval, parse_assignments
+from tdfast.model.config import ConfigBase, TDDETRConfig, check_ranges, check_unit_interval, parse_assignments
+
+
+INF = float("inf")
+# (least, most) of each numeric training setting. 0 means "off" for lr_drop (no LR drop),
+# early_stop_patience (never stop), grad_clip (no clipping); lr 0 is a frozen run (tests of
+# early stopping use it). Upper bounds only where a typo would run unbounded work.
+TRAIN_LIMITS: dict[str, tuple[float, float]] = {
+    "vsdc_topk": (1, 1 << 12), "lr": (0, INF), "weight_decay": (0, INF), "batch_size": (1, 1 << 16),
+    "epochs": (1, 1 << 20), "lr_drop": (0, INF), "grad_clip": (0, INF), "early_stop_patience": (0, INF),
+    "w_span_l1": (0, INF), "w_span_giou": (0, INF), "w_class": (0, INF), "w_saliency_margin": (0, INF),
+    "w_saliency_contrast": (0, INF), "w_negative": (0, INF), "saliency_margin": (0, INF),
+    "num_saliency_pairs": (1, 1 << 10),
+}
 
 
 @dataclass
@@ -55,12 +68,8 @@ class TrainConfig(ConfigBase):
     def validate(self) -> None:
         """Raise InputError for values training can't run with."""
         super().validate()
-        for name in ("batch_size", "num_saliency_pairs", "vsdc_topk"):
-            if int(getattr(self, name)) <= 0:
-                raise InputError(f"config.{name}: expected a positive integer, got {getattr(self, name)!r}")
-        check_unit_interval(self, ("alpha",))
-        if self.lr < 0:  # 0 is allowed: a frozen run (tests of early stopping use it)
-            raise InputError(f"config.lr: expected a learning rate >= 0, got {self.lr!r}")
+        check_ranges(self, TRAIN_LIMITS)
+        check_unit_interval(self, ("alpha", "eos_coef"))
         if self.eval_protocol not in PROTOCOLS:
             raise InputError(f"config.eval_protocol: expected one of {list(PROTOCOLS)}, "
                              f"got {self.eval_protocol!r}")

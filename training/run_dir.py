@@ -8,8 +8,11 @@ Layout of ``--out RUN``::
     RUN/last/                                 newest checkpoint + train_state.pt, for --resume
     RUN/log.jsonl                             one JSON object per step / validation / epoch
 
-``RUN`` is created at the first checkpoint, so a run that fails before (bad
-input) leaves nothing. ``last/`` is swapped in atomically
+``RUN`` is created once the input is checked, with an empty log, and held by one
+writer (``claim``: a flock the kernel drops when the process dies); a run that
+fails before its first checkpoint leaves nothing it created. A run directory with
+a log but no ``last/`` (the run stopped before its first checkpoint, e.g. on a full
+disk) is started again by the same command. ``last/`` is swapped in atomically
 (``tdfast.atomic.atomic_write_dir``); the best files are replaced one by
 one with atomic renames. The log is flushed just before each checkpoint, which
 records its length; resuming drops lines written after it (and a last line
@@ -17,16 +20,21 @@ half-written by a kill, with a warning).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
 import json
+import os
 import pickle
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tdfast.atomic import atomic_write_bytes, clean_stale, fsync_file
+from tdfast.atomic import atomic_write_bytes, clean_stale, fsync_file, named_os_errors, write_new_file
 from tdfast.model.checkpoint import (CONFIG_NAME, TRAIN_STATE_NAME, WEIGHTS_NAME, save_checkpoint_dir,
                                      write_checkpoint_files)
 from tdfast.errors import InputError
@@ -36,12 +44,22 @@ if TYPE_CHECKING:
 
 LAST = "last"
 LOG_NAME = "log.jsonl"
+LOCK_NAME = ".tdfast-train.lock"  # flock'ed by the run's one writer (claim)
 BEST_METRICS = "best_metrics.json"
 BEST_PREDS = "best_val_preds.jsonl"
 
 
+def unfinished(out_dir: Path) -> bool:
+    """Whether ``out_dir`` holds a run that stopped before its first resumable checkpoint (a log,
+    no ``last/``): nothing in it can be continued, and a new run may take its place."""
+    return (out_dir / LOG_NAME).is_file() and not (out_dir / LAST).exists()
+
+
 def check_fresh(out_dir: Path) -> None:
-    """InputError if ``out_dir`` already holds a run (continuing needs ``--resume``)."""
+    """InputError if ``out_dir`` already holds a run (continuing needs ``--resume``); a run that
+    never reached a checkpoint (``unfinished``) is no obstacle."""
+    if unfinished(out_dir):
+        return
     taken = [n for n in (LAST, LOG_NAME, WEIGHTS_NAME) if (out_dir / n).exists()]
     if taken:
         raise InputError(f"--out {str(out_dir)!r}: expected a new or empty directory, but it already "
@@ -61,6 +79,10 @@ def resume_dir(path: Path) -> Path:
             clean_stale(candidate)
         if (candidate / TRAIN_STATE_NAME).is_file():
             return candidate
+    if unfinished(path):
+        raise InputError(f"--resume {str(path)!r}: the run stopped before its first checkpoint, so there "
+                         f"is nothing to continue; run the same command without --resume to start it again "
+                         f"(its log is replaced)")
     raise InputError(f"--resume {str(path)!r}: expected a training run directory (with {LAST}/"
                      f"{TRAIN_STATE_NAME}) or a checkpoint directory with {TRAIN_STATE_NAME}; found neither")
 
@@ -72,10 +94,52 @@ def last_checkpoint_note(out_dir: Path) -> str:
     return f"no checkpoint was written yet in {out_dir}"
 
 
+@contextlib.contextmanager
+def claim(out_dir: Path, fresh: bool) -> Iterator[None]:
+    """This process is the one writer of run directory ``out_dir`` while the block runs.
+
+    Creates ``out_dir`` (an unwritable parent fails here, before any training), takes an
+    exclusive ``flock`` on ``out_dir/.tdfast-train.lock`` (the kernel drops it when the process
+    dies, so a killed run never leaves a stale lock; a second writer is refused at once), and
+    proves the directory writable. ``fresh``: a new run; the log of an ``unfinished`` one is
+    replaced by an empty log, so a run directory exists with its log from the start. If the
+    block fails before the first checkpoint, what this created is removed again.
+    """
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / LOCK_NAME
+    with named_os_errors(lock):
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino != os.stat(lock).st_ino:  # the run before removed it as we opened it
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
+            raise InputError(f"--out {str(out_dir)!r}: another tdfast train is writing to this run directory; "
+                             f"wait for it to finish or choose another --out") from None
+        if fresh:
+            check_fresh(out_dir)  # again, under the lock: a run that finished meanwhile counts
+            atomic_write_bytes(out_dir / LOG_NAME, b"")
+        try:
+            yield
+        except BaseException:
+            if created and not (out_dir / LAST).exists() and not (out_dir / WEIGHTS_NAME).exists():
+                shutil.rmtree(out_dir, ignore_errors=True)  # nothing of value: leave nothing
+            raise
+        finally:
+            lock.unlink(missing_ok=True)  # still held: a newcomer sees the inode change and stops
+    finally:
+        os.close(fd)
+
+
 def save_last(out_dir: Path, model: torch.nn.Module, train_state: dict[str, Any]) -> Path:
     """Atomically write ``out_dir/last``: config, weights and ``train_state.pt``."""
+    buffer = io.BytesIO()  # serialised in memory: a full disk is an OSError naming the file
+    torch.save(train_state, buffer)
+
     def extra(tmp: Path) -> None:
-        torch.save(train_state, tmp / TRAIN_STATE_NAME)
+        write_new_file(tmp / TRAIN_STATE_NAME, buffer.getvalue())
 
     return save_checkpoint_dir(out_dir / LAST, model, extra=extra)
 
@@ -174,7 +238,7 @@ class JsonlLog:
         if not (self.enabled and self.pending):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
+        with named_os_errors(self.path), self.path.open("a", encoding="utf-8") as f:
             f.write("".join(json.dumps(r) + "\n" for r in self.pending))
         fsync_file(self.path)
         self.count += len(self.pending)

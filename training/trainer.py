@@ -121,7 +121,7 @@ class Trainer:
                                                find_unused_parameters=config.num_decoder_layers == 1)
         self.criterion = Criterion(t)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        # 10x drop every lr_drop epochs; lr_drop <= 0: never
+        # 10x drop every lr_drop epochs; lr_drop 0: never
         drop = t.lr_drop if t.lr_drop > 0 else 1 << 30
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=drop, gamma=0.1)
         dtype = AUTOCAST_DTYPES[autocast]

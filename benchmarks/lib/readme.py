@@ -105,7 +105,8 @@ TITLES = {"predict": "End-to-end predict latency", "kernels": "Fused TD cross-at
           "profile": "Where a CPU forward's time goes (python -m tdfast.benchmarks.profile)",
           "int8": "How the int8 variant was chosen (benchmarks/bench_int8_choice.py)",
           "model_batch": "Pairs per model call on CPU (benchmarks/bench_model_batch.py)",
-          "serve": "Served by Triton Inference Server under load vs the direct Retriever (benchmarks/bench_serve.py)"}
+          "serve": "Served by Triton Inference Server under load vs the direct Retriever (benchmarks/bench_serve.py)",
+          "video": "Raw video to CLIP features, tdfast vs QD-DETR's run_on_video (benchmarks/bench_video.py)"}
 
 
 def render_table(records: Sequence[tuple[str, dict[str, Any]]], plots: Sequence[str] = ()) -> str:

@@ -3,7 +3,7 @@
 Envelope (every kind)::
 
     {"schema_version": 1, "kind": "predict" | "kernels" | "export" | "train" | "shared" | "profile" | "int8"
-                                  | "model_batch" | "demo" | "serve",
+                                  | "model_batch" | "demo" | "serve" | "save",
      "what": "<one sentence: what was timed>",
      "machine": machine_info(...) (+ optional "loadavg_end"),
      "setup": {...how it was run...}, "rows": [{...}, ...], ...kind-specific extras}
@@ -24,7 +24,8 @@ from tdfast.atomic import atomic_write_bytes
 from tdfast.errors import InputError
 
 SCHEMA_VERSION = 1
-KINDS = ("predict", "kernels", "export", "train", "shared", "profile", "int8", "model_batch", "demo", "serve")
+KINDS = ("predict", "kernels", "export", "train", "shared", "profile", "int8", "model_batch", "demo", "serve",
+         "save", "video")
 MACHINE_KEYS = ("device", "device_type", "cpu_model", "cores", "versions", "git", "date", "loadavg")
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms")
 

@@ -46,6 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, BackendUnavailableError) as e:
         print(f"tdfast {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a file-size limit, no permission: the file and the reason
+        print(f"tdfast {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+
+
+def describe_os_error(e: OSError) -> str:
+    """``<file>: <reason> (errno NAME)`` for an OSError, on one line."""
+    import errno
+
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    code = f" ({errno.errorcode.get(e.errno, e.errno)})" if e.errno is not None else ""
+    return f"{where or 'a file'}: {e.strerror or e}{code}"
 
 
 if __name__ == "__main__":

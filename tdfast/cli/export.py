@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from tdfast.export.summary import export_summary
     from tdfast.export.verify import ExportVerificationError
 
-    from tdfast.cli.paths import check_out_dir
+    from tdfast.cli.paths import check_writable_dir
 
-    check_out_dir("--out", args.out)
+    check_writable_dir("--out", args.out)  # before the (slow) export
     start = time.time()
     try:
         artifact = export(args.ckpt, args.format, args.out, ExportOptions(

@@ -8,9 +8,11 @@ import time
 
 from tdfast.cli.choices import TableKeys
 from tdfast.defaults import TOP_K
+from tdfast.errors import InputError
 from tdfast.threads import add_threads_argument, apply_threads
 
 BACKENDS = TableKeys("tdfast.retrieval.backends", "BACKENDS")
+IMAGE_BACKENDS = TableKeys("tdfast.video.image_backends", "IMAGE_BACKENDS")
 DTYPES = TableKeys("tdfast.devices", "DTYPES")
 
 
@@ -23,11 +25,20 @@ def register(subparsers) -> None:
         "ready for `tdfast eval --submission`. Features are read and normalised as in training.",
     )
     p.add_argument("checkpoint", metavar="CKPT_DIR", help="checkpoint directory (config.json + model.safetensors)")
-    p.add_argument("--ann", required=True, help="annotation jsonl (qid, query, vid, duration; labels optional)")
-    p.add_argument("--video-feats", required=True, nargs="+", metavar="DIR",
+    p.add_argument("--ann", help="annotation jsonl (qid, query, vid, duration; labels optional)")
+    p.add_argument("--video-feats", nargs="+", metavar="DIR",
                    help="video feature dir(s) with <vid>.npz; several are concatenated in this order")
-    p.add_argument("--text-feats", required=True, metavar="DIR", help="query feature dir with qid<qid>.npz")
-    p.add_argument("--out", required=True, help="prediction jsonl to write (atomically)")
+    p.add_argument("--text-feats", metavar="DIR", help="query feature dir with qid<qid>.npz")
+    p.add_argument("--out", help="prediction jsonl to write (atomically)")
+    raw = p.add_argument_group("raw video (instead of --ann/--video-feats/--text-feats; prints jsonl)")
+    raw.add_argument("--video", nargs="+", metavar="FILE", help="video file(s); every query runs on every video")
+    raw.add_argument("--query", action="append", metavar="TEXT", help="a sentence (repeatable)")
+    raw.add_argument("--clip-weights", metavar="FILE",
+                     help="local CLIP ViT-B/32 weights (the ViT-B-32.pt that clip.load caches)")
+    raw.add_argument("--clip-backend", default="eager", choices=IMAGE_BACKENDS, metavar="BACKEND",
+                     help="CLIP image tower backend: %(choices)s (default eager)")
+    raw.add_argument("--clip-cache", metavar="DIR",
+                     help="keep the image tower's ONNX export here between runs (onnxruntime backends)")
     p.add_argument("--backend", default="eager", choices=BACKENDS, metavar="BACKEND",
                    help="Retriever backend: %(choices)s (default eager)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -52,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
 
     from tdfast.cli.paths import check_out_file
 
+    if args.video:
+        return run_video(args)
+    missing = [f"--{n.replace('_', '-')}" for n in ("ann", "video_feats", "text_feats", "out")
+               if not getattr(args, n)]
+    if missing:
+        raise InputError(f"predict: {', '.join(missing)} required (or --video FILE --query TEXT "
+                         f"--clip-weights FILE for raw videos)")
     check_out_file("--out", args.out)  # before the model loads (an export can take minutes)
     apply_threads(args.threads)
     start = time.perf_counter()
@@ -62,4 +80,25 @@ def run(args: argparse.Namespace) -> int:
     summary["seconds"] = round(time.perf_counter() - start, 3)
     summary["backend"] = args.backend
     print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
+def run_video(args: argparse.Namespace) -> int:
+    """Raw video: one jsonl line per (video, query) on stdout (qid = its index; the
+    QVHighlights prediction format, spans in seconds, one saliency score per clip)."""
+    from tdfast.retrieval.retriever import Retriever
+    from tdfast.video import ClipEncoder
+
+    if not args.query or not args.clip_weights:
+        raise InputError("predict --video: --query TEXT (at least one) and --clip-weights FILE are required")
+    apply_threads(args.threads)
+    encoder = ClipEncoder(args.clip_weights, clip_backend=args.clip_backend, cache_dir=args.clip_cache)
+    retriever = Retriever.from_pretrained(args.checkpoint, backend=args.backend, device=args.device,
+                                          dtype=args.dtype, batch_size=args.batch_size)
+    pairs = [(v, q) for v in args.video for q in args.query]
+    preds = retriever.predict_video_files([v for v, _ in pairs], [q for _, q in pairs], encoder,
+                                          top_k=args.top_k, nms_iou=args.nms_iou,
+                                          sliding_window=args.sliding_window)
+    for qid, ((video, query), p) in enumerate(zip(pairs, preds)):
+        print(json.dumps(p.to_submission(qid, query, video)))
     return 0

@@ -1,12 +1,15 @@
 """Checkpoint directories: ``config.json`` + ``model.safetensors`` (+ ``train_state.pt``).
 
-``save_checkpoint`` writes exactly its two files into the directory, each atomically
-(``tdfast.atomic``: staged name, fsync, rename; weights first, then config), and
-leaves every other file there alone: a run directory's ``last/``, a user's notes,
+``save_checkpoint`` writes exactly its two files into the directory, replaced together
+at one instant (``tdfast.commit``: both staged and fsynced, a journal, then the renames;
+a kill anywhere leaves the old pair or the new one loadable), and leaves every other
+file there alone: a run directory's ``last/``, a user's notes,
 a cached ONNX export (re-made when the weights change: ``tdfast.export.ensure_export``).
 No pickled objects: the config is JSON and the weights are safetensors.
 
-Loading never changes the file system, and reads hostile files in bounded work:
+Loading changes the file system only to finish a save that a kill interrupted after its
+commit point (``tdfast.commit.finish_commit``), reads under a shared lock (no save lands
+between reading the config and the weights), and reads hostile files in bounded work:
 
 1. ``config.json`` must be UTF-8 JSON, an object, with every field of the config
    (a missing ``clip_len`` would otherwise silently take the default and shift every
@@ -28,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tdfast.atomic import OLD_TAG, atomic_write_bytes, atomic_write_dir, atomic_write_file
+from tdfast.atomic import OLD_TAG, atomic_write_bytes, atomic_write_dir, atomic_write_file, write_new_file
+from tdfast.commit import commit_files, finish_commit, reading  # noqa: F401 -- reading: for loaders
 from tdfast.errors import InputError
 
 if TYPE_CHECKING:  # torch is imported only where weights are touched: tdfast eval does without it
@@ -43,14 +47,19 @@ FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")  # safetensors dtype names of float
 LAYER_COUNT_FIELDS = ("num_td_layers", "num_encoder_layers", "num_decoder_layers", "num_input_proj")
 
 
-def write_checkpoint_files(directory: Path, model: "torch.nn.Module") -> None:
-    """``model.safetensors`` then ``config.json`` into ``directory``, each atomically."""
-    from safetensors.torch import save_file
+def write_checkpoint_files(directory: Path, model: "torch.nn.Module",
+                           extra: dict[str, bytes] | None = None) -> None:
+    """``model.safetensors`` + ``config.json`` (+ ``extra`` name -> bytes) into ``directory``,
+    all replaced at one instant (``tdfast.commit``): a kill leaves the old pair or the new."""
+    from safetensors.torch import save
 
+    # serialised in memory, then written by tdfast: a full disk is an OSError naming the file
+    # (safetensors' own writer raises its own error type without one)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write_file(directory / WEIGHTS_NAME,
-                      lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
-    atomic_write_bytes(directory / CONFIG_NAME, model.config.to_json().encode("utf-8"))
+    blobs = {WEIGHTS_NAME: save(state, metadata={"format": "pt"}),
+             CONFIG_NAME: model.config.to_json().encode("utf-8"), **(extra or {})}
+    commit_files(directory, {name: (lambda tmp, data=data: write_new_file(tmp, data))
+                             for name, data in blobs.items()})
 
 
 def save_checkpoint(directory: str | Path, model: "torch.nn.Module") -> Path:
@@ -59,7 +68,6 @@ def save_checkpoint(directory: str | Path, model: "torch.nn.Module") -> Path:
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise InputError(f"directory {str(directory)!r}: expected a checkpoint directory, but it is a file")
-    directory.mkdir(parents=True, exist_ok=True)
     write_checkpoint_files(directory, model)
     return directory
 
@@ -105,6 +113,7 @@ def load_config(directory: str | Path):
     from tdfast.model.config import VARIANT_FIELDS, TDDETRConfig
 
     directory = Path(directory)
+    finish_commit(directory)
     path = directory / CONFIG_NAME
     if not path.is_file():
         hint = ""

@@ -129,11 +129,7 @@ class TDDETRConfig(ConfigBase):
     def validate(self) -> None:
         """Raise InputError for values the model can't be built with."""
         super().validate()
-        positive = ("video_dim", "text_dim", "max_video_len", "max_query_len", "hidden_dim",
-                    "num_heads", "ffn_dim", "num_queries", "num_input_proj")
-        for name in positive:
-            if int(getattr(self, name)) <= 0:
-                raise InputError(f"config.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        check_ranges(self, SIZE_LIMITS)
         if self.hidden_dim % self.num_heads:
             raise InputError(f"config.hidden_dim: expected a multiple of num_heads={self.num_heads}, "
                              f"got {self.hidden_dim}")
@@ -155,6 +151,27 @@ class TDDETRConfig(ConfigBase):
 
 # The opt-in TDEM variant's switches (all default off); kernels and the ablation read this list.
 VARIANT_FIELDS = ("flow_keep_magnitude", "dyn_null_slot")
+
+# Sizes a network field may take: (least, most). The upper bounds are far above any published
+# TD-DETR / QD-DETR / Moment-DETR setting (widths 256-2816, <= 6 layers, 10-30 queries, 75-256
+# clips) and there so a typo such as num_queries=1000000000 is refused at once instead of
+# building for minutes or exhausting memory (checkpoints are also checked against their tensors).
+# The two lengths size no tensor (inputs are as long as their data; untruncated loading uses
+# a huge max_video_len): no upper bound.
+SIZE_LIMITS: dict[str, tuple[float, float]] = {
+    "video_dim": (1, 1 << 16), "text_dim": (1, 1 << 16), "max_video_len": (1, math.inf),
+    "max_query_len": (1, math.inf), "hidden_dim": (1, 1 << 13), "num_heads": (1, 256),
+    "ffn_dim": (1, 1 << 20), "num_td_layers": (0, 64), "num_encoder_layers": (0, 64),
+    "num_decoder_layers": (1, 64), "num_queries": (1, 1 << 12), "num_input_proj": (1, 16),
+}
+
+
+def check_ranges(config: Any, limits: dict[str, tuple[float, float]]) -> None:
+    """InputError naming the first field of ``config`` outside its ``(least, most)``."""
+    for name, (low, high) in limits.items():
+        v = getattr(config, name)
+        if not low <= v <= high:
+            raise InputError(f"config.{name}: expected a value in [{low:g}, {high:g}], got {v!r}")
 
 
 def check_unit_interval(config: Any, names: tuple[str, ...]) -> None:
@@ -198,9 +215,13 @@ def _parse_value(raw: str, typ: type, key: str) -> Any:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    if typ in (int, float):
-        try:
-            return typ(value)
-        except (TypeError, ValueError):
-            raise InputError(f"--set {key}: expected a {typ.__name__}, got {raw!r}") from None
+    if typ is int:  # int() would truncate 7.9 to 7: only whole numbers are integers
+        if (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                and float(value).is_integer()):
+            return int(value)
+        raise InputError(f"--set {key}: expected an integer, got {raw!r}")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise InputError(f"--set {key}: expected a number, got {raw!r}")
     return value

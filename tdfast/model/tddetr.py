@@ -156,11 +156,12 @@ class TDDETR(nn.Module):
         The config and the safetensors header are checked before any weight is read
         (``tdfast.model.checkpoint``); every problem is an InputError naming the file."""
         from tdfast.devices import parse_device
-        from tdfast.model.checkpoint import load_config, load_weights
+        from tdfast.model.checkpoint import load_config, load_weights, reading
 
         device = parse_device(device)  # no CUDA: BackendUnavailableError before any reading
-        config = load_config(directory)
-        state = load_weights(directory, config, cls.tensor_shapes)  # checked before the model is built
+        with reading(directory):  # the config and the weights of one save
+            config = load_config(directory)
+            state = load_weights(directory, config, cls.tensor_shapes)  # checked before the model is built
         model = cls(config)
         model.load_state_dict(state, strict=True)
         return model.to(device).eval()

@@ -66,8 +66,9 @@ def check_finite(name: str, x: Tensor) -> None:
                      f"{float(x[first]):g} at index {first}")
 
 
-def check_features(name: str, x: Tensor, feature_dim: int) -> None:
-    """One unpadded item [L, feature_dim]: rank 2, right dim, float, at least one row, finite."""
+def check_features(name: str, x: Tensor, feature_dim: int | None) -> None:
+    """One unpadded item [L, feature_dim]: rank 2, right dim (any if None), float, at least one
+    row, finite."""
     _check_tensor(name, x, 2, feature_dim)
     if not x.is_floating_point():
         raise InputError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
@@ -143,6 +144,9 @@ def _to_tensor(name: str, x: Any) -> Tensor:
             t = torch.from_numpy(x)
     else:
         raise InputError(f"{name}: expected a numpy array or torch tensor of features, got {_describe(x)}")
+    if t.device.type == "meta":
+        raise InputError(f"{name}: expected features with values, got a tensor on the meta device "
+                         f"(shape only, no data)")
     if t.dtype not in FLOAT_DTYPES:
         raise InputError(f"{name}: expected floating-point features, got dtype {t.dtype} "
                          f"(integer/bool inputs are rejected, not cast: pass the float features)")
@@ -171,6 +175,15 @@ def as_feature_list(name: str, items: Any, feature_dim: int) -> list[Tensor]:
     for i, t in enumerate(rows):
         check_features(f"{name}[{i}]", t, feature_dim)
     return rows
+
+
+def as_feature_array(name: str, x: Any) -> np.ndarray:
+    """One raw item for ``Retriever.prepare_video`` / ``prepare_query`` -> float32 [L, D] numpy,
+    after the checks ``predict`` makes (floating dtype, real data, rank 2, a row, finite), so
+    preparing never turns integers into features or passes NaN on."""
+    t = _to_tensor(name, x)
+    check_features(name, t, None)
+    return t.to("cpu", torch.float32).numpy()
 
 
 def check_counts(videos: Sequence, queries: Sequence) -> None:

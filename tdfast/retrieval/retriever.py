@@ -33,8 +33,8 @@ from tdfast.model.config import TDDETRConfig
 from tdfast.model.tddetr import OUTPUT_NAMES, TDDETR
 from tdfast.retrieval.backends import make_runner
 from tdfast.retrieval.batching import Chunk, length_buckets, pad_items, plan_chunks
-from tdfast.retrieval.inputs import (as_feature_list, check_counts, check_durations, check_flag, check_iou,
-                                     check_length, check_top_k)
+from tdfast.retrieval.inputs import (as_feature_array, as_feature_list, check_counts, check_durations, check_flag,
+                                     check_iou, check_length, check_top_k)
 from tdfast.retrieval.postprocess import Prediction, moments_in_seconds, select_moments
 from tdfast.retrieval.windows import merge_windows, plan_windows
 
@@ -117,14 +117,17 @@ class Retriever:
 
         if isinstance(parts, (np.ndarray, Tensor)):
             parts = [parts]
-        return prepare_video([np.asarray(p) for p in parts], self.config, "videos", truncate)
+        if not isinstance(parts, (list, tuple)) or not parts:
+            raise InputError(f"parts: expected an array or a non-empty list of arrays, got {parts!r:.80}")
+        arrays = [as_feature_array(f"parts[{k}]", p) for k, p in enumerate(parts)]
+        return prepare_video(arrays, self.config, "parts", truncate)
 
     def prepare_query(self, tokens: np.ndarray) -> np.ndarray:
         """Raw token features [M, text_dim] -> [min(M, max_query_len), text_dim] float32,
         L2-normalised per token if the config says so (as ``tdfast.data`` does)."""
         from tdfast.data.features import prepare_query
 
-        return prepare_query(np.asarray(tokens), self.config, "queries")
+        return prepare_query(as_feature_array("tokens", tokens), self.config, "tokens")
 
     # ------------------------------------------------------------------ public inference
     def predict(self, videos: Any, queries: Any, top_k: int = TOP_K, nms_iou: float | None = None,
@@ -179,6 +182,18 @@ class Retriever:
             self._check_video_length(f"videos[{i}]", t)
         return self._predict(v, [q] * len(v), check_top_k(top_k), check_iou("nms_iou", nms_iou),
                              durations, shared="query")
+
+    def predict_video_files(self, paths: Sequence[str | Path], queries: Sequence[str], clip: Any,
+                            top_k: int = 5, nms_iou: float | None = None,
+                            sliding_window: bool = False) -> list[Prediction]:
+        """Video files and sentences in, moments out, as QD-DETR's run_on_video: one pair per
+        (paths[i], queries[i]). ``clip``: a ``tdfast.video.ClipEncoder`` or the path of a local
+        CLIP weights file (e.g. OpenAI's ViT-B-32.pt). Needs a CLIP-only checkpoint; see
+        ``tdfast.video.predict``."""
+        from tdfast.video import ClipEncoder, predict_video_files
+
+        encoder = clip if isinstance(clip, ClipEncoder) else ClipEncoder(clip)
+        return predict_video_files(self, encoder, paths, queries, top_k, nms_iou, sliding_window)
 
     def raw_outputs(self, videos: Any, queries: Any) -> list[dict[str, np.ndarray]]:
         """The model's raw outputs per pair, unpadded, float32 numpy: ``pred_spans`` [Q, 2]
