@@ -80,7 +80,8 @@ def fuse_model(model: nn.Module) -> nn.Module:
     Every ``TDCrossAttention`` submodule becomes a ``FusedTDCrossAttention`` with the same
     parameters. Raises ``BackendUnavailableError`` when triton is missing or the model is
     on CPU without ``TRITON_INTERPRET=1``, and ``InputError`` when ``model`` has no TD
-    interaction or uses the opt-in variant (``VARIANT_FIELDS``), which the kernels do not fuse. Calling it twice is harmless.
+    interaction or uses the opt-in variant (``VARIANT_FIELDS``), which the kernels do not
+    fuse. Calling it twice is harmless.
     """
     param = next(model.parameters(), None)
     require_triton(param.device if param is not None else "cpu")
