@@ -31,6 +31,16 @@ TABLE4_ROWS: dict[str, dict[str, Any]] = {
     "c": {"use_vsdc": False, "use_tdem": True},
     "d": {"use_vsdc": True, "use_tdem": True},
 }
+# The opt-in variant (docs/fidelity.md, section 5) and its parts, each on top of row d.
+VARIANT_NET = {"flow_keep_magnitude": True, "dyn_null_slot": True}
+VARIANT_ROWS: dict[str, dict[str, Any]] = {
+    "v": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True},
+    "v-net": {**TABLE4_ROWS["d"], **VARIANT_NET},
+    "v-vsdc": {**TABLE4_ROWS["d"], "vsdc_moment_in_context": True},
+    "v-magnitude": {**TABLE4_ROWS["d"], "flow_keep_magnitude": True, "vsdc_moment_in_context": True},
+    "v-null": {**TABLE4_ROWS["d"], "dyn_null_slot": True, "vsdc_moment_in_context": True},
+}
+NAMED_ROWS = {**TABLE4_ROWS, **VARIANT_ROWS}
 # Table 2's "No-training" control: row (a)'s network at the trainer's initialization.
 UNTRAINED = "untrained"
 DEFAULT_ROWS = ("a", "b", "c", "d", UNTRAINED)
@@ -54,7 +64,8 @@ class Row:
 
 def plan_rows(rows: Sequence[str] = DEFAULT_ROWS, alphas: Sequence[float] = (),
               betas: Sequence[float] = (), base: RunConfig | None = None) -> list[Row]:
-    """Rows in table order: ``rows`` (names from ``TABLE4_ROWS`` or ``untrained``), then
+    """Rows in table order: ``rows`` (names from ``NAMED_ROWS``: Table 4's and the variant's, or
+    ``untrained``), then
     ``alpha=<x>`` for each alpha and ``beta=<x>`` for each beta (both components on).
 
     With ``base`` given, a row whose resolved config equals an earlier row's gets
@@ -64,10 +75,10 @@ def plan_rows(rows: Sequence[str] = DEFAULT_ROWS, alphas: Sequence[float] = (),
     for name in rows:
         if name == UNTRAINED:
             out.append(Row(UNTRAINED, dict(TABLE4_ROWS["a"]), train=False))
-        elif name in TABLE4_ROWS:
-            out.append(Row(name, dict(TABLE4_ROWS[name])))
+        elif name in NAMED_ROWS:
+            out.append(Row(name, dict(NAMED_ROWS[name])))
         else:
-            raise InputError(f"--rows: expected names from {[*TABLE4_ROWS, UNTRAINED]}, got {name!r}")
+            raise InputError(f"--rows: expected names from {[*NAMED_ROWS, UNTRAINED]}, got {name!r}")
     for key, values in (("alpha", alphas), ("beta", betas)):
         for v in values:
             v = float(v)

@@ -74,6 +74,21 @@ def decoy_hits(checkpoint: str | Path, ann_path: str | Path, meta_path: str | Pa
             "top1_near_decoy": round(100 * float(np.mean(near_decoy)), 2)}
 
 
+def add_decoy_hits(results: list[dict[str, Any]], rows: list[Any], out: Path, test_ann: Path, meta: Path,
+                   video_dirs, text_dir) -> None:
+    """Set ``r["decoy"]`` (``decoy_hits`` on ``test_ann``) on every result, cached per run as
+    ``decoy.json`` in its run dir."""
+    from tdfast.atomic import atomic_write_bytes
+    from tdfast.experiments.ablation import run_dir
+
+    for r in results:
+        run = run_dir(out, next(x for x in rows if x.name == r["row"]), r["seed"])
+        cache = run / "decoy.json"
+        if not cache.is_file():
+            atomic_write_bytes(cache, json.dumps(decoy_hits(run, test_ann, meta, video_dirs, text_dir)).encode("utf-8"))
+        r["decoy"] = json.loads(cache.read_text())
+
+
 def decoy_markdown(results: list[dict[str, Any]]) -> str:
     """Markdown table: per row, mean ± std over seeds of the ``decoy_hits`` rates on test."""
     from tdfast.experiments.summary import mean_std
@@ -127,29 +142,48 @@ def shift_markdown(table: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tdfast.experiments.shortcut", description=__doc__.split("\n\n")[0])
+def add_bench_args(p: argparse.ArgumentParser, rows: str, epochs: int, spec_name: str, name: str) -> None:
+    """The options every synthetic benchmark command shares (run dir, rows, seeds, overrides, record)."""
     p.add_argument("--out", required=True, help="benchmark directory (created or continued)")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--rows", default="a,b,c,d,untrained")
-    p.add_argument("--alphas", default="", help="comma list or 'paper'")
-    p.add_argument("--betas", default="", help="comma list or 'paper'")
-    p.add_argument("--epochs", type=int, default=SHORTCUT_EPOCHS)
+    p.add_argument("--rows", default=rows, help="rows of tdfast.experiments.ablation.NAMED_ROWS")
+    p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--spec", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a SHORTCUT_SPEC field of the dataset (number), e.g. context_signal=2.5")
+                   help=f"override a {spec_name} field of the dataset (number), e.g. context=2.5")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a base config field after SHORTCUT_SETS (repeatable)")
-    p.add_argument("--name", default="ablation", help="file name of DIR/<name>.json and .md (default ablation)")
-    p.add_argument("--record", help="also copy ablation.json here (e.g. benchmarks/results/fidelity/ablation_synthetic.json)")
+                   help="override a base config field after the benchmark's own (repeatable)")
+    p.add_argument("--name", default=name, help=f"file name of DIR/<name>.json and .md (default {name})")
+    p.add_argument("--record", help="also copy DIR/<name>.json here (e.g. benchmarks/results/fidelity/...)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tdfast.experiments.shortcut", description=__doc__.split("\n\n")[0])
+    add_bench_args(p, "a,b,c,d,untrained", SHORTCUT_EPOCHS, "SHORTCUT_SPEC", "ablation")
+    p.add_argument("--alphas", default="", help="comma list or 'paper'")
+    p.add_argument("--betas", default="", help="comma list or 'paper'")
     return p
 
 
-def _spec(items: list[str]) -> dict[str, Any]:
-    """SHORTCUT_SPEC with the ``--spec KEY=VALUE`` overrides (numbers keep the field's type)."""
+def write_bench_record(out: Path, record: dict[str, Any], name: str, text: str, copy_to: str | None) -> None:
+    """``out/<name>.json`` and ``out/<name>.md`` (``text``), atomically; print ``text``; copy the
+    JSON to ``copy_to`` (a committed record) when given."""
+    from tdfast.atomic import atomic_write_bytes
+    from tdfast.experiments.summary import write_record
+
+    json_path, md_path = write_record(out, record, name)
+    atomic_write_bytes(md_path, text.encode("utf-8"))
+    print(text)
+    if copy_to:
+        Path(copy_to).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(json_path, copy_to)
+
+
+def spec_overrides(defaults: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """``defaults`` with the ``--spec KEY=VALUE`` overrides (numbers keep the field's type)."""
     from tdfast.errors import InputError
 
-    spec = dict(SHORTCUT_SPEC)
+    spec = dict(defaults)
     for item in items:
         key, _, value = item.partition("=")
         if key not in spec:
@@ -159,18 +193,17 @@ def _spec(items: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tdfast.atomic import atomic_write_bytes
     from tdfast.data.synthetic import make_synthetic_dataset
     from tdfast.experiments.ablation import (PAPER_ALPHAS, PAPER_BETAS, parse_seeds, parse_values, plan_rows,
-                                          run_ablation, run_dir)
-    from tdfast.experiments.summary import make_record, markdown, write_record
+                                          run_ablation)
+    from tdfast.experiments.summary import make_record, markdown
     from tdfast.training.config import RunConfig
 
     args = _parser().parse_args(argv)
 
     out = Path(args.out)
     data = out / "data"
-    spec = _spec(args.spec)
+    spec = spec_overrides(SHORTCUT_SPEC, args.spec)
     if not (data / "synthetic_meta.json").is_file():
         make_synthetic_dataset(data, **spec)
     ds = {"train": data / "train.jsonl", "val": data / "val.jsonl", "test": data / "test.jsonl"}
@@ -183,24 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     results = run_ablation(base, rows, seeds, train_ann=ds["train"], val_ann=ds["val"], video_dirs=video_dirs,
                            text_dir=text_dir, out_dir=out, eval_anns={"val": ds["val"], "test": ds["test"]},
                            epochs=args.epochs, jobs=args.jobs)
-    for r in results:
-        run = run_dir(out, next(x for x in rows if x.name == r["row"]), r["seed"])
-        cache = run / "decoy.json"
-        if not cache.is_file():
-            hits = decoy_hits(run, ds["test"], data / "synthetic_meta.json", video_dirs, text_dir)
-            atomic_write_bytes(cache, json.dumps(hits).encode("utf-8"))
-        r["decoy"] = json.loads(cache.read_text())
+    add_decoy_hits(results, rows, out, ds["test"], data / "synthetic_meta.json", video_dirs, text_dir)
     inputs = {"synthetic_spec": spec, "preset": SHORTCUT_PRESET, "set": sets,
               "command": "python -m tdfast.experiments.shortcut " + " ".join(sys.argv[1:] if argv is None else argv)}
     record = make_record(base.to_dict(), rows, seeds, args.epochs, inputs, results)
     record["shift"] = shift_table(results)
-    json_path, md_path = write_record(out, record, args.name)
     text = shift_markdown(record["shift"]) + "\n" + markdown(record["table"]) + "\n" + decoy_markdown(results)
-    atomic_write_bytes(md_path, text.encode("utf-8"))
-    print(text)
-    if args.record:
-        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(json_path, args.record)
+    write_bench_record(out, record, args.name, text, args.record)
     return 0
 
 

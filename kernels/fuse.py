@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from tdfast.errors import BackendUnavailableError, InputError
 from tdfast.kernels.availability import require_triton
 from tdfast.kernels.packing import PackedTDWeights, pack_weights
+from tdfast.model.config import VARIANT_FIELDS
 from tdfast.model.td_interaction import TDCrossAttention
 
 
@@ -28,6 +29,11 @@ class FusedTDCrossAttention(TDCrossAttention):
     """
 
     def __init__(self, eager: TDCrossAttention) -> None:
+        variant = [name for name in VARIANT_FIELDS if getattr(eager, name)]
+        if variant:  # the kernels implement the official layer only (a LayerNorm first, no null slot)
+            raise InputError(f"triton backend: the fused TD kernels implement the official TD layer; "
+                             f"expected {', '.join(variant)}=false in the model's config, got true "
+                             f"(use backend='eager', 'compile' or 'onnxruntime' for the opt-in variant)")
         nn.Module.__init__(self)  # not TDCrossAttention.__init__: adopt, don't re-create, weights
         self.num_heads, self.use_tdem, self.beta = eager.num_heads, eager.use_tdem, eager.beta
         for name, child in eager.named_children():
@@ -74,7 +80,8 @@ def fuse_model(model: nn.Module) -> nn.Module:
     Every ``TDCrossAttention`` submodule becomes a ``FusedTDCrossAttention`` with the same
     parameters. Raises ``BackendUnavailableError`` when triton is missing or the model is
     on CPU without ``TRITON_INTERPRET=1``, and ``InputError`` when ``model`` has no TD
-    interaction. Calling it twice is harmless.
+    interaction or uses the opt-in variant (``VARIANT_FIELDS``), which the kernels do not
+    fuse. Calling it twice is harmless.
     """
     param = next(model.parameters(), None)
     require_triton(param.device if param is not None else "cpu")

@@ -24,8 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base config field (repeatable)")
     p.add_argument("--rows", default="a,b,c,d,untrained",
-                   help="comma list of a, b, c, d (paper Table 4) and untrained (Table 2 control); "
-                        "'' for none (default a,b,c,d,untrained)")
+                   help="comma list of a, b, c, d (paper Table 4), untrained (Table 2 control) and the "
+                        "opt-in variant's rows v, v-net, v-vsdc, v-magnitude, v-null (docs/fidelity.md, "
+                        "section 5); '' for none (default a,b,c,d,untrained)")
     p.add_argument("--alphas", default="", help="alpha sweep values (comma list, or 'paper' for Table S1's)")
     p.add_argument("--betas", default="", help="beta sweep values (comma list, or 'paper' for Table S2's)")
     p.add_argument("--seeds", default="0", help="comma list of seeds (default 0; the paper averages 3)")

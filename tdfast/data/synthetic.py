@@ -122,7 +122,7 @@ class SyntheticVideo:
     queries: list[tuple[Annotation, np.ndarray, dict[str, Any]]] = field(default_factory=list)
 
 
-def _unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     """[n, dim] unit rows, mutually orthogonal when n <= dim."""
     g = rng.standard_normal((dim, max(n, 1)))
     if n <= dim:
@@ -132,12 +132,12 @@ def _unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 def make_vectors(spec: SyntheticSpec, rng: np.random.Generator) -> Vectors:
     k, f = spec.num_concepts, len(FILLER_WORDS)
-    video = _unit_rows(rng, 2 * k, spec.video_dim)
-    text = _unit_rows(rng, k + f, spec.text_dim)
+    video = unit_rows(rng, 2 * k, spec.video_dim)
+    text = unit_rows(rng, k + f, spec.text_dim)
     return Vectors(sig=video[:k], ctx=video[k:], word=text[:k], filler=text[k:])
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, ...], norm: float) -> np.ndarray:
+def gaussian_rows(rng: np.random.Generator, shape: tuple[int, ...], norm: float) -> np.ndarray:
     """Gaussian rows of expected norm ~``norm``."""
     return rng.standard_normal(shape) * (norm / np.sqrt(shape[-1]))
 
@@ -164,11 +164,11 @@ def _query_tokens(rng: np.random.Generator, spec: SyntheticSpec, vec: Vectors,
     rows = [vec.filler[j] for j in fillers]
     words.insert(pos, f"concept{concept:02d}")
     rows.insert(pos, vec.word[concept])
-    tokens = np.stack(rows) + _noise(rng, (len(rows), spec.text_dim), spec.text_noise)
+    tokens = np.stack(rows) + gaussian_rows(rng, (len(rows), spec.text_dim), spec.text_noise)
     return " ".join(words), tokens.astype(np.float32)
 
 
-def _saliency_scores(rng: np.random.Generator, intensity: np.ndarray) -> list[list[int]]:
+def saliency_scores(rng: np.random.Generator, intensity: np.ndarray) -> list[list[int]]:
     """3 annotators' 0..4 scores per clip, rising with the planted intensity in [0.5, 1]."""
     mean = 1.0 + 3.0 * (intensity - 0.5) / 0.5  # [n] in [1, 4]
     raw = np.rint(mean[:, None] + rng.normal(0.0, 0.7, (len(intensity), 3)))
@@ -181,8 +181,8 @@ def make_video(rng: np.random.Generator, spec: SyntheticSpec, vec: Vectors, vid:
     that a query's ``ctx[c]`` also flanks a free segment without ``sig[c]``."""
     k, clip_len = spec.num_concepts, spec.clip_len
     num_clips = int(rng.integers(spec.min_clips, spec.max_clips + 1))
-    scene = _unit_rows(rng, 1, spec.video_dim)[0]
-    feats = spec.scene_weight * scene[None, :] + _noise(rng, (num_clips, spec.video_dim), spec.noise)
+    scene = unit_rows(rng, 1, spec.video_dim)[0]
+    feats = spec.scene_weight * scene[None, :] + gaussian_rows(rng, (num_clips, spec.video_dim), spec.noise)
     busy = np.zeros(num_clips, dtype=bool)
     concepts = rng.permutation(k)[: int(rng.integers(1, spec.max_queries_per_video + 1))]
     video = SyntheticVideo(vid=vid, features=feats)
@@ -200,7 +200,7 @@ def make_video(rng: np.random.Generator, spec: SyntheticSpec, vec: Vectors, vid:
             for lo, hi in ((st - spec.context_clips, st), (ed, ed + spec.context_clips)):
                 feats[max(lo, 0):min(hi, num_clips)] += spec.context_signal * vec.ctx[context]
             ids += list(range(st, ed))
-            scores += _saliency_scores(rng, intensity)
+            scores += saliency_scores(rng, intensity)
         decoy_clips = None
         if decoy > 0 and rng.random() < decoy:  # no draw at all when off: default streams unchanged
             decoy_clips = _place(rng, spec, num_clips, busy)

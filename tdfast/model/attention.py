@@ -43,13 +43,29 @@ def attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, dropout_p: f
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
 
 
-class MultiHeadAttention(nn.Module):
-    """Multi-head attention with separate q/k/v/out projections (DETR layout)."""
+def append_null(k: Tensor, v: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One more key / value slot, all zeros: k, v [B, H, S, Dh] -> [B, H, S + 1, Dh];
+    bias [B, 1, 1, S] -> [B, 1, 1, S + 1] with 0 (a real key) on the new slot."""
+    k = torch.cat((k, k.new_zeros(*k.shape[:-2], 1, k.shape[-1])), dim=-2)
+    v = torch.cat((v, v.new_zeros(*v.shape[:-2], 1, v.shape[-1])), dim=-2)
+    if bias is not None:
+        bias = torch.cat((bias, bias.new_zeros(*bias.shape[:-1], 1)), dim=-1)
+    return k, v, bias
 
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with separate q/k/v/out projections (DETR layout).
+
+    ``null_slot=True`` appends one key and one value that are exactly zero after projection
+    (no parameters): a query can put its weight on "nothing", so the output's size, not
+    only its direction, says how well the query matches any key.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, null_slot: bool = False) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.dropout = dropout
+        self.null_slot = null_slot
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
@@ -61,5 +77,7 @@ class MultiHeadAttention(nn.Module):
         q = split_heads(self.q_proj(query), h)
         k = split_heads(self.k_proj(key), h)
         v = split_heads(self.v_proj(value), h)
+        if self.null_slot:
+            k, v, bias = append_null(k, v, bias)  # [B, H, Lk + 1, Dh], bias [B, 1, 1, Lk + 1]
         p = self.dropout if self.training else 0.0
         return self.out_proj(merge_heads(attention(q, k, v, bias, p)))

@@ -121,6 +121,10 @@ class TDDETRConfig(ConfigBase):
     # TDEM (off: the official QD-DETR T2V layer)
     use_tdem: bool = True
     beta: float = 0.7  # weight of the residual V in the merge beta*V + (1-beta)*A_t + A_v
+    # Opt-in TDEM variant (not in the paper or the official code; docs/fidelity.md, section 5).
+    # Off: the official network, bit-identical. Both need use_tdem.
+    flow_keep_magnitude: bool = False  # flow_proj's first unit without LayerNorm: |T| reaches A_t
+    dyn_null_slot: bool = False  # the dynamics attention may attend to nothing (a zero key/value)
 
     def validate(self) -> None:
         """Raise InputError for values the model can't be built with."""
@@ -132,6 +136,10 @@ class TDDETRConfig(ConfigBase):
         if self.hidden_dim % 4:  # the anchor sine embedding gives each coordinate D/2 sin/cos pairs
             raise InputError(f"config.hidden_dim: expected a multiple of 4, got {self.hidden_dim}")
         check_unit_interval(self, ("beta", "dropout", "input_dropout"))
+        for name in VARIANT_FIELDS:
+            if getattr(self, name) and not self.use_tdem:
+                raise InputError(f"config.{name}: expected false with use_tdem=false (it changes the "
+                                 f"dynamics branch, which QD-DETR has not), got true")
         if self.clip_len <= 0:
             raise InputError(f"config.clip_len: expected seconds > 0, got {self.clip_len!r}")
 
@@ -140,6 +148,9 @@ class TDDETRConfig(ConfigBase):
         """Width the input projection sees: file features + 2 TEF columns if ``use_tef``."""
         return self.video_dim + (2 if self.use_tef else 0)
 
+
+# The opt-in TDEM variant's switches (all default off); kernels and the ablation read this list.
+VARIANT_FIELDS = ("flow_keep_magnitude", "dyn_null_slot")
 
 # Sizes a network field may take: (least, most). The upper bounds are far above any published
 # TD-DETR / QD-DETR / Moment-DETR setting (widths 256-2816, <= 6 layers, 10-30 queries, 75-256

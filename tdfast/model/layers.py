@@ -8,11 +8,15 @@ from torch import Tensor, nn
 
 
 class LinearLayer(nn.Module):
-    """QD-DETR's input projection unit: LayerNorm -> Dropout -> Linear -> (ReLU)."""
+    """QD-DETR's input projection unit: LayerNorm -> Dropout -> Linear -> (ReLU).
 
-    def __init__(self, in_dim: int, out_dim: int, dropout: float, relu: bool) -> None:
+    ``norm=False`` leaves the LayerNorm out (an identity, no parameters): the opt-in
+    ``flow_keep_magnitude`` flow unit, which must not rescale its input.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float, relu: bool, norm: bool = True) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(in_dim)
+        self.norm = nn.LayerNorm(in_dim) if norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_dim, out_dim)
         self.relu = relu

@@ -15,6 +15,12 @@ official code (which produced the published numbers) merges as above, so tdfast 
 With ``use_tdem`` off the layer is QD-DETR's T2V layer, ``s = V + A_v``, and has no
 dynamics parameters at all.
 
+Opt-in variant (``TDDETRConfig`` fields, default off; docs/fidelity.md, section 5):
+``flow_keep_magnitude`` drops flow_proj's first LayerNorm, which rescales every difference
+to unit size and so erases how much a clip changes; ``dyn_null_slot`` gives MHA' a zero
+key and value, so a clip whose dynamics match no query token attends to nothing and A_t
+is small there: A_t's size, not only its direction, says where the query's dynamics are.
+
 ``td_interaction_reference`` is the same math written as plainly as possible in float64
 (explicit projections, explicit softmax); it is the oracle for the module and for every
 kernel.
@@ -41,17 +47,20 @@ def temporal_differences(x: Tensor, start: Tensor) -> Tensor:
 class TDCrossAttention(nn.Module):
     """Both cross-attentions of one T2V / TD layer and the residual merge (everything but the FFN)."""
 
-    def __init__(self, dim: int, num_heads: int, dropout: float, use_tdem: bool, beta: float) -> None:
+    def __init__(self, dim: int, num_heads: int, dropout: float, use_tdem: bool, beta: float,
+                 flow_keep_magnitude: bool = False, dyn_null_slot: bool = False) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.use_tdem = use_tdem
         self.beta = float(beta)
+        self.flow_keep_magnitude = flow_keep_magnitude
+        self.dyn_null_slot = dyn_null_slot
         self.attn = MultiHeadAttention(dim, num_heads, dropout)  # video -> text
         self.dropout = nn.Dropout(dropout)
         if use_tdem:
-            self.flow_proj = nn.Sequential(LinearLayer(dim, dim, dropout, relu=True),
+            self.flow_proj = nn.Sequential(LinearLayer(dim, dim, dropout, relu=True, norm=not flow_keep_magnitude),
                                            LinearLayer(dim, dim, dropout, relu=True))
-            self.attn_dyn = MultiHeadAttention(dim, num_heads, dropout)  # dynamics -> text
+            self.attn_dyn = MultiHeadAttention(dim, num_heads, dropout, null_slot=dyn_null_slot)  # dynamics -> text
 
     def forward(self, video: Tensor, pos: Tensor, start: Tensor | None, text: Tensor,
                 text_bias: Tensor) -> Tensor:
@@ -74,13 +83,15 @@ class TDCrossAttention(nn.Module):
         if not self.use_tdem:
             return TDWeights(*mha(self.attn))
         flow = tuple(t for unit in self.flow_proj
-                     for t in (unit.norm.weight, unit.norm.bias, unit.linear.weight, unit.linear.bias))
+                     for t in (getattr(unit.norm, "weight", None), getattr(unit.norm, "bias", None),
+                               unit.linear.weight, unit.linear.bias))
         return TDWeights(*mha(self.attn), *mha(self.attn_dyn), *flow, start)
 
 
 @dataclass
 class TDWeights:
-    """nn.Linear layout: weight [out, in], bias [out]. ``*_t`` / flow / start are None without TDEM.
+    """nn.Linear layout: weight [out, in], bias [out]. ``*_t`` / flow / start are None without TDEM;
+    ``ln1_*`` are None with ``flow_keep_magnitude`` (no first LayerNorm).
 
     ``v`` = video -> text attention, ``t`` = dynamics -> text attention; ``f1`` / ``f2`` the two
     flow-projection units (LayerNorm ``ln*``, Linear ``w*``/``b*``).
@@ -118,11 +129,12 @@ class TDWeights:
 
 
 def td_interaction_reference(video: Tensor, pos: Tensor, text: Tensor, text_mask: Tensor,
-                             w: TDWeights, num_heads: int, beta: float) -> Tensor:
+                             w: TDWeights, num_heads: int, beta: float, dyn_null_slot: bool = False) -> Tensor:
     """Plain-PyTorch float64 oracle of ``TDCrossAttention.forward`` (eval mode).
 
     video, pos [B, L, D], text [B, M, D], text_mask [B, M] bool (True = real) -> s [B, L, D]
-    in video's dtype.
+    in video's dtype. ``w.ln1_w`` None: the ``flow_keep_magnitude`` flow unit (no LayerNorm);
+    ``dyn_null_slot``: the dynamics attention's softmax has one more score, 0, whose value is 0.
     """
     out_dtype = video.dtype
     video, pos, text = video.double(), pos.double(), text.double()
@@ -133,15 +145,19 @@ def td_interaction_reference(video: Tensor, pos: Tensor, text: Tensor, text_mask
     def heads(t: Tensor) -> Tensor:  # [B, S, D] -> [B, H, S, Dh]
         return t.reshape(b, t.shape[1], num_heads, dh).permute(0, 2, 1, 3)
 
-    def attend(q_in: Tensor, wq, bq, wk, bk, wv, bv, wo, bo) -> Tensor:  # [B, L, D] -> [B, L, D]
+    def attend(q_in: Tensor, wq, bq, wk, bk, wv, bv, wo, bo, null: bool = False) -> Tensor:  # [B, L, D] -> [B, L, D]
         q, k, v = heads(q_in @ wq.T + bq), heads(text @ wk.T + bk), heads(text @ wv.T + bv)
         scores = q @ k.transpose(-1, -2) / dh**0.5  # [B, H, L, M]
         scores = scores.masked_fill(~text_mask.bool()[:, None, None, :], float("-inf"))
+        if null:  # the zero key scores exactly 0; its zero value adds nothing to p @ v
+            scores = torch.cat((scores, scores.new_zeros(*scores.shape[:-1], 1)), dim=-1)  # [B, H, L, M + 1]
+            v = torch.cat((v, v.new_zeros(b, num_heads, 1, dh)), dim=2)  # [B, H, M + 1, Dh]
         p = torch.softmax(scores, dim=-1)
         return (p @ v).permute(0, 2, 1, 3).reshape(b, n, d) @ wo.T + bo
 
-    def unit(t: Tensor, g, beta_ln, wl, bl) -> Tensor:  # LayerNorm -> Linear -> ReLU
-        t = torch.nn.functional.layer_norm(t, (d,), g, beta_ln)
+    def unit(t: Tensor, g, beta_ln, wl, bl) -> Tensor:  # (LayerNorm) -> Linear -> ReLU
+        if g is not None:
+            t = torch.nn.functional.layer_norm(t, (d,), g, beta_ln)
         return torch.relu(t @ wl.T + bl)
 
     x = video + pos
@@ -150,7 +166,7 @@ def td_interaction_reference(video: Tensor, pos: Tensor, text: Tensor, text_mask
         return (video + a_v).to(out_dtype)
     t = x - torch.cat((w.start.expand(b, 1, d), x[:, :-1]), dim=1)  # Eq. 3
     flow = unit(unit(t, w.ln1_w, w.ln1_b, w.w_f1, w.b_f1), w.ln2_w, w.ln2_b, w.w_f2, w.b_f2)
-    a_t = attend(flow, w.wq_t, w.bq_t, w.wk_t, w.bk_t, w.wv_t, w.bv_t, w.wo_t, w.bo_t)
+    a_t = attend(flow, w.wq_t, w.bq_t, w.wk_t, w.bk_t, w.wv_t, w.bv_t, w.wo_t, w.bo_t, dyn_null_slot)
     return (beta * video + (1 - beta) * a_t + a_v).to(out_dtype)
 
 
@@ -158,9 +174,11 @@ class TDInteractionLayer(nn.Module):
     """One T2V / TD layer: ``TDCrossAttention``, then ``norm2(s + FFN(norm1(s)))`` (official)."""
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float,
-                 use_tdem: bool, beta: float) -> None:
+                 use_tdem: bool, beta: float, flow_keep_magnitude: bool = False,
+                 dyn_null_slot: bool = False) -> None:
         super().__init__()
-        self.cross = TDCrossAttention(dim, num_heads, dropout, use_tdem, beta)
+        self.cross = TDCrossAttention(dim, num_heads, dropout, use_tdem, beta, flow_keep_magnitude,
+                                      dyn_null_slot)
         self.ffn = FeedForward(dim, ffn_dim, dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)

@@ -44,7 +44,8 @@ class TDDETR(nn.Module):
         # TDEM start token st (Eq. 2): one for all TD layers, as in the official code.
         self.start_token = nn.Parameter(torch.randn(d)) if c.use_tdem else None
         self.td_layers = nn.ModuleList(
-            TDInteractionLayer(d, c.num_heads, c.ffn_dim, c.dropout, c.use_tdem, c.beta)
+            TDInteractionLayer(d, c.num_heads, c.ffn_dim, c.dropout, c.use_tdem, c.beta,
+                               c.flow_keep_magnitude, c.dyn_null_slot)
             for _ in range(c.num_td_layers))
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(d, c.num_heads, c.ffn_dim, c.dropout) for _ in range(c.num_encoder_layers))
