@@ -80,7 +80,7 @@ class _Lookup:
     def __init__(self, config, answers):
         self.config, self.answers = config, answers
 
-    def predict(self, videos, queries, top_k=10, nms_iou=None, sliding_window=False):
+    def predict(self, videos, queries, top_k=10, nms_iou=None, sliding_window=False, postprocess="none"):
         return [Prediction(np.array([self.answers[q.tobytes()]]), np.array([1.0]), np.zeros(len(v)))
                 for v, q in zip(videos, queries)]
 

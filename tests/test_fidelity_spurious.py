@@ -90,7 +90,7 @@ class _Oracle:
     def __init__(self, config: TDDETRConfig, cue: str):
         self.config, self.cue = config, cue
 
-    def predict(self, videos, queries, top_k=10, nms_iou=None, sliding_window=False):
+    def predict(self, videos, queries, top_k=10, nms_iou=None, sliding_window=False, postprocess="none"):
         out = []
         for v in videos:
             c = self.config.clip_len
