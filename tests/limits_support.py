@@ -70,6 +70,11 @@ def run_cli_forked(args: list[str], fsize_bytes: int) -> subprocess.CompletedPro
                 os.dup2(err.fileno(), 2)
                 sys.stderr = os.fdopen(2, "w", buffering=1)
                 code = main(args)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()  # into the captured stderr: why the child failed
+                sys.stderr.flush()
             finally:
                 os._exit(code)
         status = os.waitpid(pid, 0)[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -51,6 +52,10 @@ def run_child(target, env: dict[str, str] | None = None, kill_after: float | Non
             target()
             os._exit(0)
         except BaseException:
+            import traceback
+
+            traceback.print_exc()  # the parent's stderr: why the child did not get to its kill point
+            sys.stderr.flush()
             os._exit(3)
     if kill_after is not None:
         time.sleep(kill_after)

@@ -100,7 +100,7 @@ def run_video(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     encoder = ClipEncoder(args.clip_weights, clip_backend=args.clip_backend, cache_dir=args.clip_cache)
     retriever = Retriever.from_pretrained(args.checkpoint, backend=args.backend, device=args.device,
-                                          dtype=args.dtype, batch_size=args.batch_size)
+                                          dtype=args.dtype, batch_size=args.model_batch)
     pairs = [(v, q) for v in args.video for q in args.query]
     preds = retriever.predict_video_files([v for v, _ in pairs], [q for _, q in pairs], encoder,
                                           top_k=args.top_k, nms_iou=args.nms_iou,
