@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from tdfast.commit import KILL_ENV
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.training import run_dir
 
-from limits_support import one_line_error, run_cli_forked, run_tdfast
+from limits_support import one_line_error, run_tdfast
 from test_checkpoint_commit import run_child
 from train_support import start
 
@@ -119,7 +122,7 @@ def test_read_only_parent_and_file_size_limit_are_one_line_and_leave_nothing_hal
     # the first save of the weights (~50 KB) hits the limit: one line naming the file, and the
     # same command then runs (the run never reached a checkpoint)
     out = tmp_path / "small"
-    proc = run_cli_forked(argv(data, out), fsize_bytes=20 * 1024)
+    proc = run_tdfast(argv(data, out), fsize_bytes=20 * 1024)
     one_line_error(proc, "train", str(out / WEIGHTS_NAME), "File too large")
     torch.set_num_threads(1)
     assert main(argv(data, out)) == 0
@@ -129,12 +132,22 @@ def test_read_only_parent_and_file_size_limit_are_one_line_and_leave_nothing_hal
 def test_a_train_killed_at_each_boundary_of_its_first_save_leaves_a_usable_directory(data, tmp_path, point):
     out = tmp_path / "run"
     torch.set_num_threads(1)
-    status = run_child(lambda: main(argv(data, out)), env={KILL_ENV: point})
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    proc = train_process(argv(data, out), env={KILL_ENV: point})
+    proc.wait(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
     if point != "staged":  # after the commit point the best weights are whole
         assert TDDETR.from_pretrained(out).config.hidden_dim == 32
     assert main(argv(data, out)) == 0  # no last/ yet: the same command starts it again
     assert TDDETR.from_pretrained(out).config.hidden_dim == 32
+
+
+def train_process(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m tdfast ARGS`` in a fresh interpreter. Not a fork of this process: once a test
+    has run a backward pass here, autograd's worker threads make backward in a forked child
+    fail ("Unable to handle autograd's threading in combination with fork")."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "tdfast", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def train_kill_sweep(data, tmp_path: Path, kills: int) -> None:
@@ -148,8 +161,15 @@ def train_kill_sweep(data, tmp_path: Path, kills: int) -> None:
     for i in range(kills):
         out = tmp_path / f"run{i}"
         cmd = argv(data, out, "--epochs", "2", "--save-every-steps", "1")
-        status = run_child(lambda: main(cmd), kill_after=rng.uniform(0.05, 2.5))
-        if not os.WIFSIGNALED(status):  # finished before the kill: nothing to check
+        proc = train_process(cmd)
+        deadline = time.monotonic() + 120
+        while not (out / "log.jsonl").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the interpreter's start-up is not what the sweep kills
+        time.sleep(rng.uniform(0.05, 2.5))
+        proc.kill()
+        proc.wait(timeout=60)
+        if proc.returncode != -signal.SIGKILL:  # finished before the kill: it must have succeeded
+            assert proc.returncode == 0, proc.stderr.read()
             continue
         if (out / WEIGHTS_NAME).exists() or (out / ".tdfast-commit.json").exists():
             assert TDDETR.from_pretrained(out).config.hidden_dim == 32
