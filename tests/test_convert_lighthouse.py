@@ -1,6 +1,6 @@
 """Checkpoints saved by lighthouse (line/lighthouse) convert without importing easydict.
 
-``tests/fixtures/lighthouse`` was made by ``tests/fixtures/gen_lighthouse.py``, run by hand with
+``tests/fixtures/lighthouse_qd`` was made by ``tests/fixtures/gen_lighthouse.py``, run by hand with
 a lighthouse checkout outside this repository: lighthouse's config code (qd_detr /
 qvhighlight / clip_slowfast, shrunk), its QD-DETR ``build_model``, every parameter perturbed,
 saved by its ``save_checkpoint`` (``opt`` an ``easydict.EasyDict``), and its outputs on
@@ -22,7 +22,7 @@ from tdfast.cli import main as cli_main
 from tdfast.convert import read_official
 from tdfast.toolkits import LIGHTHOUSE_FAMILIES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "lighthouse"
+FIXTURE = Path(__file__).parent / "fixtures" / "lighthouse_qd"
 
 
 def test_fixture_is_a_real_easydict_pickle():
