@@ -145,13 +145,20 @@ def fit_16bit(arch: int = TUNED_ARCH, triton_version: str | None = None) -> Fit1
     arch (``tile_probe.ensure_fit16``), else the safest budget (16 rows; no probe has run yet,
     e.g. under the CPU interpreter, where registers do not exist)."""
     version = installed_triton() if triton_version is None else triton_version
+    known = known_fit16(version, arch)
+    return FIT16_CANDIDATES[known] if known is not None else SAFEST_FIT16
+
+
+def known_fit16(version: str | None, arch: int) -> int | None:
+    """Index into FIT16_CANDIDATES for Triton ``version`` on sm_<arch>: measured
+    (``MEASURED_FIT16``), else the probe's cached verdict; None when neither exists."""
     measured = MEASURED_FIT16.get((triton_minor(version), arch >= 90))
     if measured is not None:
-        return FIT16_CANDIDATES[measured]
+        return measured
     from tdfast.kernels.tile_cache import cached_fit16
 
     probed = cached_fit16(version, arch)
-    return FIT16_CANDIDATES[probed] if probed is not None else SAFEST_FIT16
+    return probed if probed is not None and probed < len(FIT16_CANDIDATES) else None
 
 
 def block_ls(dtype: torch.dtype, tf32: bool = False, arch: int = TUNED_ARCH,

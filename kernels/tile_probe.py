@@ -24,9 +24,9 @@ from collections.abc import Callable
 import torch
 
 from tdfast.kernels.compile_aot import DIM, HEADS, SHARED_LIMIT, compile_jobs, launch_jobs, layer_weights
-from tdfast.kernels.launch_config import (FIT16_CANDIDATES, MEASURED_FIT16, SAFEST_FIT16, Fit16,
-                                          default_config, installed_triton, triton_minor)
-from tdfast.kernels.tile_cache import cache_path, cached_fit16, store_fit16
+from tdfast.kernels.launch_config import (FIT16_CANDIDATES, SAFEST_FIT16, Fit16, default_config,
+                                          installed_triton, known_fit16)
+from tdfast.kernels.tile_cache import cache_path, store_fit16
 
 PROBE_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 PROBE_LENGTHS = ((16, 75, 150), (32, 64))  # L, M: every row tile and both key tiles are reached
@@ -87,12 +87,9 @@ def ensure_fit16(arch: int, log: Callable[[str], None] | None = None) -> Fit16:
     version = installed_triton()
     if version is None:
         return SAFEST_FIT16
-    measured = MEASURED_FIT16.get((triton_minor(version), arch >= 90))
-    if measured is not None:
-        return FIT16_CANDIDATES[measured]
-    cached = cached_fit16(version, arch)
-    if cached is not None and cached < len(FIT16_CANDIDATES):
-        return FIT16_CANDIDATES[cached]
+    known = known_fit16(version, arch)
+    if known is not None:
+        return FIT16_CANDIDATES[known]
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     say(f"tdfast: no measured 16-bit kernel tiles for Triton {version} on sm_{arch}; compiling the "
         f"candidates ahead of time to find the largest that does not spill (once; about a minute; "
