@@ -39,6 +39,11 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
     "v-vsdc": {**TABLE4_ROWS["d"], "vsdc_moment_in_context": True},
     "v-magnitude": {**TABLE4_ROWS["d"], "flow_keep_magnitude": True, "vsdc_moment_in_context": True},
     "v-null": {**TABLE4_ROWS["d"], "dyn_null_slot": True, "vsdc_moment_in_context": True},
+    # VSDC that also strips the moment's look (keeps its temporal differences) in every
+    # synthesized sample (w) or in half of them (w-half); w-vsdc without the network switches
+    "w": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0},
+    "w-half": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5},
+    "w-vsdc": {**TABLE4_ROWS["d"], "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0},
 }
 NAMED_ROWS = {**TABLE4_ROWS, **VARIANT_ROWS}
 # Table 2's "No-training" control: row (a)'s network at the trainer's initialization.

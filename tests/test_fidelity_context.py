@@ -8,6 +8,7 @@ import torch
 
 from fidelity_support import one_thread  # noqa: F401
 from tdfast.data.synthetic import make_synthetic_dataset
+from tdfast.errors import InputError
 from tdfast.experiments.branches import clip_kinds, zero_branches
 from tdfast.experiments.shortcut import shift_table
 from tdfast.experiments.vsdc_audit import audit_batches
@@ -15,7 +16,7 @@ from tdfast.model.config import TDDETRConfig
 from tdfast.training.config import RunConfig
 from tdfast.model.tddetr import TDDETR
 from tdfast.spans import cxw_to_xx
-from tdfast.training.vsdc import synthesize, vsdc
+from tdfast.training.vsdc import strip_moment_look, synthesize, vsdc
 
 
 def _batch(lengths: list[int], windows: list[tuple[int, int]], dim: int = 4) -> dict:
@@ -80,6 +81,65 @@ def test_option_off_draws_nothing_more_and_on_draws_one_slot_per_row():
         if extra:
             torch.rand(extra, generator=ref)
         assert torch.equal(g.get_state(), ref.get_state())
+
+
+@pytest.mark.parametrize("slot", [None, 0.4])
+def test_strip_look_gives_the_moment_its_context_look_and_keeps_its_differences(slot):
+    batch = _batch([12, 10], [(4, 7), (2, 5)])
+    g = torch.Generator().manual_seed(3)
+    u = torch.rand(2, 1, 12, generator=g)
+    kw = dict(alpha=0.6, max_len=64, clip_len=2.0, context_first=torch.tensor([False]),
+              moment_slot=None if slot is None else torch.tensor([slot]))
+    anchors, contexts = torch.tensor([0]), torch.tensor([1])
+    off = synthesize(batch, anchors, contexts, u[0], u[1], **kw)
+    on = synthesize(batch, anchors, contexts, u[0], u[1], **kw, strip_look=torch.tensor([True]))
+    none = synthesize(batch, anchors, contexts, u[0], u[1], **kw, strip_look=torch.tensor([False]))
+    assert torch.equal(none["video"], off["video"])
+    n = int(off["video_mask"].sum())
+    ids = off["video"][0, :n, 0].long().tolist()
+    gt = [k for k, j in enumerate(ids) if 4 <= j < 7]  # the moment: anchor clips 4, 5, 6
+    partner = [j for j in ids if j >= 1000]
+    # the moment's mean is now the partner clips' mean; its differences are unchanged:
+    # clips 4, 5, 6 -> 4 + s, 5 + s, 6 + s with s = mean(partner) - 5
+    shift = sum(partner) / len(partner) - 5.0
+    expected = torch.tensor([4.0, 5.0, 6.0])[:, None].expand(3, 4) + shift
+    torch.testing.assert_close(on["video"][0, gt, :], expected)
+    rest = [k for k in range(on["video"].shape[1]) if k not in gt]
+    assert torch.equal(on["video"][0, rest], off["video"][0, rest])  # padding and other clips kept
+    for key in ("video_mask", "saliency", "gt_clip_mask"):
+        assert torch.equal(on[key], off[key])
+    torch.testing.assert_close(on["spans"][0], off["spans"][0])
+
+
+def test_strip_look_leaves_rows_without_context_or_moment():
+    video = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)  # [P=2, L=4, D=3]
+    moment = torch.tensor([[False, True, True, False], [False, False, False, False]])
+    context = torch.tensor([[False, False, False, False], [True, True, False, False]])
+    assert torch.equal(strip_moment_look(video, moment, context), video)
+    context[0, 3] = True  # one context clip: row 0's moment (clips 1, 2) moves to its look
+    out = strip_moment_look(video, moment, context)
+    torch.testing.assert_close(out[0, 1:3].mean(0), video[0, 3])
+    torch.testing.assert_close(out[0, 2] - out[0, 1], video[0, 2] - video[0, 1])
+    assert torch.equal(out[1], video[1]) and torch.equal(out[0, [0, 3]], video[0, [0, 3]])
+
+
+def test_strip_look_draws_one_number_per_row_after_the_official_draws():
+    batch = _batch([12, 10, 9, 11], [(4, 7), (2, 5), (0, 3), (8, 11)])
+    outs = {}
+    for p in (0.0, 0.5, 1.0):
+        cfg = RunConfig.from_name("tiny", vsdc_strip_look=p, max_video_len=64)
+        g, ref = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        outs[p] = vsdc(batch, cfg.model, cfg.training, g)
+        torch.rand(2, 8, 12, generator=ref)
+        expected = torch.rand(8, generator=ref) < p if p else None  # [2B] the stripped rows
+        assert torch.equal(g.get_state(), ref.get_state())
+        if expected is None:
+            continue
+        changed = (outs[p]["video"] != outs[0.0]["video"]).any(-1)  # [2B, L']
+        assert not (changed & ~outs[0.0]["gt_clip_mask"]).any()  # only moment clips move
+        assert changed.any(1).tolist() == expected.tolist()
+    with pytest.raises(InputError, match="vsdc_strip_look"):
+        RunConfig.from_name("tiny", vsdc_strip_look=1.5)
 
 
 @pytest.fixture(scope="module")

@@ -122,8 +122,11 @@ def test_ablation_rows_of_the_variant():
     net = base.replace(**rows["v-net"].overrides)
     assert net.model.dyn_null_slot and not net.training.vsdc_moment_in_context
     assert NAMED_ROWS["v-vsdc"] == {"use_vsdc": True, "use_tdem": True, "vsdc_moment_in_context": True}
-    with pytest.raises(InputError, match=r"--rows: expected names from .*'v-net'.*got 'w'"):
-        plan_rows(["w"])
+    strip = base.replace(**NAMED_ROWS["w"])
+    assert strip.training.vsdc_strip_look == 1.0 and strip.training.vsdc_moment_in_context and strip.model.dyn_null_slot
+    assert NAMED_ROWS["w-vsdc"] == {**NAMED_ROWS["v-vsdc"], "vsdc_strip_look": 1.0}
+    with pytest.raises(InputError, match=r"--rows: expected names from .*'v-net'.*got 'zz'"):
+        plan_rows(["zz"])
 
 
 def test_onnx_export_of_the_variant_verifies_against_eager(tmp_path):

@@ -41,6 +41,11 @@ class TrainConfig(ConfigBase):
     # VSDC, opt-in (not in the paper or the official code): put the anchor's GT clips inside the
     # partner's clips, so the moment's neighbours are new context (docs/fidelity.md, section 3)
     vsdc_moment_in_context: bool = False
+    # VSDC, opt-in (not in the paper or the official code): the probability that a synthesized
+    # sample's moment clips take the look of the partner's clips (mean shifted), keeping their
+    # temporal differences, so that sample's moment is marked by its dynamics, not its look
+    # (docs/fidelity.md, section 5); 0 = off
+    vsdc_strip_look: float = 0.0
     # optimisation
     lr: float = 1e-4
     weight_decay: float = 1e-4
@@ -69,7 +74,7 @@ class TrainConfig(ConfigBase):
         """Raise InputError for values training can't run with."""
         super().validate()
         check_ranges(self, TRAIN_LIMITS)
-        check_unit_interval(self, ("alpha", "eos_coef"))
+        check_unit_interval(self, ("alpha", "eos_coef", "vsdc_strip_look"))
         if self.eval_protocol not in PROTOCOLS:
             raise InputError(f"config.eval_protocol: expected one of {list(PROTOCOLS)}, "
                              f"got {self.eval_protocol!r}")

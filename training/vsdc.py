@@ -87,7 +87,8 @@ def protected_clips(batch: dict[str, Any]) -> Tensor:
 
 def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_anchor: Tensor,
                u_context: Tensor, alpha: float, max_len: int, clip_len: float,
-               context_first: Tensor | None = None, moment_slot: Tensor | None = None) -> dict[str, Any]:
+               context_first: Tensor | None = None, moment_slot: Tensor | None = None,
+               strip_look: Tensor | None = None) -> dict[str, Any]:
     """Row p of the result: the clips of ``anchors[p]`` kept (GT, or ``u_anchor < alpha``)
     followed by the clips of ``contexts[p]`` kept (``u_context < 1 - alpha``); rows where
     ``context_first`` [P] bool is True put the context block first (default: none do).
@@ -97,6 +98,10 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
     block, after ``floor(slot * (n_c + 1))`` of its n_c kept clips, so the moment's neighbours
     are context clips; the anchor's other kept clips stay one block, in order, after the
     context block (before it where ``context_first``).
+
+    ``strip_look`` [P] bool (opt-in, ``vsdc_strip_look``; None = none): in those rows the
+    anchor's moment clips are shifted by one vector so their mean is the mean of the row's
+    context clips (``strip_moment_look``).
 
     batch: the collate keys (video [B, L, D], video_mask, query, query_mask, meta, spans,
     saliency, gt_clip_mask); anchors, contexts [P] int64; u_anchor, u_context [P, L]
@@ -127,6 +132,9 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
     new_video = both.gather(1, src[..., None].expand(-1, -1, d)) * new_mask[..., None]
     new_saliency = batch["saliency"][anchors].gather(1, idx) * from_anchor
     new_gt = batch["gt_clip_mask"][anchors].gather(1, idx) & from_anchor
+    if strip_look is not None:
+        moment = protect[anchors].gather(1, idx) & from_anchor & strip_look.to(mask.device)[:, None]  # [P, L']
+        new_video = strip_moment_look(new_video, moment, new_mask & ~from_anchor)
     dest = torch.argsort(order, dim=1)[:, :length]  # [P, L] new index of each anchor clip
     new_spans = _move_spans(batch["spans"], anchors, dest, mask.sum(1), total)
     meta = []
@@ -137,6 +145,18 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
     return {"video": new_video, "video_mask": new_mask, "query": batch["query"][anchors],
             "query_mask": batch["query_mask"][anchors], "meta": meta, "spans": new_spans,
             "saliency": new_saliency, "gt_clip_mask": new_gt}
+
+
+def strip_moment_look(video: Tensor, moment: Tensor, context: Tensor) -> Tensor:
+    """Give the moment the look of its context and keep its dynamics: video [P, L, D] with the
+    clips of ``moment`` [P, L] bool shifted by ``mean(context clips) - mean(moment clips)`` [P, D]
+    (``context`` [P, L] bool), so every difference between two moment clips is unchanged.
+    Rows with no moment or no context clip are returned as they are."""
+    m, c = moment[..., None].to(video.dtype), context[..., None].to(video.dtype)  # [P, L, 1]
+    n_m, n_c = m.sum(1), c.sum(1)  # [P, 1]
+    shift = (video * c).sum(1) / n_c.clamp(min=1) - (video * m).sum(1) / n_m.clamp(min=1)  # [P, D]
+    shift = shift * ((n_m > 0) & (n_c > 0))
+    return video + m * shift[:, None, :]
 
 
 def _clip_order(keep_a: Tensor, keep_c: Tensor, gt_a: Tensor, context_first: Tensor | None,
@@ -208,8 +228,10 @@ def vsdc(batch: dict[str, Any], config: TDDETRConfig, training: TrainConfig, gen
     context_first = torch.arange(2 * b, device=device) >= b  # the symmetric rows
     # Drawn only with the option on, so the official stream of draws is unchanged without it.
     slot = torch.rand(2 * b, generator=generator).to(device) if training.vsdc_moment_in_context else None
+    strip = (torch.rand(2 * b, generator=generator) < training.vsdc_strip_look if training.vsdc_strip_look > 0
+             else None)  # [2B] bool, drawn after the slots so turning it on leaves their draws alone
     out = synthesize(batch, anchors, contexts, u[0], u[1], training.alpha, config.max_video_len,
-                     config.clip_len, context_first, slot)
+                     config.clip_len, context_first, slot, strip)
     out["owner"] = torch.cat([own, own])
     out["partner"] = partner
     return out
