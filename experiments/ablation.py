@@ -44,6 +44,11 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
     "w": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0},
     "w-half": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5},
     "w-vsdc": {**TABLE4_ROWS["d"], "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0},
+    # w plus the loss that asks the dynamics attention to mark the moment (w_dyn_match)
+    "x": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0,
+          "w_dyn_match": 1.0},
+    "x-half": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
+               "w_dyn_match": 1.0},
 }
 NAMED_ROWS = {**TABLE4_ROWS, **VARIANT_ROWS}
 # Table 2's "No-training" control: row (a)'s network at the trainer's initialization.

@@ -23,7 +23,7 @@ from typing import Any
 
 DYNAMICS_PRESET = "tiny"
 DYNAMICS_SETS = ["max_video_len=75", "max_query_len=32", "early_stop_patience=0"]
-DYNAMICS_EPOCHS = 25
+DYNAMICS_EPOCHS = 20
 
 
 def probe_result(data: Path, seed: int, clip_len: float) -> dict[str, Any]:

@@ -51,7 +51,7 @@ class DynamicsSpec:
     """Every knob. Sizes in queries (one video each); amplitudes relative to a unit scene."""
 
     seed: int = 0
-    num_train: int = 500
+    num_train: int = 400
     num_val: int = 100  # held-out QVHighlights val queries, drawn like train (in distribution)
     num_test: int = 200  # other held-out queries, shifted (decoy), all with room for a decoy
     video_dim: int = 64
@@ -61,7 +61,7 @@ class DynamicsSpec:
     max_tokens: int = 32
     num_concepts: int = 8
     context_clips: int = 2
-    look: float = 0.3
+    look: float = 0.2
     dynamics: float = 0.5
     slow_flip: float = 0.1  # outside moments: P(a dynamics sign flips from one clip to the next)
     context: float = 1.5

@@ -5,6 +5,7 @@ The default network staying the official one is checked by the official fixtures
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -157,3 +158,53 @@ def test_fused_kernels_refuse_the_variant(monkeypatch):
     with pytest.raises(InputError, match=r"triton backend: the fused TD kernels implement the official "
                                          r"TD layer; expected dyn_null_slot=false .*got true"):
         fuse_model(model)
+
+
+def test_match_weight_is_one_minus_the_null_slot_weight_by_hand():
+    """float64 by hand: per head, p_null = 1 / (1 + sum_j exp(q.k_j / sqrt(Dh))) over real keys."""
+    from tdfast.model.attention import MultiHeadAttention
+
+    torch.manual_seed(1)
+    attn = MultiHeadAttention(8, 2, null_slot=True).double().eval()
+    query, key = torch.randn(2, 3, 8, dtype=torch.float64), torch.randn(2, 4, 8, dtype=torch.float64)
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    got = attn.match_weight(query, key, mask_to_bias(mask, torch.float64))  # [2, 3]
+    q, k = attn.q_proj(query), attn.k_proj(key)
+    for b in range(2):
+        for t in range(3):
+            p_null = []
+            for h in range(2):
+                qh, kh = q[b, t, 4 * h:4 * h + 4], k[b, mask[b], 4 * h:4 * h + 4]
+                p_null.append(1.0 / (1.0 + torch.exp(kh @ qh / 2.0).sum()))
+            assert got[b, t].item() == pytest.approx(1.0 - sum(p_null).item() / 2, abs=1e-9)
+    with pytest.raises(ValueError, match="null_slot"):
+        MultiHeadAttention(8, 2).match_weight(query.float(), key.float(), None)
+
+
+def test_dyn_match_loss_by_hand():
+    from tdfast.training.losses import LossNorm, dyn_match_loss
+
+    norm = LossNorm(num_samples=2, num_spans=2, num_queries=2)
+    match = torch.tensor([[0.9, 0.5, 0.2, 0.7], [0.5, 0.5, 0.5, 0.3]])
+    gt = torch.tensor([[True, False, False, False], [False, False, False, False]])
+    mask = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    got = dyn_match_loss(match, gt, mask, norm).item()
+    row0 = 0.5 * -math.log(0.9) + 0.5 * -(math.log(0.5) + math.log(0.8) + math.log(0.3)) / 3
+    row1 = -math.log(0.5)  # background only (clip 3 is padding)
+    assert got == pytest.approx((row0 + row1) / 2, abs=1e-6)
+
+
+def test_dyn_match_needs_the_null_slot_and_trains_it(tmp_path):
+    from tdfast.data.synthetic import make_synthetic_dataset
+    from tdfast.training import TrainData, TrainOptions, train
+
+    data = make_synthetic_dataset(tmp_path / "d", num_train=8, num_val=2, num_test=1)
+    paths = TrainData(data.train, data.val, list(data.video_dirs), data.text_dir)
+    with pytest.raises(InputError, match=r"w_dyn_match: expected 0 without use_tdem and dyn_null_slot"):
+        train(RunConfig.from_name("tiny", w_dyn_match=1.0), paths, TrainOptions(tmp_path / "r0", epochs=1))
+    cfg = RunConfig.from_name("tiny", w_dyn_match=1.0, dyn_null_slot=True, batch_size=4)
+    train(cfg, paths, TrainOptions(tmp_path / "r1", epochs=1, seed=0))
+    logged = [json.loads(line) for line in (tmp_path / "r1" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if r.get("kind") == "train"]
+    # a class-balanced BCE of a weight in (0, 1): log 2 at an even split, finite and positive
+    assert steps and all(0.05 < r["dyn_match"] < 5.0 for r in steps)

@@ -22,7 +22,7 @@ TRAIN_LIMITS: dict[str, tuple[float, float]] = {
     "vsdc_topk": (1, 1 << 12), "lr": (0, INF), "weight_decay": (0, INF), "batch_size": (1, 1 << 16),
     "epochs": (1, 1 << 20), "lr_drop": (0, INF), "grad_clip": (0, INF), "early_stop_patience": (0, INF),
     "w_span_l1": (0, INF), "w_span_giou": (0, INF), "w_class": (0, INF), "w_saliency_margin": (0, INF),
-    "w_saliency_contrast": (0, INF), "w_negative": (0, INF), "saliency_margin": (0, INF),
+    "w_saliency_contrast": (0, INF), "w_negative": (0, INF), "w_dyn_match": (0, INF), "saliency_margin": (0, INF),
     "num_saliency_pairs": (1, 1 << 10),
 }
 
@@ -67,6 +67,10 @@ class TrainConfig(ConfigBase):
     w_saliency_margin: float = 1.0
     w_saliency_contrast: float = 1.0
     w_negative: float = 1.0
+    # opt-in (not in the paper or the official code; needs dyn_null_slot): weight of a loss that
+    # asks the dynamics attention to attend to the query on the moment's clips and to its null
+    # slot elsewhere, so A_t localizes (docs/fidelity.md, section 5); 0 = off
+    w_dyn_match: float = 0.0
     saliency_margin: float = 0.2
     num_saliency_pairs: int = 2  # margin loss: hard and easy (pos, neg) clip pairs per sample, each
 

@@ -7,8 +7,8 @@ from typing import Any
 from torch import Tensor
 
 from tdfast.training.config import TrainConfig
-from tdfast.training.losses import (LossNorm, class_loss, negative_pair_loss, rank_contrastive_loss,
-                                    saliency_margin_loss, span_losses)
+from tdfast.training.losses import (LossNorm, class_loss, dyn_match_loss, negative_pair_loss,
+                                    rank_contrastive_loss, saliency_margin_loss, span_losses)
 from tdfast.training.matcher import hungarian_match
 
 _AUX_SUFFIX = re.compile(r"_\d+$")  # "class_0" (aux decoder layer 0) -> "class"
@@ -25,7 +25,7 @@ class Criterion:
 
     ``__call__(outputs, batch, norm)`` takes the training wrapper's outputs (``pred_spans``,
     ``pred_logits``, ``saliency_scores``, optional ``aux_outputs`` and
-    ``saliency_scores_neg``) and a prepared batch (``spans``, ``saliency``,
+    ``saliency_scores_neg``, ``dyn_match``) and a prepared batch (``spans``, ``saliency``,
     ``video_mask``, ``sal_pos_idx``, ``sal_neg_idx``, ``sal_pair_valid``). Returns a dict
     of unweighted terms (aux layers suffixed ``_0``, ``_1``...) and ``loss``, the weighted
     total to back-propagate.
@@ -36,7 +36,7 @@ class Criterion:
         self.weights = {
             "span_l1": c.w_span_l1, "span_giou": c.w_span_giou, "class": c.w_class,
             "saliency_margin": c.w_saliency_margin, "saliency_contrast": c.w_saliency_contrast,
-            "negative": c.w_negative,
+            "negative": c.w_negative, "dyn_match": c.w_dyn_match,
         }
 
     def moment_terms(self, out: dict[str, Tensor], tgt_spans: list[Tensor], norm: LossNorm
@@ -66,5 +66,8 @@ class Criterion:
             scores, labels, video_mask, norm, None if neg is None else neg.float())
         if neg is not None:
             terms["negative"] = negative_pair_loss(neg, video_mask, norm)
+        if "dyn_match" in outputs:
+            terms["dyn_match"] = dyn_match_loss(outputs["dyn_match"], batch["gt_clip_mask"].to(scores.device),
+                                                video_mask, norm)
         terms["loss"] = sum(self.weights[_AUX_SUFFIX.sub("", k)] * v for k, v in terms.items())
         return terms

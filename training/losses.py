@@ -119,3 +119,18 @@ def negative_pair_loss(scores_neg: Tensor, video_mask: Tensor, norm: LossNorm) -
     form overflows (s > ~17 in fp32).
     """
     return (F.softplus(scores_neg.float()) * video_mask.to(torch.float32)).sum() / float(norm.num_samples)
+
+
+def dyn_match_loss(match: Tensor, gt: Tensor, video_mask: Tensor, norm: LossNorm) -> Tensor:
+    """Class-balanced binary cross-entropy of the dynamics attention's match weight against the
+    moment's clips: match [B, L] in [0, 1], gt and video_mask [B, L] bool. Each row's moment and
+    background clips weigh 1/2 each (a row without either counts only the other); summed over
+    rows / ``norm.num_samples``."""
+    m = match.float().clamp(1e-6, 1 - 1e-6)
+    real = video_mask.bool()
+    pos, neg = gt.bool() & real, ~gt.bool() & real
+    n_pos, n_neg = pos.sum(1, keepdim=True), neg.sum(1, keepdim=True)  # [B, 1]
+    w = pos / n_pos.clamp(min=1) + neg / n_neg.clamp(min=1)
+    w = w / ((n_pos > 0).float() + (n_neg > 0).float()).clamp(min=1)  # [B, L]: each row sums to 1
+    bce = -(pos * m.log() + neg * (1 - m).log())  # [B, L]
+    return (w * bce).sum() / norm.num_samples

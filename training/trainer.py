@@ -110,7 +110,10 @@ class Trainer:
         self.model = TDDETR(config).to(ctx.device)
         seed_dropout(seed, ctx.rank)
         self.generator = batch_generator(seed)
-        self.net: torch.nn.Module = TrainingModel(self.model)
+        if t.w_dyn_match > 0 and not (config.use_tdem and config.dyn_null_slot):
+            raise InputError(f"w_dyn_match: expected 0 without use_tdem and dyn_null_slot (it trains the "
+                             f"dynamics attention's null slot), got {t.w_dyn_match}")
+        self.net: torch.nn.Module = TrainingModel(self.model, dyn_match=t.w_dyn_match > 0)
         if ctx.active:
             from torch.nn.parallel import DistributedDataParallel
 

@@ -81,3 +81,18 @@ class MultiHeadAttention(nn.Module):
             k, v, bias = append_null(k, v, bias)  # [B, H, Lk + 1, Dh], bias [B, 1, 1, Lk + 1]
         p = self.dropout if self.training else 0.0
         return self.out_proj(merge_heads(attention(q, k, v, bias, p)))
+
+    def match_weight(self, query: Tensor, key: Tensor, bias: Tensor | None) -> Tensor:
+        """How much each query attends to real keys, not to the null slot: 1 - the null slot's
+        softmax weight, averaged over heads. query [B, Lq, D], key [B, Lk, D], bias as in
+        ``forward`` -> [B, Lq] in [0, 1]. Needs ``null_slot`` (the training loss
+        ``w_dyn_match`` reads it)."""
+        if not self.null_slot:
+            raise ValueError("match_weight needs an attention built with null_slot=True")
+        h = self.num_heads
+        q, k = split_heads(self.q_proj(query), h), split_heads(self.k_proj(key), h)  # [B, H, L, Dh]
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5  # [B, H, Lq, Lk]
+        if bias is not None:
+            scores = scores + bias
+        scores = torch.cat((scores, scores.new_zeros(*scores.shape[:-1], 1)), dim=-1)  # the null key scores 0
+        return 1.0 - scores.softmax(-1)[..., -1].mean(1)
