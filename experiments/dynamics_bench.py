@@ -3,7 +3,7 @@ text-aligned context flanks the moment, tested where it flanks a decoy, beside t
 per-clip temporal-difference learner that shows the task is solvable.
 
     python -m tdfast.experiments.dynamics_bench --out DIR [--qvh ../shared/qvhighlights]
-        [--rows a,d,v] [--seeds 0,1,2] [--epochs 25] [--jobs 1] [--spec KEY=VALUE ...]
+        [--rows a,d,x-half,x] [--seeds 0,1,2] [--epochs 20] [--jobs 1] [--spec KEY=VALUE ...]
         [--set KEY=VALUE ...] [--record FILE]
 
 writes the dataset (``DynamicsSpec``) under ``DIR/data``, trains and analyzes every (row,
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m tdfast.experiments.dynamics_bench",
                                 description=__doc__.split("\n\n")[0])
-    add_bench_args(p, "a,d,v", DYNAMICS_EPOCHS, "DynamicsSpec", "dynamics")
+    add_bench_args(p, "a,d,x-half,x", DYNAMICS_EPOCHS, "DynamicsSpec", "dynamics")
     p.add_argument("--qvh", default="../shared/qvhighlights", help="QVHighlights root (annotations/ inside)")
     return p
 
