@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 from tdfast.errors import InputError
 from tdfast.training.config import RunConfig, TrainConfig
 from tdfast.training import run_dir
-from tdfast.training.trainer import TrainResult, Trainer
+from tdfast.training.trainer import TrainOptions, TrainResult, Trainer, TrainSets
 
 
 def check_feature_files(dataset) -> None:
@@ -41,29 +40,6 @@ class TrainData:
     cache_size: int = 0
 
 
-@dataclass(frozen=True)
-class TrainOptions:
-    """How a run is carried out (not what is learned: that is the ``RunConfig``).
-
-    ``out_dir``: the run directory. ``epochs`` overrides ``TrainConfig.epochs``.
-    ``resume``: a run directory (or its ``last/``) to continue exactly; ``out_dir`` may be
-    the same directory. ``autocast``: fp32, bf16 or fp16 (GPU). ``save_every_steps`` > 0:
-    also checkpoint every that many steps. ``eval_before``: score the untrained model first
-    (``TrainResult.initial_metrics``). ``on_step(step, losses)``: called after each step."""
-
-    out_dir: str | os.PathLike
-    epochs: int | None = None
-    seed: int = 0
-    progress: bool = True
-    resume: str | os.PathLike | None = None
-    device: str = "cpu"
-    autocast: str = "fp32"
-    save_every_steps: int = 0
-    num_workers: int = 0
-    eval_before: bool = True
-    on_step: Callable[[int, dict[str, float]], None] | None = None
-
-
 def train(run: RunConfig, data: TrainData, options: TrainOptions) -> TrainResult:
     """Train the network ``run.model`` with the settings ``run.training`` and leave the best
     weights loadable by ``TDDETR.from_pretrained(options.out_dir)``.
@@ -77,12 +53,12 @@ def train(run: RunConfig, data: TrainData, options: TrainOptions) -> TrainResult
     from tdfast.eval import load_jsonl
     from tdfast.training.distributed import init_distributed, shutdown
 
-    config, training, o = run.model, run.training, options
+    config, o = run.model, options
     out = Path(o.out_dir)
     if o.epochs is not None:
         if int(o.epochs) <= 0:
             raise InputError(f"--epochs: expected a positive integer, got {o.epochs!r}")
-        training = TrainConfig.from_dict({**training.to_dict(), "epochs": int(o.epochs)})
+        run = replace(run, training=TrainConfig.from_dict({**run.training.to_dict(), "epochs": int(o.epochs)}))
     if o.save_every_steps < 0:
         raise InputError(f"--save-every-steps: expected an integer >= 0, got {o.save_every_steps!r}")
     ckpt = run_dir.check_out(out, None if o.resume is None else Path(o.resume))
@@ -103,9 +79,7 @@ def train(run: RunConfig, data: TrainData, options: TrainOptions) -> TrainResult
         with run_dir.claim(out, fresh=ckpt is None) if ctx.is_main else contextlib.nullcontext():
             if src_run is not None and ctx.is_main and src_run.resolve() != out.resolve():
                 run_dir.copy_run_files(src_run, out)
-            trainer = Trainer(config, train_set, val_set, val_gt, out, training=training, seed=o.seed, ctx=ctx,
-                              autocast=o.autocast, save_every_steps=o.save_every_steps, progress=o.progress,
-                              num_workers=o.num_workers)
-            return trainer.fit(training.epochs, resume=ckpt, eval_before=o.eval_before, on_step=o.on_step)
+            trainer = Trainer(run, TrainSets(train_set, val_set, val_gt), o, ctx)
+            return trainer.fit(resume=ckpt)
     finally:
         shutdown(ctx)
