@@ -76,6 +76,33 @@ def test_hand_written_batch(data):
     assert b.saliency.dtype == torch.float32
 
 
+def test_batch_rows_keep_every_field_and_trim_padding(data):
+    """Row selection (how a process keeps its share of a global batch) picks every field's
+    rows in the given order and trims the padding of the longest video and query left."""
+    from tdfast.training.prepare import TrainingBatch
+
+    ann, vdirs, dt = data
+    ds = MomentDataset(ann, vdirs, dt, _cfg())
+    b = collate([ds[0], ds[1]])
+    one = b.rows(torch.tensor([1]))  # v2: 2 clips, 3 query tokens
+    assert one.video.shape == (1, 2, 5) and one.video_mask.tolist() == [[True, True]]
+    assert one.saliency.tolist() == [[1, 1]] and one.gt_clip_mask.tolist() == [[True, True]]
+    assert one.query.shape == (1, 3, 4) and one.meta == [b.meta[1]]
+    np.testing.assert_array_equal(one.spans[0].numpy(), b.spans[1].numpy())
+    swapped = b.rows(torch.tensor([1, 0]))  # the longest row kept: nothing trimmed
+    assert torch.equal(swapped.video, b.video.flip(0)) and [m["qid"] for m in swapped.meta] == [2, 1]
+    # a training batch's negative queries are trimmed with their own mask
+    neg_mask = torch.tensor([[True, False, False], [True, True, False]])
+    tb = TrainingBatch(b.video, b.video_mask, b.query, b.query_mask, b.meta, b.spans, b.saliency,
+                       b.gt_clip_mask, owner=torch.tensor([0, 1]), sal_pos_idx=torch.tensor([[1], [0]]),
+                       sal_neg_idx=torch.tensor([[0], [1]]), sal_pair_valid=torch.ones(2, 1, dtype=torch.bool),
+                       neg_query=b.query * neg_mask[..., None], neg_query_mask=neg_mask)
+    first = tb.rows(torch.tensor([0]))
+    assert first.neg_query_mask.tolist() == [[True]] and first.neg_query.shape == (1, 1, 4)
+    assert first.query.shape == (1, 2, 4) and first.sal_pos_idx.tolist() == [[1]]
+    assert first.owner.tolist() == [0] and isinstance(first, TrainingBatch)
+
+
 def test_truncation_drops_and_cuts_windows(data):
     ann, vdirs, dt = data
     s = MomentDataset(ann, vdirs, dt, _cfg(max_video_len=3))[2]

@@ -81,3 +81,12 @@ def test_early_stop_after_patience_epochs_without_gain(data, tmp_path):
                    TrainData(data.train, data.val, data.video_dirs, data.text_dir),
                    TrainOptions(tmp_path / "all", epochs=5, progress=False, eval_before=False))
     assert (result.epochs, result.stopped_early) == (5, False)
+
+
+def test_validation_set_comes_with_its_ground_truth(data):
+    from tdfast.errors import InputError
+
+    run = RunConfig.from_name("tiny")
+    ds = MomentDataset(data.train, data.video_dirs, data.text_dir, run.model)
+    with pytest.raises(InputError, match="val and val_gt both or neither, got val=MomentDataset, val_gt=NoneType"):
+        TrainSets(ds, val=ds)
