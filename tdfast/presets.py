@@ -23,11 +23,11 @@ class Protocol:
     select: tuple[str, ...]
     highlights: bool
 
-    def evaluate(self, submission: list[dict], ground_truth: list[dict], **options: Any) -> dict:
-        """``scorer(submission, ground_truth, **options)`` (e.g. ``match_number``)."""
+    def evaluate(self, submission: list[dict], ground_truth: list[dict]) -> dict:
+        """``scorer(submission, ground_truth)``: metrics with a ``brief`` dict."""
         import tdfast.eval
 
-        return getattr(tdfast.eval, self.scorer)(submission, ground_truth, **options)
+        return getattr(tdfast.eval, self.scorer)(submission, ground_truth)
 
 
 PROTOCOLS = {  # the first is the default; QVHighlights selects by the paper's main number
