@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from tdfast.errors import InputError
-from tdfast.training.config import RunConfig, TrainConfig
+from tdfast.training.config import RunConfig
 from tdfast.training import run_dir
 from tdfast.training.trainer import TrainOptions, TrainResult, Trainer, TrainSets
 
@@ -55,10 +55,8 @@ def train(run: RunConfig, data: TrainData, options: TrainOptions) -> TrainResult
 
     config, o = run.model, options
     out = Path(o.out_dir)
-    if o.epochs is not None:
-        if int(o.epochs) <= 0:
-            raise InputError(f"--epochs: expected a positive integer, got {o.epochs!r}")
-        run = replace(run, training=TrainConfig.from_dict({**run.training.to_dict(), "epochs": int(o.epochs)}))
+    if o.epochs is not None and int(o.epochs) <= 0:  # checked before out_dir exists; Trainer applies it
+        raise InputError(f"--epochs: expected a positive integer, got {o.epochs!r}")
     if o.save_every_steps < 0:
         raise InputError(f"--save-every-steps: expected an integer >= 0, got {o.save_every_steps!r}")
     ckpt = run_dir.check_out(out, None if o.resume is None else Path(o.resume))

@@ -125,8 +125,8 @@ class EpochSampler(DistributedSampler):
 class Trainer:
     """One training run of the network ``run.model`` with the settings ``run.training`` on
     ``sets`` (``TrainSets``), carried out as ``options`` says (``TrainOptions``: out_dir, seed,
-    autocast, save_every_steps, progress, num_workers, eval_before, on_step; ``train`` applies
-    its epochs, device and resume) in the process ``ctx``.
+    epochs, autocast, save_every_steps, progress, num_workers, eval_before, on_step; ``train``
+    applies its device and resume) in the process ``ctx``.
 
     ``run.training.batch_size`` is the global batch; each of the ``ctx.world_size`` processes
     loads its share. Checkpoints go to ``options.out_dir`` (layout in ``run_dir``): every epoch
@@ -142,7 +142,10 @@ class Trainer:
         if autocast != "fp32" and ctx.device.type != "cuda":
             raise InputError(f"--autocast {autocast}: autocast is for GPU training; use fp32 with "
                              f"--device {ctx.device.type}")
-        config, t = self.config, self.training = run.model, run.training
+        t = run.training
+        if options.epochs is not None:
+            t = TrainConfig.from_dict({**t.to_dict(), "epochs": int(options.epochs)})
+        config, t = self.config, self.training = run.model, t
         if t.batch_size % ctx.world_size:
             raise InputError(f"batch_size: expected a multiple of the number of processes "
                              f"({ctx.world_size}), got {t.batch_size}")
