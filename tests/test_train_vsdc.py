@@ -11,7 +11,7 @@ from tdfast.model.config import TDDETRConfig
 from tdfast.training.config import RunConfig, TrainConfig
 from tdfast.spans import cxw_to_xx
 from tdfast.training.prepare import negative_query_rows, prepare_batch
-from tdfast.training.vsdc import choose_partners, synthesize, video_similarity, vsdc
+from tdfast.training.vsdc import choose_partners, video_similarity, vsdc
 
 
 def make_batch(b: int, max_len: int, dim: int = 8, seed: int = 0, min_len: int = 6,

@@ -7,8 +7,9 @@ directory, epochs, seed, device, resume, ...); a ``Trainer`` takes the ``RunConf
 opened datasets (``TrainSets``) and the same ``TrainOptions``. ``docs/training.md`` describes
 the recipe.
 """
-from tdfast.training.api import TrainData, train
+from tdfast.training.api import train
 from tdfast.training.config import RunConfig, TrainConfig
-from tdfast.training.trainer import TrainOptions, TrainResult, Trainer, TrainSets
+from tdfast.training.inputs import TrainData, TrainOptions, TrainSets
+from tdfast.training.trainer import TrainResult, Trainer
 
 __all__ = ["RunConfig", "TrainConfig", "TrainData", "TrainOptions", "TrainResult", "TrainSets", "Trainer", "train"]

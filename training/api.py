@@ -4,15 +4,13 @@ how the run is carried out)."""
 from __future__ import annotations
 
 import contextlib
-import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from tdfast.errors import InputError
 from tdfast.training.config import RunConfig
 from tdfast.training import run_dir
-from tdfast.training.trainer import TrainOptions, TrainResult, Trainer, TrainSets
+from tdfast.training.inputs import TrainData, TrainOptions, TrainSets
+from tdfast.training.trainer import TrainResult, Trainer
 
 
 def check_feature_files(dataset) -> None:
@@ -24,20 +22,6 @@ def check_feature_files(dataset) -> None:
         for path in paths:
             if not path.is_file():
                 raise InputError(f"{path}: feature file not found (needed by {ann.source})")
-
-
-@dataclass(frozen=True)
-class TrainData:
-    """Where a run's examples come from: annotation jsonl files in the QVHighlights format
-    (``train`` labelled; ``val`` labelled or None for no validation) and the features
-    (``video_dirs``: one directory per source, concatenated in order; ``text_dir``), as in
-    docs/data.md. ``cache_size``: feature arrays kept in memory per process."""
-
-    train: str | os.PathLike
-    val: str | os.PathLike | None
-    video_dirs: Sequence[str | os.PathLike] | str | os.PathLike
-    text_dir: str | os.PathLike
-    cache_size: int = 0
 
 
 def train(run: RunConfig, data: TrainData, options: TrainOptions) -> TrainResult:

@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DistributedSampler
 
 from tdfast.data.batch import Batch
 from tdfast.data.collate import make_loader
-from tdfast.data.dataset import MomentDataset
 from tdfast.devices import DTYPES, SHORT_DTYPE_NAMES
 from tdfast.errors import InputError
 from tdfast.model.tddetr import TDDETR
@@ -23,6 +20,7 @@ from tdfast.training.config import RunConfig, TrainConfig
 from tdfast.training.criterion import Criterion, loss_norm
 from tdfast.training.distributed import (DistContext, all_gather_object, all_reduce_sum, barrier,
                                          broadcast_object, gather_batch)
+from tdfast.training.inputs import TrainOptions, TrainSets
 from tdfast.training.prepare import prepare_batch, shard
 from tdfast.training.rng import batch_generator, capture_rng, restore_rng, seed_dropout, seed_everything
 from tdfast.training.validate import selection_score, validate
@@ -31,47 +29,6 @@ from tdfast.training.wrapper import TrainingModel
 AUTOCAST_DTYPES = {n: None if DTYPES[n] is torch.float32 else DTYPES[n] for n in SHORT_DTYPE_NAMES}  # fp32: no autocast
 # Fields that may change when resuming (how long to go on), unlike the model and the recipe.
 RESUMABLE_CHANGES = ("epochs", "early_stop_patience")
-
-
-@dataclass(frozen=True)
-class TrainSets:
-    """What a run learns from and is scored on: ``train`` a labelled ``MomentDataset`` (or any
-    dataset of its samples); ``val`` a labelled ``MomentDataset`` and ``val_gt`` its annotation
-    records (``tdfast.eval.load_jsonl``), both or neither (None: no validation, the last epoch
-    is kept)."""
-
-    train: Dataset
-    val: MomentDataset | None = None
-    val_gt: list[dict] | None = None
-
-    def __post_init__(self) -> None:
-        if (self.val is None) != (self.val_gt is None):
-            raise InputError(f"TrainSets: expected val and val_gt both or neither, got "
-                             f"val={type(self.val).__name__}, val_gt={type(self.val_gt).__name__}")
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How a run is carried out (not what is learned: that is the ``RunConfig``).
-
-    ``out_dir``: the run directory. ``epochs`` overrides ``TrainConfig.epochs``.
-    ``resume``: a run directory (or its ``last/``) to continue exactly; ``out_dir`` may be
-    the same directory. ``device``: where ``train`` runs (a ``Trainer`` takes its
-    ``DistContext``'s). ``autocast``: fp32, bf16 or fp16 (GPU). ``save_every_steps`` > 0:
-    also checkpoint every that many steps. ``eval_before``: score the untrained model first
-    (``TrainResult.initial_metrics``). ``on_step(step, losses)``: called after each step."""
-
-    out_dir: str | os.PathLike
-    epochs: int | None = None
-    seed: int = 0
-    progress: bool = True
-    resume: str | os.PathLike | None = None
-    device: str = "cpu"
-    autocast: str = "fp32"
-    save_every_steps: int = 0
-    num_workers: int = 0
-    eval_before: bool = True
-    on_step: Callable[[int, dict[str, float]], None] | None = None
 
 
 @dataclass
