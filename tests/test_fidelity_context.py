@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fidelity_support import one_thread  # noqa: F401
+from tdfast.data.batch import Batch
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.errors import InputError
 from tdfast.experiments.branches import clip_kinds, zero_branches
@@ -19,7 +20,7 @@ from tdfast.spans import cxw_to_xx
 from tdfast.training.vsdc import strip_moment_look, synthesize, vsdc
 
 
-def _batch(lengths: list[int], windows: list[tuple[int, int]], dim: int = 4) -> dict:
+def _batch(lengths: list[int], windows: list[tuple[int, int]], dim: int = 4) -> Batch:
     """Clip j of row i holds the value 1000 i + j in every column (so a clip names its origin)."""
     b, n = len(lengths), max(lengths)
     mask = torch.arange(n)[None] < torch.tensor(lengths)[:, None]
@@ -30,11 +31,11 @@ def _batch(lengths: list[int], windows: list[tuple[int, int]], dim: int = 4) -> 
     for i, (st, ed) in enumerate(windows):
         gt[i, st:ed] = True
         spans.append(torch.tensor([[(st + ed) / 2 / lengths[i], (ed - st) / lengths[i]]]))
-    return {"video": video, "video_mask": mask, "query": torch.zeros(b, 2, 3),
-            "query_mask": torch.ones(b, 2, dtype=torch.bool), "spans": spans, "saliency": gt.float(),
-            "gt_clip_mask": gt,
-            "meta": [{"qid": i, "query": "q", "vid": f"v{i}", "duration": 2.0 * L, "num_clips": L}
-                     for i, L in enumerate(lengths)]}
+    return Batch(video=video, video_mask=mask, query=torch.zeros(b, 2, 3),
+                 query_mask=torch.ones(b, 2, dtype=torch.bool), spans=spans, saliency=gt.float(),
+                 gt_clip_mask=gt,
+                 meta=[{"qid": i, "query": "q", "vid": f"v{i}", "duration": 2.0 * L, "num_clips": L}
+                       for i, L in enumerate(lengths)])
 
 
 @pytest.mark.parametrize("slot, first", [(0.0, False), (0.5, False), (0.99, True), (0.3, True)])
@@ -46,10 +47,10 @@ def test_moment_in_context_puts_the_gt_between_partner_clips(slot, first):
     anchors, contexts = torch.tensor([0]), torch.tensor([1])
     off = synthesize(batch, anchors, contexts, u[0], u[1], **kw)
     on = synthesize(batch, anchors, contexts, u[0], u[1], **kw, moment_slot=torch.tensor([slot]))
-    n = int(on["video_mask"].sum())
-    assert n == int(off["video_mask"].sum())  # same clips, another order
-    ids = on["video"][0, :n, 0].long().tolist()
-    assert sorted(ids) == sorted(off["video"][0, :n, 0].long().tolist())
+    n = int(on.video_mask.sum())
+    assert n == int(off.video_mask.sum())  # same clips, another order
+    ids = on.video[0, :n, 0].long().tolist()
+    assert sorted(ids) == sorted(off.video[0, :n, 0].long().tolist())
     anchor = [j for j in ids if j < 1000]
     partner = [j - 1000 for j in ids if j >= 1000]
     n_c = len(partner)
@@ -65,9 +66,9 @@ def test_moment_in_context_puts_the_gt_between_partner_clips(slot, first):
     own_rest = [j for j in neighbours if j < 1000]  # an anchor clip may only touch the moment
     assert len(own_rest) <= 1 and (not own_rest or before in (0, n_c))  # at a block edge
     # labels follow the GT clips; the window points at them
-    assert on["gt_clip_mask"][0, :n].nonzero().flatten().tolist() == gt_at
-    assert on["saliency"][0, :n].nonzero().flatten().tolist() == gt_at
-    xx = cxw_to_xx(on["spans"][0].double()) * n
+    assert on.gt_clip_mask[0, :n].nonzero().flatten().tolist() == gt_at
+    assert on.saliency[0, :n].nonzero().flatten().tolist() == gt_at
+    xx = cxw_to_xx(on.spans[0].double()) * n
     assert xx[0].tolist() == pytest.approx([gt_at[0], gt_at[-1] + 1], abs=1e-4)
 
 
@@ -94,21 +95,21 @@ def test_strip_look_gives_the_moment_its_context_look_and_keeps_its_differences(
     off = synthesize(batch, anchors, contexts, u[0], u[1], **kw)
     on = synthesize(batch, anchors, contexts, u[0], u[1], **kw, strip_look=torch.tensor([True]))
     none = synthesize(batch, anchors, contexts, u[0], u[1], **kw, strip_look=torch.tensor([False]))
-    assert torch.equal(none["video"], off["video"])
-    n = int(off["video_mask"].sum())
-    ids = off["video"][0, :n, 0].long().tolist()
+    assert torch.equal(none.video, off.video)
+    n = int(off.video_mask.sum())
+    ids = off.video[0, :n, 0].long().tolist()
     gt = [k for k, j in enumerate(ids) if 4 <= j < 7]  # the moment: anchor clips 4, 5, 6
     partner = [j for j in ids if j >= 1000]
     # the moment's mean is now the partner clips' mean; its differences are unchanged:
     # clips 4, 5, 6 -> 4 + s, 5 + s, 6 + s with s = mean(partner) - 5
     shift = sum(partner) / len(partner) - 5.0
     expected = torch.tensor([4.0, 5.0, 6.0])[:, None].expand(3, 4) + shift
-    torch.testing.assert_close(on["video"][0, gt, :], expected)
-    rest = [k for k in range(on["video"].shape[1]) if k not in gt]
-    assert torch.equal(on["video"][0, rest], off["video"][0, rest])  # padding and other clips kept
+    torch.testing.assert_close(on.video[0, gt, :], expected)
+    rest = [k for k in range(on.video.shape[1]) if k not in gt]
+    assert torch.equal(on.video[0, rest], off.video[0, rest])  # padding and other clips kept
     for key in ("video_mask", "saliency", "gt_clip_mask"):
-        assert torch.equal(on[key], off[key])
-    torch.testing.assert_close(on["spans"][0], off["spans"][0])
+        assert torch.equal(getattr(on, key), getattr(off, key))
+    torch.testing.assert_close(on.spans[0], off.spans[0])
 
 
 def test_strip_look_leaves_rows_without_context_or_moment():
@@ -135,8 +136,8 @@ def test_strip_look_draws_one_number_per_row_after_the_official_draws():
         assert torch.equal(g.get_state(), ref.get_state())
         if expected is None:
             continue
-        changed = (outs[p]["video"] != outs[0.0]["video"]).any(-1)  # [2B, L']
-        assert not (changed & ~outs[0.0]["gt_clip_mask"]).any()  # only moment clips move
+        changed = (outs[p].video != outs[0.0].video).any(-1)  # [2B, L']
+        assert not (changed & ~outs[0.0].gt_clip_mask).any()  # only moment clips move
         assert changed.any(1).tolist() == expected.tolist()
     with pytest.raises(InputError, match="vsdc_strip_look"):
         RunConfig.from_name("tiny", vsdc_strip_look=1.5)
