@@ -88,6 +88,9 @@ def _ort(vision: nn.Module, threads: int, image_size: int, int8: bool, weights: 
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads sleep instead of spinning: the decoder thread runs beside the
+    # session and needs those cores (spinning cost 20% of a 720p minute on 2 cores, docs/video.md).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = _onnx_model(vision, image_size, int8, weights, cache_dir)
     session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
