@@ -15,8 +15,8 @@ depend on the values):
   then CLIP's PyTorch model in batches of 60), from the official code in ``--official``
   (see tests/fixtures/gen_video.py for what that folder needs);
 - ``tdfast-<backend>``: ``ClipEncoder.encode_video`` with the image tower on each backend
-  (PyAV decoding of only the frames the kept ones need, in a background thread, batches of
-  16 frames);
+  (PyAV decoding of only the frames the kept ones need, in a background thread; the
+  backend's default batch: 8 frames, 4 for int8);
 - ``stage-*``: each part alone, to say where the time goes: the official loader's decoding
   and its CLIP on the decoded frames; tdfast's frame plan, its decoding with and without the
   plan, each image tower on the same frames, the text tower for one query, and a

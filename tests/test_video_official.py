@@ -172,6 +172,8 @@ def test_wrong_checkpoint_or_backend_is_named(clip_file, encoder, tmp_path):
 
     with pytest.raises(InputError, match="clip_backend: expected one of eager, onnxruntime, onnxruntime-int8"):
         ClipEncoder(clip_file, clip_backend="tensorrt")
+    with pytest.raises(InputError, match="batch_size: expected a positive number of frames, got 0"):
+        ClipEncoder(clip_file, batch_size=0)
     slowfast = Retriever(TDDETR(TDDETRConfig.from_name("tiny")).eval())
     with pytest.raises(InputError, match=r"expects video features of dim \d+ .* this CLIP gives 512 and 128"):
         slowfast.predict_video_files([FIXTURES / "video_0.mp4"], ["a dog"], encoder)

@@ -25,6 +25,11 @@ from torch import nn
 from tdfast.errors import BackendUnavailableError, InputError
 
 IMAGE_BACKENDS = ("eager", "onnxruntime", "onnxruntime-int8")
+# Frames per image-tower call. Small batches let the tower start while the decoder thread
+# is still at work and leave little tower work once decoding ends; int8's tower is faster
+# than 720p decoding, so the tail matters most there (medians of 5 interleaved rounds per
+# 720p minute on 2 cores: fp32 bs 16/8/4 = 9.3/7.9/8.4 s, int8 = 5.1/4.6/3.7 s; docs/video.md).
+DEFAULT_BATCH = {"eager": 8, "onnxruntime": 8, "onnxruntime-int8": 4}
 ImageRunner = Callable[[np.ndarray], np.ndarray]  # [N, 3, S, S] float32 -> [N, E] float32
 
 
