@@ -27,8 +27,7 @@ from tdfast.errors import BackendUnavailableError, InputError
 IMAGE_BACKENDS = ("eager", "onnxruntime", "onnxruntime-int8")
 # Frames per image-tower call. Small batches let the tower start while the decoder thread
 # is still at work and leave little tower work once decoding ends; int8's tower is faster
-# than 720p decoding, so the tail matters most there (medians of 5 interleaved rounds per
-# 720p minute on 2 cores: fp32 bs 16/8/4 = 9.3/7.9/8.4 s, int8 = 5.1/4.6/3.7 s; docs/video.md).
+# than 720p decoding, so the tail matters most there (docs/video.md, Speed).
 DEFAULT_BATCH = {"eager": 8, "onnxruntime": 8, "onnxruntime-int8": 4}
 ImageRunner = Callable[[np.ndarray], np.ndarray]  # [N, 3, S, S] float32 -> [N, E] float32
 
@@ -94,7 +93,7 @@ def _ort(vision: nn.Module, threads: int, image_size: int, int8: bool, weights: 
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Idle intra-op threads sleep instead of spinning: the decoder thread runs beside the
-    # session and needs those cores (spinning cost 20% of a 720p minute on 2 cores, docs/video.md).
+    # session and needs those cores.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = _onnx_model(vision, image_size, int8, weights, cache_dir)
     session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
