@@ -96,8 +96,8 @@ def iter_frames(path: str | Path, clip_len: float = 2.0, size: int = 224, thread
     ``threads``: decoder threads (0: FFmpeg picks, one per core). ``skip_unused``: leave
     the H.264 frames that no kept frame needs out of decoding (``frame_plan``: frames
     nothing refers to, and GOP tails after the last kept frame; the frames returned are
-    the same). Raises InputError for a missing,
-    empty or undecodable file, or one that yields no frame.
+    the same). Raises InputError for a missing, empty or undecodable file, or one that
+    yields no frame.
     """
     av = _av()
     container = _open(path, av)
