@@ -141,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
           f"MatMuls {100 * share_all:.1f}%, bound {rows[0]['bound_all']:.2f}x)", flush=True)
     with tempfile.TemporaryDirectory(prefix="tdfast-int8-bound-") as tmp:
         widths = width_sweep(a.batch * L, a.calls, Path(tmp))
-    setup = {"ckpt": str(a.ckpt), "batch": a.batch, "video_len": L, "query_len": M, "threads": 1,
+    from tdfast.export.onnx_export import file_sha256
+    from tdfast.model.checkpoint import WEIGHTS_NAME
+
+    # The weights' digest names the model: the path is a scratch directory of the machine that ran.
+    setup = {"ckpt": str(a.ckpt), "weights_sha256": file_sha256(a.ckpt / WEIGHTS_NAME)[:16], "batch": a.batch, "video_len": L, "query_len": M, "threads": 1,
              "calls": a.calls, "command": " ".join(["python", "benchmarks/bench_int8_bound.py",
                                                      *(argv if argv is not None else sys.argv[1:])])}
     write_record(make_record("profile", __doc__.split("\n\n")[0], machine_info("cpu"), setup, rows,
