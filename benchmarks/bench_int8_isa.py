@@ -84,27 +84,6 @@ def batch_invariance(r: Retriever, videos: list[np.ndarray], queries: list[np.nd
             "alone_vs_32_max_change": change}
 
 
-class MemoRun:
-    """A runner's numpy forward, memoized on its padded inputs: the measurements below call
-    the model on the same chunks more than once (a pair alone through ``predict`` and
-    ``raw_outputs``, the int8 outputs of the agreement again for ``--save``); under qemu each
-    forward of a large model takes seconds."""
-
-    def __init__(self, run) -> None:
-        self.run, self.memo, self.hits = run, {}, 0
-
-    def __call__(self, *inputs) -> dict[str, np.ndarray]:
-        import hashlib
-
-        arrays = [np.ascontiguousarray(np.asarray(x)) for x in inputs]
-        key = hashlib.blake2b(b"".join(repr((a.shape, a.dtype.str)).encode() + a.tobytes() for a in arrays)).digest()
-        if key in self.memo:
-            self.hits += 1
-        else:
-            self.memo[key] = {k: np.array(v) for k, v in self.run(*inputs).items()}
-        return {k: v.copy() for k, v in self.memo[key].items()}
-
-
 def first_pairs(dataset, n: int, work: Path) -> SimpleNamespace:
     """``dataset`` with only the first ``n`` queries of its val file (the rest of it as is)."""
     from tdfast.atomic import atomic_write_bytes
@@ -144,8 +123,6 @@ def main(argv: list[str] | None = None) -> int:
             int8.runner = ArrayRunner("onnxruntime-int8", OrtRunner(per_tensor_graph(a.ckpt, a.per_tensor), threads=1,
                                                                      check=False), static_shapes=False)
             scheme = PER_TENSOR
-        for r in (fp32, int8):
-            r.runner.run = MemoRun(r.runner.run)
         videos, queries = val_pairs(ds, config)
         row = {"backend": "onnxruntime-int8", "int8_scheme": scheme,
                **int8_agreement(fp32, int8, videos, queries), **int8_metric_change(fp32, int8, ds, config),
@@ -164,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
              for name, (op, target) in GOALS.items()]
     machine = machine_info("cpu")
     setup = {"ckpt": str(a.ckpt), "data": str(a.data) if a.data else "synthetic val set of tdfast bench --int8",
-             "val_pairs": len(videos), "threads": 1,
-             "forwards_reused": {name: r.runner.run.hits for name, r in (("fp32", fp32), ("int8", int8))}, "seconds": round(time.perf_counter() - start, 1),
+             "val_pairs": len(videos), "threads": 1, "seconds": round(time.perf_counter() - start, 1),
              "command": " ".join(["python", "benchmarks/bench_int8_isa.py", *(argv or sys.argv[1:])])}
     write_record(make_record("int8", __doc__.split("\n\n")[0], machine, setup, [row], goals=goals), a.out)
     isa = machine["isa"]

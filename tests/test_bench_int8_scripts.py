@@ -46,25 +46,3 @@ def test_first_pairs_keeps_the_first_queries_in_order(tmp_path):
     assert val.read_text() == "\n".join(lines) + "\n\n"  # the dataset's own file is untouched
     with pytest.raises(InputError, match="--pairs: expected a positive integer, got 0"):
         isa.first_pairs(ds, 0, work)
-
-
-def test_memo_run_calls_the_model_once_per_distinct_input():
-    import numpy as np
-
-    isa = _script("bench_int8_isa")
-    calls = []
-
-    def run(video, mask):
-        calls.append(1)
-        return {"y": video.sum(-1) + mask}
-
-    memo = isa.MemoRun(run)
-    a, m = np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(2, np.float32)
-    first = memo(a, m)
-    first["y"][:] = -1  # a caller writing into its outputs must not change the memo
-    again = memo(a.copy(), m)
-    np.testing.assert_array_equal(again["y"], [4.0, 13.0])
-    assert (len(calls), memo.hits) == (1, 1)
-    memo(a.reshape(3, 2), m[:1].repeat(3))  # same bytes, other shape: another input
-    memo(a + 1, m)
-    assert (len(calls), memo.hits) == (3, 1)
