@@ -29,10 +29,9 @@ from tdfast.benchmarks import machine_info, make_record, summarize_ms, wait_for_
 from tdfast.benchmarks.timing import interleaved_rounds, synchronizer
 from tdfast.data.dataset import MomentDataset
 from tdfast.data.synthetic import make_synthetic_dataset
-from tdfast.model.config import TDDETRConfig
-from tdfast.training.config import TrainConfig
+from tdfast.training.config import RunConfig
 from tdfast.training.distributed import DistContext
-from tdfast.training.trainer import Trainer
+from tdfast.training.trainer import TrainOptions, Trainer, TrainSets
 
 # Synthetic data per preset: clip counts and query tokens like the real sets (QVH: 150-s videos of
 # 2-s clips, ~11-token queries); tiny keeps the demo's sizes.
@@ -45,14 +44,15 @@ DATA = {
 
 def bench_preset(name: str, device: str, precision: str, steps: int, warmup: int, root: Path) -> dict:
     """Time ``steps`` training steps of preset ``name`` (torch's current thread count) -> one row."""
-    config, training = TDDETRConfig.from_name(name), TrainConfig.from_name(name)
+    run = RunConfig.from_name(name)
+    config, training = run.model, run.training
     num_train = training.batch_size * (steps + warmup)  # one epoch, no batch seen twice
     ds = make_synthetic_dataset(root / name, seed=0, num_train=num_train, num_val=0, num_test=0,
                                 video_dims=(config.video_dim,), text_dim=config.text_dim,
                                 clip_len=config.clip_len, max_queries_per_video=1, **DATA[name])
     data = MomentDataset(ds.train, ds.video_dirs, ds.text_dir, config, cache_size=2 * num_train)
-    trainer = Trainer(config, data, None, None, root / f"{name}-run", training=training, seed=0,
-                      ctx=DistContext(device=torch.device(device)), autocast=precision, progress=False)
+    options = TrainOptions(root / f"{name}-run", seed=0, autocast=precision, progress=False)
+    trainer = Trainer(run, TrainSets(data), options, DistContext(device=torch.device(device)))
     trainer.net.train()
     batches = iter(trainer.loader)
     for _ in range(warmup):

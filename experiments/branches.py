@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tdfast.data.batch import Batch
+
 KINDS = ("moment", "context", "decoy", "other")
 ABLATIONS = {"none": (), "no A_t": ("attn_dyn",), "no A_v": ("attn",), "no A_t, no A_v": ("attn", "attn_dyn")}
 
@@ -195,16 +197,16 @@ def _layer_terms(cross, video: Tensor, pos: Tensor, start: Tensor, text: Tensor,
     return terms, att, t, f
 
 
-def _first_layer_differences(stats: _LayerStats, batch: dict, video: Tensor, pos: Tensor, t, f,
+def _first_layer_differences(stats: _LayerStats, batch: Batch, video: Tensor, pos: Tensor, t, f,
                              kinds: Tensor, edges: Tensor) -> None:
     from tdfast.model.td_interaction import temporal_differences
 
-    mask = batch["video_mask"]
+    mask = batch.video_mask
     if t is not None:
         dpos = temporal_differences(pos, torch.zeros_like(pos[0, 0]))
         dpos[:, 0] = 0  # the first clip's difference is against the start token
         stats.pos_share.append((float((dpos ** 2).sum(-1)[mask].sum()), float((t ** 2).sum(-1)[mask].sum())))
-    raw = batch["video"]
+    raw = batch.video
     stages = {"raw": temporal_differences(raw, torch.zeros_like(raw[0, 0])),
               "V": temporal_differences(video, torch.zeros_like(video[0, 0]))}
     if t is not None:
@@ -235,12 +237,12 @@ def inspect_layers(model: torch.nn.Module, ann_path: str | Path, meta_path: str 
             samples = [ds[i] for i in range(s, min(s + batch_size, len(ds)))]
             batch = collate(samples)
             captured.clear()
-            model(batch["video"], batch["video_mask"], batch["query"], batch["query_mask"])
-            kinds, concept, edges = _labels(samples, planted, ctx_n, batch["video_mask"].shape,
-                                            batch["query_mask"].shape)
+            model(batch.video, batch.video_mask, batch.query, batch.query_mask)
+            kinds, concept, edges = _labels(samples, planted, ctx_n, batch.video_mask.shape,
+                                            batch.query_mask.shape)
             for li, (cross, (video, pos, start, text, bias)) in enumerate(captured):
                 terms, att, t, f = _layer_terms(cross, video, pos, start, text, bias)
-                stats.add_layer(li, terms, att, kinds, concept, batch["video_mask"])
+                stats.add_layer(li, terms, att, kinds, concept, batch.video_mask)
                 if li == 0:
                     _first_layer_differences(stats, batch, video, pos, t, f, kinds, edges)
     finally:

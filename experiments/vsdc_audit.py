@@ -82,10 +82,10 @@ def audit_batches(data_dir: str | Path, config: RunConfig, seed: int = 0, epochs
     for _ in range(epochs):
         for raw in loader:
             batch = prepare_batch(raw, config.model, config.training, gen)
-            has_ctx = ctx_clips(batch["video"], ctx)  # [P, L, K]
-            for p, m in enumerate(batch["meta"]):
+            has_ctx = ctx_clips(batch.video, ctx)  # [P, L, K]
+            for p, m in enumerate(batch.meta):
                 c = planted[str(m["qid"])]["concept"]
-                s = row_stats(batch["gt_clip_mask"][p], batch["video_mask"][p], has_ctx[p, :, c], ctx_n)
+                s = row_stats(batch.gt_clip_mask[p], batch.video_mask[p], has_ctx[p, :, c], ctx_n)
                 for k in ("sides", "flanked", "stray"):
                     totals[k] += s[k]
                 other = m.get("vsdc_context_vid")

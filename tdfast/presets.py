@@ -1,9 +1,40 @@
-"""The named presets, one table: each names a network (``TDDETRConfig``, key ``model``) and
-its training settings (``tdfast.training.TrainConfig``, key ``training``). Plain data, no
-imports, so ``tdfast train --help`` lists the names without PyTorch."""
+"""The named presets and the evaluation protocols, one table each and nothing else.
+
+A preset names a network (``TDDETRConfig``, key ``model``) and its training settings
+(``tdfast.training.TrainConfig``, key ``training``); ``TrainConfig.eval_protocol`` and
+``tdfast eval --mode`` name a protocol of ``PROTOCOLS``. Plain data, without PyTorch or
+NumPy, so ``tdfast train --help`` lists the names at once; a protocol's scorer (NumPy) is
+imported when a split is scored.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a split is scored. ``scorer``: the function of ``tdfast.eval`` that takes
+    (submission, ground truth) records and returns metrics with a ``brief`` dict; ``select``:
+    the ``brief`` keys best-checkpoint selection maximizes, compared in order (later keys
+    break ties); ``highlights``: whether it scores saliency predictions."""
+
+    scorer: str
+    select: tuple[str, ...]
+    highlights: bool
+
+    def evaluate(self, submission: list[dict], ground_truth: list[dict]) -> dict:
+        """``scorer(submission, ground_truth)``: metrics with a ``brief`` dict."""
+        import tdfast.eval
+
+        return getattr(tdfast.eval, self.scorer)(submission, ground_truth)
+
+
+PROTOCOLS = {  # the first is the default; QVHighlights selects by the paper's main number
+    "qvhighlights": Protocol("eval_submission", ("MR-full-mAP",), highlights=True),
+    "charades": Protocol("eval_charades", ("MR-full-R1@0.5", "MR-full-mIoU"), highlights=False),
+}
+DEFAULT_PROTOCOL = next(iter(PROTOCOLS))
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Official TD-DETR QVHighlights (td_detr/scripts/train.sh + config.py defaults): 4 TD /

@@ -38,11 +38,11 @@ def reference(ds, model, top_k):
     dataset = MomentDataset(ds.val, ds.video_dirs, ds.text_dir, C)
     batch = collate([dataset[i] for i in range(len(dataset))])
     with torch.no_grad():
-        out = model(batch["video"], batch["video_mask"], batch["query"], batch["query_mask"])
-    seconds = torch.tensor([m["num_clips"] * C.clip_len for m in batch["meta"]])
+        out = model(batch.video, batch.video_mask, batch.query, batch.query_mask)
+    seconds = torch.tensor([m["num_clips"] * C.clip_len for m in batch.meta])
     preds = postprocess(out["pred_spans"], out["pred_logits"], out["saliency_scores"],
-                        [m["num_clips"] for m in batch["meta"]], seconds, top_k=top_k)
-    return [p.to_submission(m["qid"], m["query"], m["vid"]) for p, m in zip(preds, batch["meta"])]
+                        [m["num_clips"] for m in batch.meta], seconds, top_k=top_k)
+    return [p.to_submission(m["qid"], m["query"], m["vid"]) for p, m in zip(preds, batch.meta)]
 
 
 def cli(ds, root, out, *extra):

@@ -57,6 +57,25 @@ def test_render_kernels_record_after_predict():
         "| compile | 256 | 75 | error | - |\n")
 
 
+def test_render_video_record_pipelines_then_stages():
+    r = predict_record()
+    r.update(kind="video", rows=[
+        {"pipeline": "official", "s_per_video_minute_median": 14.576, "s_per_video_minute_min": 12.516,
+         "speedup_vs_official_median": 1.0, "max_abs_diff_vs_official": 0.0, "min_cosine_vs_official": 0.99999988},
+        {"pipeline": "tdfast-onnxruntime-int8", "s_per_video_minute_median": 5.35, "s_per_video_minute_min": 4.457,
+         "speedup_vs_official_median": 2.72, "max_abs_diff_vs_official": 0.19665, "min_cosine_vs_official": 0.998353},
+        {"pipeline": "stage-tdfast-decode", "s_per_video_minute_median": 2.914, "s_per_video_minute_min": 2.226},
+        {"pipeline": "stage-qd-detr-1-query-per-call", "s_per_call_median": 0.169, "s_per_call_min": 0.048}])
+    text = render_table([("video_cpu.json", r)])
+    assert text.split("\n\n", 3)[3] == (
+        "| pipeline | s per video minute, median (min) | × official | features vs official: max abs diff, "
+        "min cosine |\n|---|---:|---:|---|\n"
+        "| official | 14.6 (12.5) | 1.00 | 0, 1.00000 |\n"
+        "| tdfast-onnxruntime-int8 | 5.35 (4.46) | 2.72 | 0.2, 0.99835 |\n"
+        "| stage-tdfast-decode | 2.91 (2.23) |  |  |\n"
+        "| stage-qd-detr-1-query-per-call | 0.169 (0.048) s per call | | |\n")
+
+
 def test_render_int8_goals_record_says_which_kernels_ran_and_if_emulated():
     r = predict_record()
     r.update(kind="int8", setup={"ckpt": "demo/checkpoint"}, rows=[

@@ -53,29 +53,54 @@ def test_hand_written_batch(data):
     ann, vdirs, dt = data
     ds = MomentDataset(ann, vdirs, dt, _cfg())
     b = collate([ds[0], ds[1]])
-    assert sorted(b) == ["gt_clip_mask", "meta", "query", "query_mask", "saliency", "spans",
-                         "video", "video_mask"]
     expect_video = np.zeros((2, 4, 5))
     expect_video[0] = V1
     expect_video[1, :2] = [[0, 0, 1, 0, 1], [1, 0, 0, -1, 0]]
-    assert b["video"].dtype == torch.float32
-    np.testing.assert_allclose(b["video"].numpy(), expect_video, atol=1e-6)
-    assert b["video_mask"].tolist() == [[True] * 4, [True, True, False, False]]
+    assert b.video.dtype == torch.float32
+    np.testing.assert_allclose(b.video.numpy(), expect_video, atol=1e-6)
+    assert b.video_mask.tolist() == [[True] * 4, [True, True, False, False]]
     expect_query = np.zeros((2, 3, 4))
     expect_query[0, :2] = [[1, 0, 0, 0], [0, 0, 1, 0]]
     expect_query[1] = np.eye(4)[:3]  # 4 tokens truncated to max_query_len=3
-    np.testing.assert_allclose(b["query"].numpy(), expect_query, atol=1e-6)
-    assert b["query_mask"].tolist() == [[True, True, False], [True, True, True]]
-    assert b["meta"] == [
+    np.testing.assert_allclose(b.query.numpy(), expect_query, atol=1e-6)
+    assert b.query_mask.tolist() == [[True, True, False], [True, True, True]]
+    assert b.meta == [
         {"qid": 1, "query": "first", "vid": "v1", "duration": 8.0, "num_clips": 4},
         {"qid": 2, "query": "second", "vid": "v2", "duration": 4.0, "num_clips": 2}]
     # [2, 5] / 8 = [0.25, 0.625] -> (0.4375, 0.375); [0,1]/4, [3,4]/4 -> (0.125, .25), (0.875, .25)
-    np.testing.assert_allclose(b["spans"][0].numpy(), [[0.4375, 0.375]])
-    np.testing.assert_allclose(b["spans"][1].numpy(), [[0.125, 0.25], [0.875, 0.25]])
-    assert b["spans"][0].dtype == torch.float32
-    assert b["gt_clip_mask"].tolist() == [[False, True, True, False], [True, True, False, False]]
-    np.testing.assert_array_equal(b["saliency"].numpy(), [[0, 6, 12, 0], [1, 1, 0, 0]])
-    assert b["saliency"].dtype == torch.float32
+    np.testing.assert_allclose(b.spans[0].numpy(), [[0.4375, 0.375]])
+    np.testing.assert_allclose(b.spans[1].numpy(), [[0.125, 0.25], [0.875, 0.25]])
+    assert b.spans[0].dtype == torch.float32
+    assert b.gt_clip_mask.tolist() == [[False, True, True, False], [True, True, False, False]]
+    np.testing.assert_array_equal(b.saliency.numpy(), [[0, 6, 12, 0], [1, 1, 0, 0]])
+    assert b.saliency.dtype == torch.float32
+
+
+def test_batch_rows_keep_every_field_and_trim_padding(data):
+    """Row selection (how a process keeps its share of a global batch) picks every field's
+    rows in the given order and trims the padding of the longest video and query left."""
+    from tdfast.training.prepare import TrainingBatch
+
+    ann, vdirs, dt = data
+    ds = MomentDataset(ann, vdirs, dt, _cfg())
+    b = collate([ds[0], ds[1]])
+    one = b.rows(torch.tensor([1]))  # v2: 2 clips, 3 query tokens
+    assert one.video.shape == (1, 2, 5) and one.video_mask.tolist() == [[True, True]]
+    assert one.saliency.tolist() == [[1, 1]] and one.gt_clip_mask.tolist() == [[True, True]]
+    assert one.query.shape == (1, 3, 4) and one.meta == [b.meta[1]]
+    np.testing.assert_array_equal(one.spans[0].numpy(), b.spans[1].numpy())
+    swapped = b.rows(torch.tensor([1, 0]))  # the longest row kept: nothing trimmed
+    assert torch.equal(swapped.video, b.video.flip(0)) and [m["qid"] for m in swapped.meta] == [2, 1]
+    # a training batch's negative queries are trimmed with their own mask
+    neg_mask = torch.tensor([[True, False, False], [True, True, False]])
+    tb = TrainingBatch(b.video, b.video_mask, b.query, b.query_mask, b.meta, b.spans, b.saliency,
+                       b.gt_clip_mask, owner=torch.tensor([0, 1]), sal_pos_idx=torch.tensor([[1], [0]]),
+                       sal_neg_idx=torch.tensor([[0], [1]]), sal_pair_valid=torch.ones(2, 1, dtype=torch.bool),
+                       neg_query=b.query * neg_mask[..., None], neg_query_mask=neg_mask)
+    first = tb.rows(torch.tensor([0]))
+    assert first.neg_query_mask.tolist() == [[True]] and first.neg_query.shape == (1, 1, 4)
+    assert first.query.shape == (1, 2, 4) and first.sal_pos_idx.tolist() == [[1]]
+    assert first.owner.tolist() == [0] and isinstance(first, TrainingBatch)
 
 
 def test_truncation_drops_and_cuts_windows(data):
@@ -109,7 +134,8 @@ def test_unlabelled_batch_has_no_label_keys(data, tmp_path):
     nolab.write_text(json.dumps({k: RECORDS[0][k] for k in ("qid", "query", "vid", "duration")}) + "\n")
     ds = MomentDataset(nolab, vdirs, dt, _cfg())
     assert not ds.has_labels
-    assert sorted(collate([ds[0]])) == ["meta", "query", "query_mask", "video", "video_mask"]
+    b = collate([ds[0]])
+    assert (b.spans, b.saliency, b.gt_clip_mask) == (None, None, None) and b.video_mask.tolist() == [[True] * 4]
     labelled = MomentDataset(ann, vdirs, dt, _cfg())
     with pytest.raises(InputError, match=r"qids without labels: \[1\]"):
         collate([labelled[1], ds[0]])
@@ -129,9 +155,9 @@ def test_loader_order_depends_only_on_seed(data):
     ds = MomentDataset(ann, vdirs, dt, _cfg(max_video_len=3))
 
     def order(seed):
-        return [m["qid"] for b in make_loader(ds, 1, shuffle=True, seed=seed) for m in b["meta"]]
+        return [m["qid"] for b in make_loader(ds, 1, shuffle=True, seed=seed) for m in b.meta]
     orders = {tuple(order(s)) for s in range(8)}
     assert order(5) == order(5) and len(orders) > 1 and all(sorted(o) == [1, 2, 3] for o in orders)
-    assert [m["qid"] for b in make_loader(ds, 2, shuffle=False, seed=0) for m in b["meta"]] == [1, 2, 3]
+    assert [m["qid"] for b in make_loader(ds, 2, shuffle=False, seed=0) for m in b.meta] == [1, 2, 3]
     with pytest.raises(InputError, match="shuffle=False when a sampler"):
         make_loader(ds, 2, shuffle=True, seed=0, sampler=torch.utils.data.SequentialSampler(ds))

@@ -128,19 +128,19 @@ def test_two_feature_dirs_and_unlabelled_test(tmp_path):
 def test_synthetic_batch_matches_collate_contract(preset):
     cfg = TDDETRConfig.from_name(preset)
     b = synthetic_batch(cfg, batch_size=5, seed=2)
-    B, L, _ = b["video"].shape
-    assert b["video"].shape[2] == cfg.video_dim and b["query"].shape[2] == cfg.text_dim and B == 5
-    assert L <= cfg.max_video_len and b["query"].shape[1] <= cfg.max_query_len
-    for i, m in enumerate(b["meta"]):
+    B, L, _ = b.video.shape
+    assert b.video.shape[2] == cfg.video_dim and b.query.shape[2] == cfg.text_dim and B == 5
+    assert L <= cfg.max_video_len and b.query.shape[1] <= cfg.max_query_len
+    for i, m in enumerate(b.meta):
         n = m["num_clips"]
-        assert b["video_mask"][i].sum() == n and m["duration"] == n * cfg.clip_len
-        assert not b["video"][i, n:].any() and not b["saliency"][i, n:].any()
+        assert b.video_mask[i].sum() == n and m["duration"] == n * cfg.clip_len
+        assert not b.video[i, n:].any() and not b.saliency[i, n:].any()
         # the normalized spans map back onto exactly the GT clips
-        xx = cxw_to_xx(b["spans"][i]).numpy() * n
+        xx = cxw_to_xx(b.spans[i]).numpy() * n
         mask = np.zeros(L, bool)
         for st, ed in np.rint(xx).astype(int):
             mask[st:ed] = True
-        assert mask.tolist() == b["gt_clip_mask"][i].tolist()
-        assert bool(((b["saliency"][i] > 0) <= b["gt_clip_mask"][i]).all())
+        assert mask.tolist() == b.gt_clip_mask[i].tolist()
+        assert bool(((b.saliency[i] > 0) <= b.gt_clip_mask[i]).all())
     b2 = synthetic_batch(cfg, batch_size=5, seed=2)
-    assert all(np.array_equal(b[k].numpy(), b2[k].numpy()) for k in ("video", "query", "saliency"))
+    assert all(np.array_equal(getattr(b, k).numpy(), getattr(b2, k).numpy()) for k in ("video", "query", "saliency"))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fidelity_support import one_thread  # noqa: F401
+from tdfast.data.batch import Batch
 from tdfast.data.synthetic import make_synthetic_dataset
 from tdfast.experiments.branches import clip_kinds, zero_branches
 from tdfast.experiments.shortcut import shift_table
@@ -18,7 +19,7 @@ from tdfast.spans import cxw_to_xx
 from tdfast.training.vsdc import synthesize, vsdc
 
 
-def _batch(lengths: list[int], windows: list[tuple[int, int]], dim: int = 4) -> dict:
+def _batch(lengths: list[int], windows: list[tuple[int, int]], dim: int = 4) -> Batch:
     """Clip j of row i holds the value 1000 i + j in every column (so a clip names its origin)."""
     b, n = len(lengths), max(lengths)
     mask = torch.arange(n)[None] < torch.tensor(lengths)[:, None]
@@ -29,11 +30,11 @@ def _batch(lengths: list[int], windows: list[tuple[int, int]], dim: int = 4) -> 
     for i, (st, ed) in enumerate(windows):
         gt[i, st:ed] = True
         spans.append(torch.tensor([[(st + ed) / 2 / lengths[i], (ed - st) / lengths[i]]]))
-    return {"video": video, "video_mask": mask, "query": torch.zeros(b, 2, 3),
-            "query_mask": torch.ones(b, 2, dtype=torch.bool), "spans": spans, "saliency": gt.float(),
-            "gt_clip_mask": gt,
-            "meta": [{"qid": i, "query": "q", "vid": f"v{i}", "duration": 2.0 * L, "num_clips": L}
-                     for i, L in enumerate(lengths)]}
+    return Batch(video=video, video_mask=mask, query=torch.zeros(b, 2, 3),
+                 query_mask=torch.ones(b, 2, dtype=torch.bool), spans=spans, saliency=gt.float(),
+                 gt_clip_mask=gt,
+                 meta=[{"qid": i, "query": "q", "vid": f"v{i}", "duration": 2.0 * L, "num_clips": L}
+                       for i, L in enumerate(lengths)])
 
 
 @pytest.mark.parametrize("slot, first", [(0.0, False), (0.5, False), (0.99, True), (0.3, True)])
@@ -45,10 +46,10 @@ def test_moment_in_context_puts_the_gt_between_partner_clips(slot, first):
     anchors, contexts = torch.tensor([0]), torch.tensor([1])
     off = synthesize(batch, anchors, contexts, u[0], u[1], **kw)
     on = synthesize(batch, anchors, contexts, u[0], u[1], **kw, moment_slot=torch.tensor([slot]))
-    n = int(on["video_mask"].sum())
-    assert n == int(off["video_mask"].sum())  # same clips, another order
-    ids = on["video"][0, :n, 0].long().tolist()
-    assert sorted(ids) == sorted(off["video"][0, :n, 0].long().tolist())
+    n = int(on.video_mask.sum())
+    assert n == int(off.video_mask.sum())  # same clips, another order
+    ids = on.video[0, :n, 0].long().tolist()
+    assert sorted(ids) == sorted(off.video[0, :n, 0].long().tolist())
     anchor = [j for j in ids if j < 1000]
     partner = [j - 1000 for j in ids if j >= 1000]
     n_c = len(partner)
@@ -64,9 +65,9 @@ def test_moment_in_context_puts_the_gt_between_partner_clips(slot, first):
     own_rest = [j for j in neighbours if j < 1000]  # an anchor clip may only touch the moment
     assert len(own_rest) <= 1 and (not own_rest or before in (0, n_c))  # at a block edge
     # labels follow the GT clips; the window points at them
-    assert on["gt_clip_mask"][0, :n].nonzero().flatten().tolist() == gt_at
-    assert on["saliency"][0, :n].nonzero().flatten().tolist() == gt_at
-    xx = cxw_to_xx(on["spans"][0].double()) * n
+    assert on.gt_clip_mask[0, :n].nonzero().flatten().tolist() == gt_at
+    assert on.saliency[0, :n].nonzero().flatten().tolist() == gt_at
+    xx = cxw_to_xx(on.spans[0].double()) * n
     assert xx[0].tolist() == pytest.approx([gt_at[0], gt_at[-1] + 1], abs=1e-4)
 
 

@@ -5,6 +5,8 @@ are left out: ``tdfast/__init__`` names its lazily loaded exports there for type
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -135,3 +137,25 @@ def test_the_model_does_not_import_inference_training_or_the_annexes():
     leaks = {m: sorted(t for t in targets if t.startswith(above))
              for m, targets in graph.items() if m.startswith("tdfast.model")}
     assert {m: t for m, t in leaks.items() if t} == {}
+
+
+def test_presets_and_protocols_load_without_torch_or_numpy():
+    """``tdfast/presets.py`` is the one table of presets and protocol names: ``tdfast train
+    --help`` and ``tdfast eval --help`` list them without loading PyTorch (nor NumPy, which the
+    scorers load when a split is scored). A fresh interpreter, so no earlier test's imports count."""
+    code = ("import json, sys, tdfast.presets as p; print(json.dumps([sorted(p.PRESETS), list(p.PROTOCOLS), "
+            "'torch' in sys.modules, 'numpy' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [["charades", "qd-detr", "qvhighlights", "tiny"], ["qvhighlights", "charades"],
+                               False, False]
+
+
+def test_every_protocol_names_a_scorer_of_tdfast_eval():
+    import tdfast.eval
+    from tdfast.presets import DEFAULT_PROTOCOL, PROTOCOLS
+
+    assert DEFAULT_PROTOCOL == "qvhighlights"
+    assert {n: p.scorer for n, p in PROTOCOLS.items()} == {"qvhighlights": "eval_submission",
+                                                           "charades": "eval_charades"}
+    for p in PROTOCOLS.values():
+        assert callable(getattr(tdfast.eval, p.scorer))

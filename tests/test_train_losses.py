@@ -9,6 +9,7 @@ import torch
 from tdfast.training.config import TrainConfig
 from tdfast.spans import pairwise_giou
 from tdfast.training.criterion import Criterion, loss_norm
+from tdfast.training.prepare import TrainingBatch
 from tdfast.training.losses import (LossNorm, class_loss, negative_pair_loss, rank_contrastive_loss,
                                     saliency_margin_loss, span_losses)
 
@@ -101,10 +102,14 @@ def _outputs_and_batch(seed: int, b: int = 4, q: int = 3, length: int = 6):
     mask = torch.arange(length)[None] < torch.tensor([6, 5, 4, 6])[:, None]
     gt = torch.zeros(b, length, dtype=torch.bool)
     gt[:, 1:3] = True
-    batch = {"spans": [torch.tensor([[0.3, 0.2]])] * 2 + [torch.tensor([[0.3, 0.2], [0.7, 0.1]])] * 2,
-             "saliency": gt.float() * torch.tensor([3.0, 5.0, 0, 0, 0, 0]), "gt_clip_mask": gt,
-             "video_mask": mask, "sal_pos_idx": torch.tensor([[2, 1]] * b),
-             "sal_neg_idx": torch.tensor([[1, 4]] * b), "sal_pair_valid": torch.ones(b, 2, dtype=torch.bool)}
+    # the criterion reads labels, the video mask and the saliency pairs; video and query are stand-ins
+    batch = TrainingBatch(
+        video=torch.zeros(b, length, 1), video_mask=mask, query=torch.zeros(b, 1, 1),
+        query_mask=torch.ones(b, 1, dtype=torch.bool), meta=[{"qid": i} for i in range(b)],
+        spans=[torch.tensor([[0.3, 0.2]])] * 2 + [torch.tensor([[0.3, 0.2], [0.7, 0.1]])] * 2,
+        saliency=gt.float() * torch.tensor([3.0, 5.0, 0, 0, 0, 0]), gt_clip_mask=gt, owner=torch.arange(b),
+        sal_pos_idx=torch.tensor([[2, 1]] * b), sal_neg_idx=torch.tensor([[1, 4]] * b),
+        sal_pair_valid=torch.ones(b, 2, dtype=torch.bool))
     return out, batch
 
 
@@ -134,8 +139,7 @@ def test_split_batch_sums_to_whole_batch():
     def part(rows):
         o = {k: v[rows] for k, v in out.items() if k != "aux_outputs"}
         o["aux_outputs"] = [{k: v[rows] for k, v in out["aux_outputs"][0].items()}]
-        bt = {k: ([v[i] for i in rows] if isinstance(v, list) else v[rows]) for k, v in batch.items()}
-        return Criterion(config)(o, bt, norm)
+        return Criterion(config)(o, batch.rows(torch.tensor(rows)), norm)
 
     a, b = part([0, 2]), part([1, 3])
     for k in whole:

@@ -9,7 +9,7 @@ from fidelity_support import one_thread  # noqa: F401  (autouse fixture: one tor
 
 from tdfast.data.dataset import MomentDataset
 from tdfast.data.synthetic import make_synthetic_dataset
-from tdfast.training import RunConfig, TrainData, Trainer, TrainOptions, train
+from tdfast.training import RunConfig, TrainData, Trainer, TrainOptions, TrainSets, train
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def records(run_dir, kind):
 @pytest.mark.parametrize("preset,lr", [("qvhighlights", 1e-4), ("charades", 2e-4), ("tiny", 1e-3)])
 def test_adamw_with_the_papers_lr_and_weight_decay(data, tmp_path, preset, lr):
     run = RunConfig.from_name(preset)
-    trainer = Trainer(run.model, MomentDataset(data.train, data.video_dirs, data.text_dir, run.model), None, None,
-                      tmp_path, training=run.training, progress=False)
+    trainer = Trainer(run, TrainSets(MomentDataset(data.train, data.video_dirs, data.text_dir, run.model)),
+                      TrainOptions(tmp_path, progress=False))
     assert type(trainer.optimizer) is torch.optim.AdamW
     (group,) = trainer.optimizer.param_groups
     assert (group["lr"], group["weight_decay"]) == (lr, 1e-4)
@@ -43,8 +43,8 @@ def test_gradients_are_clipped_to_grad_clip(data, tmp_path):
     norms = {}
     for clip in (0.0, 0.1):
         run = RunConfig.from_name("tiny", batch_size=8, max_video_len=16, grad_clip=clip)
-        trainer = Trainer(run.model, MomentDataset(data.train, data.video_dirs, data.text_dir, run.model), None,
-                          None, tmp_path / str(clip), training=run.training, seed=3, progress=False)
+        trainer = Trainer(run, TrainSets(MomentDataset(data.train, data.video_dirs, data.text_dir, run.model)),
+                          TrainOptions(tmp_path / str(clip), seed=3, progress=False))
         trainer.net.train()
         trainer.train_step(next(iter(trainer.loader)))
         norms[clip] = grad_norm(trainer.model)  # the gradient AdamW used (clipped in place)
@@ -81,3 +81,12 @@ def test_early_stop_after_patience_epochs_without_gain(data, tmp_path):
                    TrainData(data.train, data.val, data.video_dirs, data.text_dir),
                    TrainOptions(tmp_path / "all", epochs=5, progress=False, eval_before=False))
     assert (result.epochs, result.stopped_early) == (5, False)
+
+
+def test_validation_set_comes_with_its_ground_truth(data):
+    from tdfast.errors import InputError
+
+    run = RunConfig.from_name("tiny")
+    ds = MomentDataset(data.train, data.video_dirs, data.text_dir, run.model)
+    with pytest.raises(InputError, match="val and val_gt both or neither, got val=MomentDataset, val_gt=NoneType"):
+        TrainSets(ds, val=ds)

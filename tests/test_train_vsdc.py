@@ -6,15 +6,16 @@ import math
 import pytest
 import torch
 
+from tdfast.data.batch import Batch
 from tdfast.model.config import TDDETRConfig
 from tdfast.training.config import RunConfig, TrainConfig
 from tdfast.spans import cxw_to_xx
 from tdfast.training.prepare import negative_query_rows, prepare_batch
-from tdfast.training.vsdc import choose_partners, synthesize, video_similarity, vsdc
+from tdfast.training.vsdc import choose_partners, video_similarity, vsdc
 
 
 def make_batch(b: int, max_len: int, dim: int = 8, seed: int = 0, min_len: int = 6,
-               two_windows: bool = False) -> dict:
+               two_windows: bool = False) -> Batch:
     """Labelled batch on the 1-clip grid: random lengths, one window (two with ``two_windows``)
     of whole clips per row, saliency on the window clips, distinct vids."""
     g = torch.Generator().manual_seed(seed)
@@ -36,8 +37,14 @@ def make_batch(b: int, max_len: int, dim: int = 8, seed: int = 0, min_len: int =
     meta = [{"qid": i, "query": f"q{i}", "vid": f"v{i}", "duration": 2.0 * n, "num_clips": n}
             for i, n in enumerate(lengths.tolist())]
     query = torch.randn(b, 5, 4, generator=g)
-    return {"video": video, "video_mask": mask, "query": query, "query_mask": torch.ones(b, 5, dtype=torch.bool),
-            "meta": meta, "spans": spans, "saliency": saliency, "gt_clip_mask": gt}
+    return Batch(video=video, video_mask=mask, query=query, query_mask=torch.ones(b, 5, dtype=torch.bool),
+                 meta=meta, spans=spans, saliency=saliency, gt_clip_mask=gt)
+
+
+def partners(out: Batch, b: int) -> torch.Tensor:
+    """[B] the context row of VSDC's row i < B, read from its meta (``make_batch`` names row j's
+    video v{j})."""
+    return torch.tensor([int(m["vsdc_context_vid"][1:]) for m in out.meta[:b]])
 
 
 def window_clips(spans: torch.Tensor, length: int) -> list[tuple[int, int]]:
@@ -54,8 +61,8 @@ def config(**kw) -> tuple[TDDETRConfig, TrainConfig]:
 
 def test_similarity_is_mean_of_topk_dot_products():
     batch = make_batch(4, 7, seed=1)
-    sim = video_similarity(batch["video"], batch["video_mask"], topk=5)
-    v, lens = batch["video"], batch["video_mask"].sum(1).tolist()
+    sim = video_similarity(batch.video, batch.video_mask, topk=5)
+    v, lens = batch.video, batch.video_mask.sum(1).tolist()
     for a in range(4):
         for b in range(4):
             dots = sorted((float(v[a, i] @ v[b, j]) for i in range(lens[a]) for j in range(lens[b])),
@@ -71,29 +78,29 @@ def test_partner_is_most_similar_other_video_never_self():
     assert choose_partners(sim[:2, :2], ["a", "a"]).tolist() == [1, 0]  # nothing else: the same video
     batch = make_batch(32, 20, seed=3)
     out = vsdc(batch, *config(), torch.Generator().manual_seed(0))
-    assert (out["partner"] != torch.arange(32)).all()
+    assert (partners(out, 32) != torch.arange(32)).all()
 
 
 @pytest.mark.parametrize("two_windows", [False, True])
 def test_gt_content_preserved_bit_for_bit_and_windows_cover_exactly_gt(two_windows):
     batch = make_batch(24, 20, seed=4, two_windows=two_windows)
     out = vsdc(batch, *config(alpha=0.5), torch.Generator().manual_seed(1))
-    partner = out["partner"]
+    partner = partners(out, 24)
     anchors = torch.cat([torch.arange(24), partner]).tolist()
-    old_len = batch["video_mask"].sum(1).tolist()
+    old_len = batch.video_mask.sum(1).tolist()
     for p, a in enumerate(anchors):
-        n = out["meta"][p]["num_clips"]
-        assert int(out["video_mask"][p].sum()) == n and out["video_mask"][p, :n].all()
-        new_windows = window_clips(out["spans"][p], n)
-        old_windows = window_clips(batch["spans"][a], old_len[a])
-        covered = torch.zeros(out["video_mask"].shape[1], dtype=torch.bool)
+        n = out.meta[p]["num_clips"]
+        assert int(out.video_mask[p].sum()) == n and out.video_mask[p, :n].all()
+        new_windows = window_clips(out.spans[p], n)
+        old_windows = window_clips(batch.spans[a], old_len[a])
+        covered = torch.zeros(out.video_mask.shape[1], dtype=torch.bool)
         for (ns, ne), (os_, oe) in zip(new_windows, old_windows):
             assert ne - ns == oe - os_  # no window cut
-            assert torch.equal(out["video"][p, ns:ne], batch["video"][a, os_:oe])  # bit for bit
-            assert torch.equal(out["saliency"][p, ns:ne], batch["saliency"][a, os_:oe])
+            assert torch.equal(out.video[p, ns:ne], batch.video[a, os_:oe])  # bit for bit
+            assert torch.equal(out.saliency[p, ns:ne], batch.saliency[a, os_:oe])
             covered[ns:ne] = True
-        assert torch.equal(covered, out["gt_clip_mask"][p])
-        assert out["query"][p].equal(batch["query"][a]) and out["meta"][p]["qid"] == a
+        assert torch.equal(covered, out.gt_clip_mask[p])
+        assert out.query[p].equal(batch.query[a]) and out.meta[p]["qid"] == a
 
 
 def test_keep_rates_match_alpha_within_three_sigma():
@@ -101,22 +108,22 @@ def test_keep_rates_match_alpha_within_three_sigma():
     b, length = 256, 24
     batch = make_batch(b, length, dim=1, seed=5, min_len=length)
     # tag every clip with its source (row, clip) so kept clips can be traced in the output
-    batch["video"] = (torch.arange(b)[:, None] * 1000 + torch.arange(length)[None] + 1).float()[..., None]
+    batch.video = (torch.arange(b)[:, None] * 1000 + torch.arange(length)[None] + 1).float()[..., None]
     # partners may contribute a whole video: max_video_len large enough that no clip is dropped for length
     out = vsdc(batch, *config(alpha=alpha, max_video_len=2 * length), torch.Generator().manual_seed(2))
-    partner = out["partner"]
+    partner = partners(out, b)
     anchors = torch.cat([torch.arange(b), partner])
     contexts = torch.cat([partner, torch.arange(b)])
-    tags = out["video"][..., 0].long()  # [2B, L']
+    tags = out.video[..., 0].long()  # [2B, L']
     src_row, src_clip = (tags - 1) // 1000, (tags - 1) % 1000
-    real = out["video_mask"]
+    real = out.video_mask
     from_anchor = real & (src_row == anchors[:, None])
     from_context = real & (src_row == contexts[:, None])
     assert (from_anchor | from_context).equal(real)
-    was_gt = batch["gt_clip_mask"][anchors[:, None], src_clip.clamp(max=length - 1)]
-    gt_total = int(batch["gt_clip_mask"][anchors].sum())
+    was_gt = batch.gt_clip_mask[anchors[:, None], src_clip.clamp(max=length - 1)]
+    gt_total = int(batch.gt_clip_mask[anchors].sum())
     assert int((from_anchor & was_gt).sum()) == gt_total  # every GT clip kept
-    non_gt = int((batch["video_mask"] & ~batch["gt_clip_mask"])[anchors].sum())
+    non_gt = int((batch.video_mask & ~batch.gt_clip_mask)[anchors].sum())
     rate_a = int((from_anchor & ~was_gt).sum()) / non_gt
     n_context = 2 * b * length
     rate_c = int(from_context.sum()) / n_context
@@ -136,31 +143,31 @@ def test_never_longer_than_max_video_len_and_masks_exact():
     max_len = 16
     batch = make_batch(20, max_len, seed=6, min_len=max_len - 2)
     out = vsdc(batch, *config(alpha=0.2, max_video_len=max_len), torch.Generator().manual_seed(3))
-    lengths = out["video_mask"].sum(1)
-    assert out["video"].shape[1] <= max_len and int(lengths.max()) <= max_len
+    lengths = out.video_mask.sum(1)
+    assert out.video.shape[1] <= max_len and int(lengths.max()) <= max_len
     assert int(lengths.max()) == max_len  # alpha=0.2 keeps ~0.8 of a ~15-clip partner: the cap binds
-    assert torch.equal(out["video_mask"], torch.arange(out["video"].shape[1])[None] < lengths[:, None])
-    assert (out["video"][~out["video_mask"]] == 0).all()
-    assert not out["gt_clip_mask"][~out["video_mask"]].any()
-    assert (out["saliency"][~out["video_mask"]] == 0).all()
-    assert [m["num_clips"] for m in out["meta"]] == lengths.tolist()
-    assert [m["duration"] for m in out["meta"]] == (lengths * 2.0).tolist()
+    assert torch.equal(out.video_mask, torch.arange(out.video.shape[1])[None] < lengths[:, None])
+    assert (out.video[~out.video_mask] == 0).all()
+    assert not out.gt_clip_mask[~out.video_mask].any()
+    assert (out.saliency[~out.video_mask] == 0).all()
+    assert [m["num_clips"] for m in out.meta] == lengths.tolist()
+    assert [m["duration"] for m in out.meta] == (lengths * 2.0).tolist()
 
 
 def test_alpha_one_gives_back_the_originals():
     batch = make_batch(6, 12, seed=7)
     out = vsdc(batch, *config(alpha=1.0), torch.Generator().manual_seed(4))
-    n = batch["video"].shape[1]
-    assert torch.equal(out["video"][:6, :n], batch["video"])
-    assert torch.equal(out["video_mask"][:6, :n], batch["video_mask"])
-    for a, b in zip(out["spans"][:6], batch["spans"]):
+    n = batch.video.shape[1]
+    assert torch.equal(out.video[:6, :n], batch.video)
+    assert torch.equal(out.video_mask[:6, :n], batch.video_mask)
+    for a, b in zip(out.spans[:6], batch.spans):
         assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_single_row_batch_is_left_alone():
     batch = make_batch(1, 10, seed=8)
-    out = vsdc(batch, *config(), torch.Generator().manual_seed(0))
-    assert out["video"] is batch["video"] and out["owner"].tolist() == [0]
+    assert vsdc(batch, *config(), torch.Generator().manual_seed(0)) is batch
+    assert prepare_batch(batch, *config(), torch.Generator().manual_seed(0)).owner.tolist() == [0]
 
 
 def test_negative_query_rows_by_hand():
@@ -176,14 +183,15 @@ def test_negative_query_never_comes_from_a_video_in_the_row():
     b = 32
     batch = make_batch(b, 20, seed=9)
     out = prepare_batch(batch, *config(alpha=0.5), torch.Generator().manual_seed(5))
-    anchors = torch.cat([torch.arange(b), out["partner"]])
-    contexts = torch.cat([out["partner"], torch.arange(b)])
+    anchors = torch.cat([torch.arange(b), partners(out, b)])
+    contexts = torch.cat([partners(out, b), torch.arange(b)])
+    assert out.owner.tolist() == [*range(b), *range(b)]  # pair i's two rows belong to input row i
     shifted = anchors.roll(-1)  # QD-DETR's choice: the query of row p + 1
     bad = (shifted == anchors) | (shifted == contexts)
     assert int((shifted == anchors).sum()) == 4 and int(bad.sum()) == 5  # on this batch, of 64 rows
-    source = negative_query_rows(out["meta"])
+    source = negative_query_rows(out.meta)
     assert not (anchors[source] == anchors).any() and not (anchors[source] == contexts).any()
-    assert torch.equal(out["neg_query"], batch["query"][anchors[source]])
+    assert torch.equal(out.neg_query, batch.query[anchors[source]])
     # only the bad rows look further (to p + 2 here); the rest keep QD-DETR's p + 1
     step = (source - torch.arange(2 * b)) % (2 * b)
     assert torch.equal(step, torch.where(bad, 2, 1))

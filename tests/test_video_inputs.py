@@ -113,22 +113,48 @@ def test_sampling_follows_the_official_loader(tmp_path):
     assert len(list(iter_frames(short))) == 3  # < 2.1 s: fps = 2 / max(int(1.5), 1) = 2 -> 3 frames
 
 
-def test_skipping_unused_h264_frames_changes_no_frame():
-    """The fixture videos (x264, B-frames) give the same frames with and without skipping."""
+def test_skipping_unused_h264_frames_changes_no_frame(tmp_path):
+    """The fixture videos (x264, B-frames) and one with a GOP every second (whole GOPs and
+    GOP tails left out) give the same frames with and without skipping."""
     import av
 
     from tdfast.video.decode import _unused_packets
 
     fixtures = Path(__file__).parent / "fixtures" / "video"
-    skipped = 0
-    for name in ("video_1.mp4", "video_2.mp4", "video_5.mp4"):
-        skipped += len(_unused_packets(av, fixtures / name, 0.5))
-        assert np.array_equal(read_frames(fixtures / name), read_frames(fixtures / name, skip_unused=False)), name
-    assert skipped > 100  # the plan does leave frames out
+    short_gops = write_video(tmp_path / "g.mp4", 12.0, fps=30, width=96, height=64, scene_seconds=1.0, seed=2)
+    skipped = {}
+    for path in (fixtures / "video_1.mp4", fixtures / "video_2.mp4", fixtures / "video_5.mp4", short_gops):
+        skipped[path.name] = len(_unused_packets(av, path, 0.5))
+        assert np.array_equal(read_frames(path), read_frames(path, skip_unused=False)), path.name
+    assert sum(skipped.values()) > 100  # the plan does leave frames out
+    # beyond the non-reference frames, reference frames in GOP tails are left out too
+    # (this file: 256 of 360 frames skipped, 152 of them non-reference)
+    from tdfast.video.frame_plan import is_reference, nal_length_size
+
+    with av.open(str(short_gops)) as c:
+        s = c.streams.video[0]
+        size = nal_length_size(s.codec_context.name, s.codec_context.extradata)
+        non_reference = sum(not is_reference(bytes(p), size) for p in c.demux(s) if p.size)
+    assert skipped["g.mp4"] > non_reference + 50
+
+
+def test_gop_plan_keeps_exactly_what_kept_frames_need():
+    """Decode order I0 P3 B1 B2 | IDR6 P9 b7 b8 | IDR12 P15: 1 is kept, 7 is kept."""
+    from tdfast.video.frame_plan import unused_packets
+
+    ref, nonref = True, False
+    packets = [(0, ref, True), (3, ref, False), (1, ref, False), (2, nonref, False),  # B1 a reference B
+               (6, ref, True), (9, ref, False), (7, nonref, False), (8, nonref, False),
+               (12, ref, True), (15, ref, False)]
+    # GOP 1: 0 and 3 are decoded before the kept 1 (references it may use); the non-reference 2
+    # follows it. GOP 2: 6, 9 precede the kept 7; 8 is after it. GOP 3 has no kept frame.
+    assert unused_packets(packets, {1, 7}) == {2, 8, 12, 15}
+    assert unused_packets(packets, {2}) == {6, 9, 7, 8, 12, 15}  # the kept non-reference 2 is decoded
+    assert unused_packets(packets, set()) == {pts for pts, _, _ in packets}
 
 
 def test_h264_reference_flags():
-    from tdfast.video.frame_plan import is_reference, nal_length_size
+    from tdfast.video.frame_plan import is_idr, is_reference, nal_length_size
 
     def nal(header: int, body: bytes = b"\x88\x84") -> bytes:
         return (1 + len(body)).to_bytes(4, "big") + bytes([header]) + body
@@ -140,6 +166,8 @@ def test_h264_reference_flags():
     assert not is_reference(nal(0x09) + nal(0x01), 4)  # access unit delimiter + non-ref slice
     assert is_reference(nal(0x01) + nal(0x21), 4)  # a second slice is a reference
     assert is_reference(nal(0x06), 4)  # no slice at all: decoded, not guessed
+    assert is_idr(nal(0x67) + nal(0x68) + nal(0x65), 4)  # SPS, PPS, IDR slice
+    assert not is_idr(nal(0x41), 4) and not is_idr(nal(0x09) + nal(0x01), 4)  # P slice, non-ref slice
 
 
 def test_decoding_thread_stops_when_encoding_fails(tmp_path):

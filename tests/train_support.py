@@ -7,10 +7,17 @@ import signal
 import subprocess
 
 
+def _default_sigint() -> None:
+    # A shell runs a background job (`pytest ... &`) with SIGINT ignored, exec keeps it ignored, and
+    # Python then installs no KeyboardInterrupt handler: the child must get Ctrl-C as a user's
+    # foreground `tdfast train` does.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(cmd: list[str]) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> str:

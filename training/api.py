@@ -4,15 +4,12 @@ how the run is carried out)."""
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from tdfast.errors import InputError
-from tdfast.training.config import RunConfig, TrainConfig
+from tdfast.training.config import RunConfig
 from tdfast.training import run_dir
+from tdfast.training.inputs import TrainData, TrainOptions, TrainSets
 from tdfast.training.trainer import TrainResult, Trainer
 
 
@@ -25,43 +22,6 @@ def check_feature_files(dataset) -> None:
         for path in paths:
             if not path.is_file():
                 raise InputError(f"{path}: feature file not found (needed by {ann.source})")
-
-
-@dataclass(frozen=True)
-class TrainData:
-    """Where a run's examples come from: annotation jsonl files in the QVHighlights format
-    (``train`` labelled; ``val`` labelled or None for no validation) and the features
-    (``video_dirs``: one directory per source, concatenated in order; ``text_dir``), as in
-    docs/data.md. ``cache_size``: feature arrays kept in memory per process."""
-
-    train: str | os.PathLike
-    val: str | os.PathLike | None
-    video_dirs: Sequence[str | os.PathLike] | str | os.PathLike
-    text_dir: str | os.PathLike
-    cache_size: int = 0
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How a run is carried out (not what is learned: that is the ``RunConfig``).
-
-    ``out_dir``: the run directory. ``epochs`` overrides ``TrainConfig.epochs``.
-    ``resume``: a run directory (or its ``last/``) to continue exactly; ``out_dir`` may be
-    the same directory. ``autocast``: fp32, bf16 or fp16 (GPU). ``save_every_steps`` > 0:
-    also checkpoint every that many steps. ``eval_before``: score the untrained model first
-    (``TrainResult.initial_metrics``). ``on_step(step, losses)``: called after each step."""
-
-    out_dir: str | os.PathLike
-    epochs: int | None = None
-    seed: int = 0
-    progress: bool = True
-    resume: str | os.PathLike | None = None
-    device: str = "cpu"
-    autocast: str = "fp32"
-    save_every_steps: int = 0
-    num_workers: int = 0
-    eval_before: bool = True
-    on_step: Callable[[int, dict[str, float]], None] | None = None
 
 
 def train(run: RunConfig, data: TrainData, options: TrainOptions) -> TrainResult:
@@ -77,12 +37,10 @@ def train(run: RunConfig, data: TrainData, options: TrainOptions) -> TrainResult
     from tdfast.eval import load_jsonl
     from tdfast.training.distributed import init_distributed, shutdown
 
-    config, training, o = run.model, run.training, options
+    config, o = run.model, options
     out = Path(o.out_dir)
-    if o.epochs is not None:
-        if int(o.epochs) <= 0:
-            raise InputError(f"--epochs: expected a positive integer, got {o.epochs!r}")
-        training = TrainConfig.from_dict({**training.to_dict(), "epochs": int(o.epochs)})
+    if o.epochs is not None and int(o.epochs) <= 0:  # checked before out_dir exists; Trainer applies it
+        raise InputError(f"--epochs: expected a positive integer, got {o.epochs!r}")
     if o.save_every_steps < 0:
         raise InputError(f"--save-every-steps: expected an integer >= 0, got {o.save_every_steps!r}")
     ckpt = run_dir.check_out(out, None if o.resume is None else Path(o.resume))
@@ -103,9 +61,7 @@ def train(run: RunConfig, data: TrainData, options: TrainOptions) -> TrainResult
         with run_dir.claim(out, fresh=ckpt is None) if ctx.is_main else contextlib.nullcontext():
             if src_run is not None and ctx.is_main and src_run.resolve() != out.resolve():
                 run_dir.copy_run_files(src_run, out)
-            trainer = Trainer(config, train_set, val_set, val_gt, out, training=training, seed=o.seed, ctx=ctx,
-                              autocast=o.autocast, save_every_steps=o.save_every_steps, progress=o.progress,
-                              num_workers=o.num_workers)
-            return trainer.fit(training.epochs, resume=ckpt, eval_before=o.eval_before, on_step=o.on_step)
+            trainer = Trainer(run, TrainSets(train_set, val_set, val_gt), o, ctx)
+            return trainer.fit(resume=ckpt)
     finally:
         shutdown(ctx)

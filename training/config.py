@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tdfast.errors import InputError
-from tdfast.eval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from tdfast.presets import DEFAULT_PROTOCOL, PROTOCOLS
 from tdfast.model.config import ConfigBase, TDDETRConfig, check_ranges, check_unit_interval, parse_assignments
 
 
@@ -49,7 +49,7 @@ class TrainConfig(ConfigBase):
     lr_drop: int = 400  # epoch of the 10x LR drop
     grad_clip: float = 0.1
     early_stop_patience: int = 10  # epochs without gain in the val selection metric; 0 = never stop
-    # per-epoch validation (tdfast.eval.protocols): "qvhighlights" (official QVHighlights metrics,
+    # per-epoch validation (tdfast.presets.PROTOCOLS): "qvhighlights" (official QVHighlights metrics,
     # best by MR-full-mAP) or "charades" (Charades-STA / TACoS R1@{0.3,0.5,0.7} and mIoU, best by
     # R1@0.5 then mIoU)
     eval_protocol: str = DEFAULT_PROTOCOL

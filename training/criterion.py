@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
@@ -11,13 +11,17 @@ from tdfast.training.losses import (LossNorm, class_loss, negative_pair_loss, ra
                                     saliency_margin_loss, span_losses)
 from tdfast.training.matcher import hungarian_match
 
+if TYPE_CHECKING:
+    from tdfast.data.batch import Batch
+    from tdfast.training.prepare import TrainingBatch
+
 _AUX_SUFFIX = re.compile(r"_\d+$")  # "class_0" (aux decoder layer 0) -> "class"
 
 
-def loss_norm(batch: dict[str, Any], num_queries: int) -> LossNorm:
-    """Counts of a (global) batch: rows and matchable target spans (min(Q, n_i) per row)."""
-    spans = sum(min(num_queries, int(s.shape[0])) for s in batch["spans"])
-    return LossNorm(num_samples=float(len(batch["spans"])), num_spans=float(spans), num_queries=num_queries)
+def loss_norm(batch: Batch, num_queries: int) -> LossNorm:
+    """Counts of a (global) labelled batch: rows and matchable target spans (min(Q, n_i) per row)."""
+    spans = sum(min(num_queries, int(s.shape[0])) for s in batch.spans)
+    return LossNorm(num_samples=float(len(batch.spans)), num_spans=float(spans), num_queries=num_queries)
 
 
 class Criterion:
@@ -25,8 +29,8 @@ class Criterion:
 
     ``__call__(outputs, batch, norm)`` takes the training wrapper's outputs (``pred_spans``,
     ``pred_logits``, ``saliency_scores``, optional ``aux_outputs`` and
-    ``saliency_scores_neg``) and a prepared batch (``spans``, ``saliency``,
-    ``video_mask``, ``sal_pos_idx``, ``sal_neg_idx``, ``sal_pair_valid``). Returns a dict
+    ``saliency_scores_neg``) and a ``TrainingBatch`` (of which it reads ``spans``,
+    ``saliency``, ``video_mask`` and the saliency pairs). Returns a dict
     of unweighted terms (aux layers suffixed ``_0``, ``_1``...) and ``loss``, the weighted
     total to back-propagate.
     """
@@ -49,18 +53,18 @@ class Criterion:
         terms["class"] = class_loss(out["pred_logits"], matches, norm, c.eos_coef)
         return terms
 
-    def __call__(self, outputs: dict[str, Any], batch: dict[str, Any], norm: LossNorm
+    def __call__(self, outputs: dict[str, Any], batch: TrainingBatch, norm: LossNorm
                  ) -> dict[str, Tensor]:
         c = self.config
-        terms = self.moment_terms(outputs, batch["spans"], norm)
+        terms = self.moment_terms(outputs, batch.spans, norm)
         for i, aux in enumerate(outputs.get("aux_outputs", []) if c.aux_loss else []):
-            terms.update({f"{k}_{i}": v for k, v in self.moment_terms(aux, batch["spans"], norm).items()})
+            terms.update({f"{k}_{i}": v for k, v in self.moment_terms(aux, batch.spans, norm).items()})
         scores = outputs["saliency_scores"].float()  # [B, L]
-        video_mask = batch["video_mask"].to(scores.device)
-        labels = batch["saliency"].to(scores.device)
+        video_mask = batch.video_mask.to(scores.device)
+        labels = batch.saliency.to(scores.device)
         neg = outputs.get("saliency_scores_neg")
         terms["saliency_margin"] = saliency_margin_loss(
-            scores, batch["sal_pos_idx"], batch["sal_neg_idx"], batch["sal_pair_valid"].to(scores.device),
+            scores, batch.sal_pos_idx, batch.sal_neg_idx, batch.sal_pair_valid.to(scores.device),
             c.saliency_margin, norm)
         terms["saliency_contrast"] = rank_contrastive_loss(
             scores, labels, video_mask, norm, None if neg is None else neg.float())

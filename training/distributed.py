@@ -22,6 +22,7 @@ equal; the parity test sets dropout to 0.
 from __future__ import annotations
 
 import os
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +31,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from tdfast.data.collate import BATCH_LISTS, BATCH_TENSORS
+from tdfast.data.batch import Batch
 from tdfast.errors import InputError
-
-GATHER_TENSORS, GATHER_OBJECTS = BATCH_TENSORS, BATCH_LISTS  # the collated batch is what is gathered
 
 
 @dataclass(frozen=True)
@@ -90,31 +89,32 @@ def _interleave(parts: list[Any]) -> list[Any]:
     return [parts[r][j] for j in range(len(parts[0])) for r in range(len(parts))]
 
 
-def gather_batch(batch: dict[str, Any], ctx: DistContext) -> dict[str, Any]:
+def gather_batch(batch: Batch, ctx: DistContext) -> Batch:
     """Each process's collated rows -> the whole global batch, on every process, in order.
 
     Tensors are padded to the longest video / query over all processes (one small
-    all-reduce), all-gathered and interleaved; spans and meta go through
+    all-reduce), all-gathered and interleaved; the lists (spans, meta) go through
     ``all_gather_object``. Returns the batch unchanged for one process.
     """
     if not ctx.active:
         return batch
-    lengths = torch.tensor([batch["video"].shape[1], batch["query"].shape[1]], device=ctx.device)
+    lengths = torch.tensor([batch.video.shape[1], batch.query.shape[1]], device=ctx.device)
     dist.all_reduce(lengths, op=dist.ReduceOp.MAX)
-    out: dict[str, Any] = {}
-    for k in GATHER_TENSORS:
-        t = batch[k].to(ctx.device)
-        target = int(lengths[1] if k.startswith("query") else lengths[0])
-        t = _pad_dim1(t, target)
-        parts = [torch.empty_like(t) for _ in range(ctx.world_size)]
-        dist.all_gather(parts, t.contiguous())
-        out[k] = torch.stack(parts, dim=1).flatten(0, 1)  # [b, W, ...] -> [b * W, ...] in g order
+    query_fields = ("query_mask", *Batch.PADDED["query_mask"])
+    tensors: dict[str, Tensor] = {}
+    lists: dict[str, list] = {}
+    for f in dataclasses.fields(batch):
+        value = getattr(batch, f.name)
+        if isinstance(value, Tensor):
+            t = _pad_dim1(value.to(ctx.device), int(lengths[1] if f.name in query_fields else lengths[0]))
+            parts = [torch.empty_like(t) for _ in range(ctx.world_size)]
+            dist.all_gather(parts, t.contiguous())
+            tensors[f.name] = torch.stack(parts, dim=1).flatten(0, 1)  # [b, W, ...] -> [b * W, ...] in g order
+        elif isinstance(value, list):
+            lists[f.name] = [x.cpu() if isinstance(x, Tensor) else x for x in value]
     objs: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(objs, {k: ([s.cpu() for s in batch[k]] if k == "spans" else batch[k])
-                                  for k in GATHER_OBJECTS})
-    for k in GATHER_OBJECTS:
-        out[k] = _interleave([o[k] for o in objs])
-    return out
+    dist.all_gather_object(objs, lists)
+    return dataclasses.replace(batch, **tensors, **{k: _interleave([o[k] for o in objs]) for k in lists})
 
 
 def _pad_dim1(t: Tensor, length: int) -> Tensor:

@@ -2,57 +2,61 @@
 
 Every process runs ``prepare_batch`` on the same global batch with the same
 generator state, so all random choices agree across processes; each then keeps
-its own rows with ``select_rows``.
+its own rows with ``shard``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from tdfast.data.collate import BATCH_LISTS, BATCH_TENSORS
+from tdfast.data.batch import Batch
 from tdfast.model.config import TDDETRConfig
 from tdfast.training.config import TrainConfig
 from tdfast.training.saliency_pairs import sample_saliency_pairs
 from tdfast.training.vsdc import vsdc
 
-# Keys with one entry per row of a prepared batch (tensors: first dim; lists: items).
-ROW_TENSORS = (*BATCH_TENSORS, "owner", "sal_pos_idx", "sal_neg_idx", "sal_pair_valid", "neg_query",
-               "neg_query_mask")  # the collated batch's, then what prepare adds
-ROW_LISTS = BATCH_LISTS
+
+@dataclass(kw_only=True)
+class TrainingBatch(Batch):
+    """A prepared batch of P rows (P = B, or 2B with VSDC): a labelled ``Batch`` plus what the
+    losses and the negative-pair pass need. K = ``2 * num_saliency_pairs``."""
+
+    owner: Tensor  # [P] int64: the input row of each row's pair (``shard`` splits by it)
+    sal_pos_idx: Tensor  # [P, K] int64: clip index of each margin-loss pair's positive
+    sal_neg_idx: Tensor  # [P, K] int64: ... and of its negative
+    sal_pair_valid: Tensor  # [P, K] bool: whether the pair exists
+    neg_query: Tensor | None = None  # [P, M', text_dim]: the query paired with each video as negative
+    neg_query_mask: Tensor | None = None  # [P, M'] bool
+
+    PADDED = {**Batch.PADDED, "neg_query_mask": ("neg_query",)}
 
 
-def to_device(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
-    """Tensors (and the ``spans`` list) moved to ``device``; meta untouched."""
-    out = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-    if "spans" in out:
-        out["spans"] = [s.to(device) for s in out["spans"]]
-    return out
-
-
-def prepare_batch(batch: dict[str, Any], config: TDDETRConfig, training: TrainConfig,
-                  generator: torch.Generator) -> dict[str, Any]:
+def prepare_batch(batch: Batch, config: TDDETRConfig, training: TrainConfig,
+                  generator: torch.Generator) -> TrainingBatch:
     """Collated labelled batch (B rows) -> training batch (B rows, 2B with VSDC).
 
-    Adds ``owner`` [P] (input row of each row's pair), ``sal_pos_idx``/``sal_neg_idx``/
-    ``sal_pair_valid`` [P, 2 * num_saliency_pairs] and, with ``use_negative_pair`` and
-    P > 1, ``neg_query`` [P, M, Dt] / ``neg_query_mask`` [P, M]: row p gets the query of
-    the next row on other videos (``negative_query_rows``; QD-DETR's shift by one row).
+    ``owner``: row p's input row, p mod B (VSDC puts pair i's rows at i and B + i). The
+    saliency pairs are sampled per row; with ``use_negative_pair`` and P > 1, row p's
+    ``neg_query`` is the query of the next row on other videos (``negative_query_rows``;
+    QD-DETR's shift by one row).
     """
-    b = batch["video"].shape[0]
+    b = batch.size
     if training.use_vsdc:
         batch = vsdc(batch, config, training, generator)
-    else:
-        batch = {**batch, "owner": torch.arange(b, device=batch["video"].device)}
-    pos, neg, valid = sample_saliency_pairs(batch["saliency"], batch["gt_clip_mask"], batch["video_mask"],
+    p = batch.size
+    pos, neg, valid = sample_saliency_pairs(batch.saliency, batch.gt_clip_mask, batch.video_mask,
                                             training.num_saliency_pairs, generator)
-    batch.update(sal_pos_idx=pos, sal_neg_idx=neg, sal_pair_valid=valid)
-    p = batch["video"].shape[0]
+    neg_query = neg_query_mask = None
     if training.use_negative_pair and p > 1:
-        source = negative_query_rows(batch["meta"]).to(batch["query"].device)
-        batch.update(neg_query=batch["query"][source], neg_query_mask=batch["query_mask"][source])
-    return batch
+        source = negative_query_rows(batch.meta).to(batch.query.device)
+        neg_query, neg_query_mask = batch.query[source], batch.query_mask[source]
+    owner = torch.arange(p, device=batch.video.device) % b
+    return TrainingBatch(**{f.name: getattr(batch, f.name) for f in fields(Batch)}, owner=owner,
+                         sal_pos_idx=pos, sal_neg_idx=neg, sal_pair_valid=valid, neg_query=neg_query,
+                         neg_query_mask=neg_query_mask)
 
 
 def negative_query_rows(meta: list[dict[str, Any]]) -> Tensor:
@@ -78,29 +82,9 @@ def negative_query_rows(meta: list[dict[str, Any]]) -> Tensor:
     return cand.gather(1, first[:, None]).squeeze(1)
 
 
-def select_rows(batch: dict[str, Any], rows: Tensor) -> dict[str, Any]:
-    """The given rows [n] of a prepared batch, with padding trimmed to the longest kept row."""
-    out = dict(batch)
-    index = rows.tolist()
-    for k in ROW_TENSORS:
-        if k in out:
-            out[k] = out[k][rows.to(out[k].device)]
-    for k in ROW_LISTS:
-        if k in out:
-            out[k] = [out[k][i] for i in index]
-    for data, mask in (("video", "video_mask"), ("query", "query_mask"), ("neg_query", "neg_query_mask")):
-        if data in out:
-            n = max(int(out[mask].sum(1).max()), 1)
-            out[data], out[mask] = out[data][:, :n], out[mask][:, :n]
-            if data == "video":
-                out["saliency"], out["gt_clip_mask"] = out["saliency"][:, :n], out["gt_clip_mask"][:, :n]
-    return out
-
-
-def shard(batch: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]:
+def shard(batch: TrainingBatch, rank: int, world_size: int) -> TrainingBatch:
     """This process's rows: those whose ``owner`` (global input row g = world_size * j + rank,
-    see ``distributed.gather_batch``) belongs to ``rank``."""
+    see ``distributed.gather_batch``) belongs to ``rank``, padding trimmed."""
     if world_size == 1:
         return batch
-    rows = torch.nonzero(batch["owner"] % world_size == rank).flatten()
-    return select_rows(batch, rows)
+    return batch.rows(torch.nonzero(batch.owner % world_size == rank).flatten())

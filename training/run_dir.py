@@ -2,7 +2,7 @@
 
 Layout of ``--out RUN``::
 
-    RUN/config.json, RUN/model.safetensors   best weights (tdfast.eval.protocols): TDDETR.from_pretrained(RUN)
+    RUN/config.json, RUN/model.safetensors   best weights (tdfast.presets.PROTOCOLS): TDDETR.from_pretrained(RUN)
     RUN/best_metrics.json                     val metrics of those weights (official structure)
     RUN/best_val_preds.jsonl                  their val predictions (submission format)
     RUN/last/                                 newest checkpoint + train_state.pt, for --resume

@@ -2,27 +2,26 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DistributedSampler
 
+from tdfast.data.batch import Batch
 from tdfast.data.collate import make_loader
-from tdfast.data.dataset import MomentDataset
 from tdfast.devices import DTYPES, SHORT_DTYPE_NAMES
 from tdfast.errors import InputError
-from tdfast.model.config import TDDETRConfig
 from tdfast.model.tddetr import TDDETR
 from tdfast.training import run_dir
-from tdfast.training.config import TrainConfig
+from tdfast.training.config import RunConfig, TrainConfig
 from tdfast.training.criterion import Criterion, loss_norm
 from tdfast.training.distributed import (DistContext, all_gather_object, all_reduce_sum, barrier,
                                          broadcast_object, gather_batch)
-from tdfast.training.prepare import prepare_batch, shard, to_device
+from tdfast.training.inputs import TrainOptions, TrainSets
+from tdfast.training.prepare import prepare_batch, shard
 from tdfast.training.rng import batch_generator, capture_rng, restore_rng, seed_dropout, seed_everything
 from tdfast.training.validate import selection_score, validate
 from tdfast.training.wrapper import TrainingModel
@@ -81,31 +80,36 @@ class EpochSampler(DistributedSampler):
 
 
 class Trainer:
-    """One training run of the network ``config`` on ``train_set`` (a labelled ``MomentDataset``)
-    with the settings ``training`` (default: ``TrainConfig()``).
+    """One training run of the network ``run.model`` with the settings ``run.training`` on
+    ``sets`` (``TrainSets``), carried out as ``options`` says (``TrainOptions``: out_dir, seed,
+    epochs, autocast, save_every_steps, progress, num_workers, eval_before, on_step; ``train``
+    applies its device and resume) in the process ``ctx``.
 
-    ``training.batch_size`` is the global batch; each of the ``ctx.world_size`` processes
-    loads its share. Checkpoints go to ``out_dir`` (layout in ``run_dir``): every epoch
-    and, with ``save_every_steps`` > 0, every that many steps, so a crash loses at most
-    the steps since the last one. ``autocast``: fp32 (none), or bf16 / fp16 (GPU only).
+    ``run.training.batch_size`` is the global batch; each of the ``ctx.world_size`` processes
+    loads its share. Checkpoints go to ``options.out_dir`` (layout in ``run_dir``): every epoch
+    and, with ``save_every_steps`` > 0, every that many steps, so a crash loses at most the
+    steps since the last one. ``autocast``: fp32 (none), or bf16 / fp16 (GPU only).
     """
 
-    def __init__(self, config: TDDETRConfig, train_set: Dataset, val_set: MomentDataset | None,
-                 val_gt: list[dict] | None, out_dir: str | Path, *, training: TrainConfig | None = None,
-                 seed: int = 0, ctx: DistContext = DistContext(), autocast: str = "fp32", save_every_steps: int = 0,
-                 progress: bool = True, num_workers: int = 0) -> None:
+    def __init__(self, run: RunConfig, sets: TrainSets, options: TrainOptions,
+                 ctx: DistContext = DistContext()) -> None:
+        autocast = options.autocast
         if autocast not in AUTOCAST_DTYPES:
             raise InputError(f"--autocast: expected one of {sorted(AUTOCAST_DTYPES)}, got {autocast!r}")
         if autocast != "fp32" and ctx.device.type != "cuda":
             raise InputError(f"--autocast {autocast}: autocast is for GPU training; use fp32 with "
                              f"--device {ctx.device.type}")
-        t = self.training = training or TrainConfig()
+        t = run.training
+        if options.epochs is not None:
+            t = TrainConfig.from_dict({**t.to_dict(), "epochs": int(options.epochs)})
+        config, t = self.config, self.training = run.model, t
         if t.batch_size % ctx.world_size:
             raise InputError(f"batch_size: expected a multiple of the number of processes "
                              f"({ctx.world_size}), got {t.batch_size}")
-        self.config, self.ctx, self.out_dir, self.seed = config, ctx, Path(out_dir), seed
-        self.val_set, self.val_gt = val_set, val_gt
-        self.save_every_steps, self.show_progress = save_every_steps, progress and ctx.is_main
+        seed = options.seed
+        self.options, self.ctx, self.out_dir, self.seed = options, ctx, Path(options.out_dir), seed
+        self.val_set, self.val_gt = sets.val, sets.val_gt
+        self.show_progress = options.progress and ctx.is_main
         seed_everything(seed)
         self.model = TDDETR(config).to(ctx.device)
         seed_dropout(seed, ctx.rank)
@@ -128,24 +132,24 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=dtype is torch.float16)
         self.autocast = (lambda: torch.autocast(ctx.device.type, dtype=dtype)) if dtype else nullcontext
         self.per_rank = t.batch_size // ctx.world_size
-        self.sampler = EpochSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+        self.sampler = EpochSampler(sets.train, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                     seed=seed)
-        self.loader = make_loader(train_set, self.per_rank, shuffle=False, seed=seed,
-                                  num_workers=num_workers, sampler=self.sampler)
+        self.loader = make_loader(sets.train, self.per_rank, shuffle=False, seed=seed,
+                                  num_workers=options.num_workers, sampler=self.sampler)
         self.progress = Progress()
         self.log = run_dir.JsonlLog(self.out_dir / run_dir.LOG_NAME, enabled=ctx.is_main)
         self.history: list[dict] = []
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, local: dict[str, Any]) -> dict[str, float]:
+    def train_step(self, local: Batch) -> dict[str, float]:
         """One optimizer step on this process's rows of a global batch -> global loss terms."""
         c, ctx = self.training, self.ctx
-        batch = prepare_batch(to_device(gather_batch(local, ctx), ctx.device), self.config, c, self.generator)
+        batch = prepare_batch(gather_batch(local, ctx).to(ctx.device), self.config, c, self.generator)
         norm = loss_norm(batch, self.config.num_queries)
         mine = shard(batch, ctx.rank, ctx.world_size)
         with self.autocast():
-            out = self.net(mine["video"], mine["video_mask"], mine["query"], mine["query_mask"],
-                           mine.get("neg_query"), mine.get("neg_query_mask"))
+            out = self.net(mine.video, mine.video_mask, mine.query, mine.query_mask, mine.neg_query,
+                           mine.neg_query_mask)
         if not all(bool(torch.isfinite(out[k]).all()) for k in ("pred_spans", "pred_logits")):
             self.diverged("the model's outputs are NaN/inf (the last update broke the weights)")
         terms = self.criterion(out, mine, norm)
@@ -171,16 +175,16 @@ class Trainer:
                          f"{run_dir.last_checkpoint_note(self.out_dir)}")
 
     # ------------------------------------------------------------------ loop
-    def fit(self, epochs: int, resume: Path | None = None, eval_before: bool = True,
-            on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-        """Train until ``epochs`` epochs are done (or early stop). ``on_step(step, losses)``
-        runs after every step (progress hooks, tests)."""
+    def fit(self, resume: Path | None = None) -> TrainResult:
+        """Train until ``training.epochs`` epochs are done (or early stop), from the ``last/``
+        checkpoint ``resume`` if given; ``options.on_step(step, losses)`` runs after every step."""
         from tqdm import tqdm
 
+        epochs, on_step = self.training.epochs, self.options.on_step
         if resume is not None:
             self.restore(resume)  # replaces self.progress: take ``p`` after it
         p = self.progress
-        if resume is None and eval_before and self.val_set is not None:
+        if resume is None and self.options.eval_before and self.val_set is not None:
             p.initial_metrics = self.validate_and_log(epoch=0)[0]
         while p.epoch < epochs and not p.stopped_early:
             self.sampler.set_position(p.epoch, p.batch * self.per_rank)
@@ -193,7 +197,7 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.log.write({"kind": "train", "epoch": p.epoch + 1, "step": p.step, "lr": lr, **values})
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
-                if self.save_every_steps and p.step % self.save_every_steps == 0:
+                if self.options.save_every_steps and p.step % self.options.save_every_steps == 0:
                     self.save()
                 if on_step is not None:
                     on_step(p.step, values)

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from tdfast.eval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from tdfast.presets import DEFAULT_PROTOCOL, PROTOCOLS
 from tdfast.model.tddetr import TDDETR
 
 if TYPE_CHECKING:

@@ -22,11 +22,10 @@ True exactly on the real clips.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
+from tdfast.data.batch import Batch
 from tdfast.model.config import TDDETRConfig
 from tdfast.training.config import TrainConfig
 from tdfast.spans import cxw_to_xx, xx_to_cxw
@@ -65,14 +64,14 @@ def choose_partners(similarity: Tensor, vids: list[str]) -> Tensor:
     return similarity.masked_fill(blocked, float("-inf")).argmax(dim=1)
 
 
-def protected_clips(batch: dict[str, Any]) -> Tensor:
+def protected_clips(batch: Batch) -> Tensor:
     """[B, L] bool: clips VSDC must keep: every clip a window touches, plus the GT clip mask
     and clips with a positive saliency label."""
-    mask = batch["video_mask"]
+    mask = batch.video_mask
     b, length = mask.shape
     lengths = mask.sum(1)  # [B]
-    keep = batch["gt_clip_mask"] | (batch["saliency"] > 0)
-    spans = batch["spans"]
+    keep = batch.gt_clip_mask | (batch.saliency > 0)
+    spans = batch.spans
     if sum(int(s.shape[0]) for s in spans):
         rows = torch.cat([torch.full((int(s.shape[0]),), i, dtype=torch.int64) for i, s in enumerate(spans)])
         rows = rows.to(mask.device)
@@ -85,9 +84,9 @@ def protected_clips(batch: dict[str, Any]) -> Tensor:
     return keep & mask
 
 
-def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_anchor: Tensor,
+def synthesize(batch: Batch, anchors: Tensor, contexts: Tensor, u_anchor: Tensor,
                u_context: Tensor, alpha: float, max_len: int, clip_len: float,
-               context_first: Tensor | None = None, moment_slot: Tensor | None = None) -> dict[str, Any]:
+               context_first: Tensor | None = None, moment_slot: Tensor | None = None) -> Batch:
     """Row p of the result: the clips of ``anchors[p]`` kept (GT, or ``u_anchor < alpha``)
     followed by the clips of ``contexts[p]`` kept (``u_context < 1 - alpha``); rows where
     ``context_first`` [P] bool is True put the context block first (default: none do).
@@ -98,12 +97,11 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
     are context clips; the anchor's other kept clips stay one block, in order, after the
     context block (before it where ``context_first``).
 
-    batch: the collate keys (video [B, L, D], video_mask, query, query_mask, meta, spans,
-    saliency, gt_clip_mask); anchors, contexts [P] int64; u_anchor, u_context [P, L]
+    batch: labelled, B rows (video [B, L, D]); anchors, contexts [P] int64; u_anchor, u_context [P, L]
     uniform [0, 1). Labels and query come from the anchor. Partner clips beyond
     ``max_len`` are dropped in the order of ``u_context`` (a random subset).
     """
-    video, mask = batch["video"], batch["video_mask"]
+    video, mask = batch.video, batch.video_mask
     length = mask.shape[1]
     protect = protected_clips(batch)
     keep_a = mask[anchors] & (protect[anchors] | (u_anchor < alpha))  # [P, L]
@@ -125,18 +123,18 @@ def synthesize(batch: dict[str, Any], anchors: Tensor, contexts: Tensor, u_ancho
     d = video.shape[-1]
     both = torch.cat((video[anchors], video[contexts]), dim=1)  # [P, 2L, D]
     new_video = both.gather(1, src[..., None].expand(-1, -1, d)) * new_mask[..., None]
-    new_saliency = batch["saliency"][anchors].gather(1, idx) * from_anchor
-    new_gt = batch["gt_clip_mask"][anchors].gather(1, idx) & from_anchor
+    new_saliency = batch.saliency[anchors].gather(1, idx) * from_anchor
+    new_gt = batch.gt_clip_mask[anchors].gather(1, idx) & from_anchor
     dest = torch.argsort(order, dim=1)[:, :length]  # [P, L] new index of each anchor clip
-    new_spans = _move_spans(batch["spans"], anchors, dest, mask.sum(1), total)
+    new_spans = _move_spans(batch.spans, anchors, dest, mask.sum(1), total)
     meta = []
     for q, (a, c) in enumerate(zip(anchors.tolist(), contexts.tolist())):
         n = int(total[q])
-        meta.append({**batch["meta"][a], "num_clips": n, "duration": n * clip_len,
-                     "vsdc_context_vid": batch["meta"][c]["vid"]})
-    return {"video": new_video, "video_mask": new_mask, "query": batch["query"][anchors],
-            "query_mask": batch["query_mask"][anchors], "meta": meta, "spans": new_spans,
-            "saliency": new_saliency, "gt_clip_mask": new_gt}
+        meta.append({**batch.meta[a], "num_clips": n, "duration": n * clip_len,
+                     "vsdc_context_vid": batch.meta[c]["vid"]})
+    return Batch(video=new_video, video_mask=new_mask, query=batch.query[anchors],
+                 query_mask=batch.query_mask[anchors], meta=meta, spans=new_spans,
+                 saliency=new_saliency, gt_clip_mask=new_gt)
 
 
 def _clip_order(keep_a: Tensor, keep_c: Tensor, gt_a: Tensor, context_first: Tensor | None,
@@ -187,29 +185,24 @@ def _move_spans(spans: list[Tensor], anchors: Tensor, dest: Tensor, old_len: Ten
     return list(torch.split(cxw, sizes))
 
 
-def vsdc(batch: dict[str, Any], config: TDDETRConfig, training: TrainConfig, generator: torch.Generator
-         ) -> dict[str, Any]:
+def vsdc(batch: Batch, config: TDDETRConfig, training: TrainConfig, generator: torch.Generator) -> Batch:
     """The transform: partners by similarity, then both synthesized samples of each pair.
 
     B rows -> 2B rows (see the module docstring); a batch of one row is returned as is.
-    Adds ``owner`` [2B] int64: the input row each output row's pair came from (i for both
-    V~_i and V~_k_i), which ``distributed.shard`` uses. Randomness: four [B, L] uniform
+    Row p's meta names its context video (``vsdc_context_vid``). Randomness: four [B, L] uniform
     draws from ``generator`` (CPU), the same on every process and device.
     """
-    b, length = batch["video_mask"].shape
-    device = batch["video"].device
+    b, length = batch.video_mask.shape
+    device = batch.video.device
     if b < 2:
-        return {**batch, "owner": torch.arange(b, device=device)}
-    sim = video_similarity(batch["video"], batch["video_mask"], training.vsdc_topk)
-    partner = choose_partners(sim, [m["vid"] for m in batch["meta"]])
+        return batch
+    sim = video_similarity(batch.video, batch.video_mask, training.vsdc_topk)
+    partner = choose_partners(sim, [m["vid"] for m in batch.meta])
     own = torch.arange(b, device=device)
     anchors, contexts = torch.cat([own, partner]), torch.cat([partner, own])  # [2B]
     u = torch.rand(2, 2 * b, length, generator=generator).to(device)
     context_first = torch.arange(2 * b, device=device) >= b  # the symmetric rows
     # Drawn only with the option on, so the official stream of draws is unchanged without it.
     slot = torch.rand(2 * b, generator=generator).to(device) if training.vsdc_moment_in_context else None
-    out = synthesize(batch, anchors, contexts, u[0], u[1], training.alpha, config.max_video_len,
-                     config.clip_len, context_first, slot)
-    out["owner"] = torch.cat([own, own])
-    out["partner"] = partner
-    return out
+    return synthesize(batch, anchors, contexts, u[0], u[1], training.alpha, config.max_video_len,
+                      config.clip_len, context_first, slot)

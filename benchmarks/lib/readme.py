@@ -120,7 +120,23 @@ def _int8(name: str, record: dict[str, Any]) -> list[str]:
     return out
 
 
-RENDERERS = {"predict": _predict, "kernels": _kernels, "int8": _int8}
+def _video(name: str, record: dict[str, Any]) -> list[str]:
+    """Whole pipelines (speed-up and features vs the official one), then the ``stage-`` rows."""
+    out = [_machine_line(name, record), "", "| pipeline | s per video minute, median (min) | × official "
+           "| features vs official: max abs diff, min cosine |", "|---|---:|---:|---|"]
+    for r in record["rows"]:
+        if "s_per_call_median" in r:  # the text tower and QD-DETR: per query, not per minute
+            out.append(f"| {r['pipeline']} | {r['s_per_call_median']:.3g} ({r['s_per_call_min']:.3g}) s per call | | |")
+            continue
+        speed = f"{r['speedup_vs_official_median']:.2f}" if "speedup_vs_official_median" in r else ""
+        feats = (f"{r['max_abs_diff_vs_official']:.2g}, {r['min_cosine_vs_official']:.5f}"
+                 if "max_abs_diff_vs_official" in r else "")
+        out.append(f"| {r['pipeline']} | {r['s_per_video_minute_median']:.3g} ({r['s_per_video_minute_min']:.3g}) "
+                   f"| {speed} | {feats} |")
+    return out
+
+
+RENDERERS = {"predict": _predict, "kernels": _kernels, "int8": _int8, "video": _video}
 TITLES = {"predict": "End-to-end predict latency", "kernels": "Fused TD cross-attention kernel",
           "train": "Training throughput", "export": "Export",
           "shared": "Encode once, retrieve many (Retriever.predict_queries / predict_videos)",

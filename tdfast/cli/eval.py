@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tdfast.eval.protocols import DEFAULT_PROTOCOL, PROTOCOLS
+from tdfast.presets import DEFAULT_PROTOCOL, PROTOCOLS
 
 
 def register(subparsers) -> None:

@@ -1,4 +1,4 @@
-"""Batching: pad ragged samples into the dict the model and trainer consume."""
+"""Batching: pad ragged samples into the ``Batch`` the model and trainer consume."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -7,11 +7,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from tdfast.data.batch import Batch
 from tdfast.errors import InputError
-
-# The batch's per-row tensors and per-row lists (the trainer's prepare and gather follow these).
-BATCH_TENSORS = ("video", "video_mask", "query", "query_mask", "saliency", "gt_clip_mask")
-BATCH_LISTS = ("spans", "meta")
 
 
 def _pad(rows: Sequence[torch.Tensor], fill: float | bool = 0) -> torch.Tensor:
@@ -28,16 +25,9 @@ def _mask(lengths: Sequence[int]) -> torch.Tensor:
     return torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
 
 
-def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Samples of ``MomentDataset`` -> batch dict.
-
-    Always: ``video`` float32 [B, L, video_dim] (zero-padded; L = longest in
-    the batch), ``video_mask`` bool [B, L], ``query`` float32 [B, M, text_dim],
-    ``query_mask`` bool [B, M], ``meta`` list of B dicts (qid, query, vid,
-    duration seconds, num_clips). When every sample is labelled: ``spans``
-    list of B float32 [n_i, 2] normalized (center, width), ``saliency``
-    float32 [B, L] (0 on padding), ``gt_clip_mask`` bool [B, L] (False on padding).
-    """
+def collate(samples: Sequence[dict[str, Any]]) -> Batch:
+    """Samples of ``MomentDataset`` -> ``Batch`` (L = the longest video, M the longest query
+    of the batch); the labels when every sample is labelled, else none."""
     if not samples:
         raise InputError("collate: expected at least one sample, got an empty list")
     labelled = ["spans" in s for s in samples]
@@ -45,17 +35,17 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         missing = [s["meta"]["qid"] for s, has in zip(samples, labelled) if not has]
         raise InputError(f"collate: expected all samples of a batch with labels or all without; "
                          f"qids without labels: {missing}")
-    batch: dict[str, Any] = {
-        "video": _pad([s["video"] for s in samples]),  # [B, L, video_dim]
-        "video_mask": _mask([s["video"].shape[0] for s in samples]),  # [B, L]
-        "query": _pad([s["query"] for s in samples]),  # [B, M, text_dim]
-        "query_mask": _mask([s["query"].shape[0] for s in samples]),  # [B, M]
-        "meta": [dict(s["meta"]) for s in samples],
-    }
+    batch = Batch(
+        video=_pad([s["video"] for s in samples]),  # [B, L, video_dim]
+        video_mask=_mask([s["video"].shape[0] for s in samples]),  # [B, L]
+        query=_pad([s["query"] for s in samples]),  # [B, M, text_dim]
+        query_mask=_mask([s["query"].shape[0] for s in samples]),  # [B, M]
+        meta=[dict(s["meta"]) for s in samples],
+    )
     if all(labelled):
-        batch["spans"] = [s["spans"] for s in samples]  # B x [n_i, 2]
-        batch["saliency"] = _pad([s["saliency"] for s in samples], 0.0)  # [B, L]
-        batch["gt_clip_mask"] = _pad([s["gt_clip_mask"] for s in samples], False)  # [B, L]
+        batch.spans = [s["spans"] for s in samples]  # B x [n_i, 2]
+        batch.saliency = _pad([s["saliency"] for s in samples], 0.0)  # [B, L]
+        batch.gt_clip_mask = _pad([s["gt_clip_mask"] for s in samples], False)  # [B, L]
     return batch
 
 

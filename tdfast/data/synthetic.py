@@ -36,7 +36,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from tdfast.data.annotations import Annotation, write_annotations
 from tdfast.data.features import QUERY_KEY, VIDEO_KEY, FeatureStore, write_npz
 from tdfast.errors import InputError
 from tdfast.model.config import TDDETRConfig
+
+if TYPE_CHECKING:
+    from tdfast.data.batch import Batch
 
 FILLER_WORDS = ("a", "the", "person", "is", "with", "near", "someone", "shows", "some", "in",
                 "video", "of", "at", "then", "and", "man")
@@ -297,8 +300,8 @@ def make_synthetic_dataset(out_dir: str | os.PathLike, spec: SyntheticSpec | Non
 
 
 def synthetic_batch(config: TDDETRConfig, batch_size: int, seed: int = 0,
-                    **overrides: Any) -> dict[str, Any]:
-    """An in-memory batch shaped like ``collate`` output (labels included), for tests.
+                    **overrides: Any) -> Batch:
+    """An in-memory labelled ``Batch`` (``collate`` of generated samples), for tests.
 
     Uses the first query of ``batch_size`` train videos generated with the
     config's dims and clip length; video lengths stay within ``max_video_len``.

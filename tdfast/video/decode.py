@@ -94,9 +94,10 @@ def iter_frames(path: str | Path, clip_len: float = 2.0, size: int = 224, thread
     """One [size, size, 3] uint8 RGB frame per clip, in time order, decoded lazily.
 
     ``threads``: decoder threads (0: FFmpeg picks, one per core). ``skip_unused``: leave
-    H.264 frames that nothing refers to and the sampler drops out of decoding
-    (``frame_plan``; the frames returned are the same). Raises InputError for a missing,
-    empty or undecodable file, or one that yields no frame.
+    the H.264 frames that no kept frame needs out of decoding (``frame_plan``: frames
+    nothing refers to, and GOP tails after the last kept frame; the frames returned are
+    the same). Raises InputError for a missing, empty or undecodable file, or one that
+    yields no frame.
     """
     av = _av()
     container = _open(path, av)
@@ -139,20 +140,20 @@ def _sampler(av, stream, fps: float, height: int, width: int, size: int):  # noq
 
 
 def _unused_packets(av, path: str | Path, fps: float) -> set[int]:  # noqa: ANN001
-    """pts of the H.264 packets that no frame refers to and the sampler drops (empty if not H.264)."""
-    from tdfast.video.frame_plan import is_reference, kept_timestamps, nal_length_size
+    """pts of the H.264 packets that no kept frame needs (``frame_plan``; empty if not H.264)."""
+    from tdfast.video.frame_plan import is_idr, is_reference, kept_timestamps, nal_length_size, unused_packets
 
     with av.open(str(path)) as c:
         s = c.streams.video[0]
         length_size = nal_length_size(s.codec_context.name, s.codec_context.extradata)
         if length_size is None:
             return set()
-        packets = [(p.pts, p.duration or 0, is_reference(bytes(p), length_size))
-                   for p in c.demux(s) if p.size]
+        packets = [(p.pts, p.duration or 0, bytes(p)) for p in c.demux(s) if p.size]  # decode order
         if any(pts is None for pts, _, _ in packets):
             return set()
         kept = kept_timestamps(av, sorted((pts, d) for pts, d, _ in packets), s.time_base, fps)
-    return {pts for pts, _, ref in packets if not ref and pts not in kept}
+    return unused_packets([(pts, is_reference(data, length_size), is_idr(data, length_size))
+                           for pts, _, data in packets], kept)
 
 
 def _decode(av, container, stream, graph, skip: set[int], path: str | Path) -> Iterator[np.ndarray]:  # noqa: ANN001
@@ -164,9 +165,13 @@ def _decode(av, container, stream, graph, skip: set[int], path: str | Path) -> I
     pending: list[tuple[int, int]] = []  # skipped (pts, duration), a heap
     standin = av.VideoFrame(stream.codec_context.width, stream.codec_context.height,
                             stream.codec_context.format.name) if skip else None
+    last_pts = -2 ** 63  # of the last decoded frame pushed (read by push_standins)
 
     def push_standins(before: int | None) -> Iterator[np.ndarray]:
         while pending and (before is None or pending[0][0] < before):
+            if pending[0][0] < last_pts:  # the decoder gave a later frame first: the filter would differ
+                raise RuntimeError(f"video {str(path)!r}: a skipped frame's timestamp comes after a later "
+                                   f"decoded frame; decode it with skip_unused=False")
             standin.pts, standin.duration = heapq.heappop(pending)
             standin.time_base = stream.time_base
             graph.vpush(standin)
@@ -181,6 +186,7 @@ def _decode(av, container, stream, graph, skip: set[int], path: str | Path) -> I
                 raise RuntimeError(f"video {str(path)!r}: a decoded frame has no timestamp; "
                                    f"decode it with skip_unused=False")
             yield from push_standins(frame.pts)
+            last_pts = frame.pts if frame.pts is not None else last_pts
             graph.vpush(frame)
             yield from _drain(graph, av)
     yield from push_standins(None)

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tdfast.errors import InputError
 from tdfast.video.clip_model import build_towers
 from tdfast.video.clip_weights import read_clip_state_dict
 from tdfast.video.decode import iter_frames
-from tdfast.video.image_backends import make_image_runner
+from tdfast.video.image_backends import DEFAULT_BATCH, make_image_runner
 from tdfast.video.tokenize import tokenize
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
@@ -93,20 +94,23 @@ class ClipEncoder:
     """CLIP image and text towers from a local weights file (see ``clip_weights``).
 
     ``clip_backend``: ``eager``, ``onnxruntime`` or ``onnxruntime-int8`` for the image tower.
-    ``batch_size``: frames per image-tower call. ``threads``: decoder and ONNX Runtime
-    threads (0: one per core). ``cache_dir``: where ONNX exports are kept between runs.
+    ``batch_size``: frames per image-tower call (None: the backend's ``DEFAULT_BATCH``).
+    ``threads``: decoder and ONNX Runtime threads (0: one per core). ``cache_dir``: where
+    ONNX exports are kept between runs.
     """
 
-    def __init__(self, weights: str | Path, clip_backend: str = "eager", batch_size: int = 16,
+    def __init__(self, weights: str | Path, clip_backend: str = "eager", batch_size: int | None = None,
                  threads: int = 0, cache_dir: str | Path | None = None) -> None:
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise InputError(f"batch_size: expected a positive number of frames, got {batch_size!r}")
         weights = Path(weights)
         sd = read_clip_state_dict(weights)
         self.vision, self.text, self.shape = build_towers(sd, str(weights))
         self.clip_backend = clip_backend
-        self.batch_size = batch_size
         self.threads = threads
         self.run_image = make_image_runner(clip_backend, self.vision, self.shape.image_size, threads,
                                            weights, None if cache_dir is None else Path(cache_dir).expanduser())
+        self.batch_size = DEFAULT_BATCH[clip_backend] if batch_size is None else batch_size
 
     @property
     def video_dim(self) -> int:

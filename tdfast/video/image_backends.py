@@ -25,6 +25,10 @@ from torch import nn
 from tdfast.errors import BackendUnavailableError, InputError
 
 IMAGE_BACKENDS = ("eager", "onnxruntime", "onnxruntime-int8")
+# Frames per image-tower call. Small batches let the tower start while the decoder thread
+# is still at work and leave little tower work once decoding ends; int8's tower is faster
+# than 720p decoding, so the tail matters most there (docs/video.md, Speed).
+DEFAULT_BATCH = {"eager": 8, "onnxruntime": 8, "onnxruntime-int8": 4}
 ImageRunner = Callable[[np.ndarray], np.ndarray]  # [N, 3, S, S] float32 -> [N, E] float32
 
 
@@ -88,6 +92,9 @@ def _ort(vision: nn.Module, threads: int, image_size: int, int8: bool, weights: 
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads sleep instead of spinning: the decoder thread runs beside the
+    # session and needs those cores.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = _onnx_model(vision, image_size, int8, weights, cache_dir)
     session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
