@@ -19,12 +19,14 @@ demo's ``data/``; default: the synthetic val set of ``tdfast bench --int8``), wi
 
 The record's ``machine.isa`` says which kernels ONNX Runtime ran and whether they were
 emulated. Exports are made (and cached in the checkpoint) by a native run first: under qemu
-the export itself would take an hour. Speed is ``tdfast bench --int8`` (native only).
+the export itself would take an hour; ``--pairs N`` (the first N val queries) sizes an
+emulated run of a large model. Speed is ``tdfast bench --int8`` (native only).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from types import SimpleNamespace
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +38,7 @@ from tdfast.benchmarks.int8 import dataset_at, int8_agreement, int8_metric_chang
 from tdfast.benchmarks.machine import machine_info
 from tdfast.benchmarks.matrix import synthetic_dataset
 from tdfast.benchmarks.record import make_record, write_record
+from tdfast.errors import InputError
 from tdfast.export import OrtRunner, read_metadata
 from tdfast.export.verify import foreground_prob
 from tdfast.model.checkpoint import load_config
@@ -81,6 +84,18 @@ def batch_invariance(r: Retriever, videos: list[np.ndarray], queries: list[np.nd
             "alone_vs_32_max_change": change}
 
 
+def first_pairs(dataset, n: int, work: Path) -> SimpleNamespace:
+    """``dataset`` with only the first ``n`` queries of its val file (the rest of it as is)."""
+    from tdfast.atomic import atomic_write_bytes
+
+    if n < 1:
+        raise InputError(f"--pairs: expected a positive integer, got {n}")
+    lines = [x for x in Path(dataset.val).read_text().splitlines() if x.strip()][:n]
+    val = work / "val_first.jsonl"
+    atomic_write_bytes(val, ("\n".join(lines) + "\n").encode())
+    return SimpleNamespace(val=val, video_dirs=dataset.video_dirs, text_dir=dataset.text_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", type=Path, required=True)
@@ -89,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--against", type=Path, help="compare with another run's --save file")
     p.add_argument("--per-tensor", type=Path, metavar="FILE",
                    help="measure the earlier per-tensor dynamic int8 graph at FILE (made there if absent)")
+    p.add_argument("--pairs", type=int, help="only the first N val queries (default all): an emulated run's size")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     import torch
@@ -98,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tdfast-int8-isa-") as tmp:
         ds = dataset_at(a.data) if a.data else synthetic_dataset(config, Path(tmp) / "data", 200, 60)
+        if a.pairs is not None:
+            ds = first_pairs(ds, a.pairs, Path(tmp))
         fp32 = Retriever.from_pretrained(a.ckpt, backend="onnxruntime")
         int8 = Retriever.from_pretrained(a.ckpt, backend="onnxruntime-int8", batch_size=32)
         scheme = read_metadata(a.ckpt / "model.int8.onnx")["int8_scheme"]

@@ -99,8 +99,11 @@ def profile_torch(fn: Callable[..., Any], args: Sequence[torch.Tensor], calls: i
     return summarize(ops, calls, wall)
 
 
-def profile_ort(path: Path, feed: dict[str, np.ndarray], calls: int, threads: int) -> dict[str, Any]:
-    """Profile an ONNX Runtime session of ``path`` on ``feed`` over ``calls`` runs."""
+def ort_node_profile(path: Path, feed: dict[str, np.ndarray], calls: int, threads: int
+                     ) -> tuple[dict[str, tuple[str, float]], float]:
+    """ONNX Runtime's node profiler over ``calls`` runs of ``path`` on ``feed`` (after
+    ``WARMUP`` runs) -> ({node name: (op type, ms per run)}, wall ms per run timed without
+    the profiler)."""
     from tdfast.export.ort import make_session
 
     plain = make_session(path, "cpu", threads)
@@ -112,14 +115,23 @@ def profile_ort(path: Path, feed: dict[str, np.ndarray], calls: int, threads: in
         events = json.loads(Path(sess.end_profiling()).read_text())
     runs = sorted(e["ts"] for e in events if e.get("name") == "model_run")
     start = runs[WARMUP]  # node events of the warm-up runs come before the first timed run
-    events = [e for e in events if e.get("ts", -1) >= start]
+    nodes: dict[str, tuple[str, float]] = {}
+    for e in events:
+        if e.get("ts", -1) >= start and e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            name = e["name"].removesuffix("_kernel_time")
+            op, ms = nodes.get(name, (e["args"]["op_name"], 0.0))
+            nodes[name] = (op, ms + e["dur"] / 1e3 / calls)
+    return nodes, wall
+
+
+def profile_ort(path: Path, feed: dict[str, np.ndarray], calls: int, threads: int) -> dict[str, Any]:
+    """Profile an ONNX Runtime session of ``path`` on ``feed`` over ``calls`` runs."""
+    nodes, wall = ort_node_profile(path, feed, calls, threads)
     ms: Counter[str] = Counter()
     count: Counter[str] = Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            op = e["args"]["op_name"]
-            ms[op] += e["dur"] / 1e3
-            count[op] += 1
+    for op, t in nodes.values():
+        ms[op] += t * calls
+        count[op] += calls
     return summarize({op: (ms[op], count[op]) for op in ms}, calls, wall)
 
 
