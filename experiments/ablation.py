@@ -63,6 +63,9 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
     # puts its noise into every temporal difference, the signal A_t has to learn from
     "x-nodrop": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0,
                  "w_dyn_match": 1.0, "dropout": 0.0, "input_dropout": 0.0},
+    # the variant issue 29 ends with: x-then-half without dropout
+    "y": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
+          "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "dropout": 0.0, "input_dropout": 0.0},
 }
 NAMED_ROWS = {**TABLE4_ROWS, **VARIANT_ROWS}
 # Table 2's "No-training" control: row (a)'s network at the trainer's initialization.
