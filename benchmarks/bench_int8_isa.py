@@ -118,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             ds = first_pairs(ds, a.pairs, Path(tmp))
         fp32 = Retriever.from_pretrained(a.ckpt, backend="onnxruntime")
         int8 = Retriever.from_pretrained(a.ckpt, backend="onnxruntime-int8", batch_size=32)
-        scheme = read_metadata(a.ckpt / "model.int8.onnx")["int8_scheme"]
+        meta = read_metadata(a.ckpt / "model.int8.onnx")
+        scheme, keep = meta["int8_scheme"], meta["int8_keep_fp32"].split(",")
         if a.per_tensor:
             int8.runner = ArrayRunner("onnxruntime-int8", OrtRunner(per_tensor_graph(a.ckpt, a.per_tensor), threads=1,
                                                                      check=False), static_shapes=False)
             scheme = PER_TENSOR
         videos, queries = val_pairs(ds, config)
-        row = {"backend": "onnxruntime-int8", "int8_scheme": scheme,
+        row = {"backend": "onnxruntime-int8", "int8_scheme": scheme, "int8_keep_fp32": keep,
                **int8_agreement(fp32, int8, videos, queries), **int8_metric_change(fp32, int8, ds, config),
                **batch_invariance(int8, videos, queries)}
         raw = int8.raw_outputs(videos, queries)

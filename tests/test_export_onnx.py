@@ -332,12 +332,14 @@ def test_int8_keeps_the_named_modules_fp32(tiny, tmp_path):
     kept = [n for n in src.graph.node if n.name in set(nodes_of_modules(src, INT8_KEEP_FP32))
             and n.op_type == "MatMul" and n.input[1] in {i.name for i in src.graph.initializer}]
     assert len(kept) >= 10  # the decoder's query path and the heads
-    # The decoder's projections of the video memory are quantized: no pattern of the keep list
-    # matches them, while every other linear layer of the decoder is kept.
-    memory = set(nodes_of_modules(src, ("decoder.layers.*.ca_v", "decoder.layers.*.ca_k_*")))
+    # The decoder's projections of the clips' contents (cross-attention content keys and values)
+    # are quantized: no pattern of the keep list matches them, while every other linear layer of
+    # the decoder is kept, its projections of the clips' positions (ca_k_pos) included.
+    memory = set(nodes_of_modules(src, ("decoder.layers.*.ca_v", "decoder.layers.*.ca_k_content")))
+    positions = set(nodes_of_modules(src, ("decoder.layers.*.ca_k_pos",)))
     decoder = set(nodes_of_modules(src, ("decoder",)))
     keep = set(nodes_of_modules(src, INT8_KEEP_FP32))
-    assert memory and not memory & keep
+    assert memory and not memory & keep and positions and positions <= keep
     weights = {i.name for i in src.graph.initializer}
     assert {n.name for n in src.graph.node if n.name in decoder - memory and n.op_type == "MatMul"
             and n.input[1] in weights} <= keep
