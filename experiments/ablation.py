@@ -49,6 +49,23 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
           "w_dyn_match": 1.0},
     "x-half": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
                "w_dyn_match": 1.0},
+    # x with the dynamics cue made easier to learn (issue 29's in-distribution goal): a 4x match
+    # loss (x-dm4); A_t weighed 0.7 and the clip's own features 0.3 in the merge (x-b03, beta 0.3)
+    "x-dm4": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0,
+              "w_dyn_match": 4.0},
+    "x-b03": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0,
+              "w_dyn_match": 1.0, "beta": 0.3},
+    # x-half whose first half of the epochs strips every sample (p = 1, then 0.5): the dynamics
+    # are learned before the moment's look is shown
+    "x-then-half": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
+                    "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0},
+    # x trained without dropout: dropout on the clip features (input projection and layers)
+    # puts its noise into every temporal difference, the signal A_t has to learn from
+    "x-nodrop": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0,
+                 "w_dyn_match": 1.0, "dropout": 0.0, "input_dropout": 0.0},
+    # the variant issue 29 ends with: x-then-half without dropout
+    "y": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
+          "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "dropout": 0.0, "input_dropout": 0.0},
 }
 NAMED_ROWS = {**TABLE4_ROWS, **VARIANT_ROWS}
 # Table 2's "No-training" control: row (a)'s network at the trainer's initialization.

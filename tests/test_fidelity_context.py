@@ -17,7 +17,7 @@ from tdfast.model.config import TDDETRConfig
 from tdfast.training.config import RunConfig
 from tdfast.model.tddetr import TDDETR
 from tdfast.spans import cxw_to_xx
-from tdfast.training.vsdc import strip_moment_look, synthesize, vsdc
+from tdfast.training.vsdc import strip_look_probability, strip_moment_look, synthesize, vsdc
 
 
 def _batch(lengths: list[int], windows: list[tuple[int, int]], dim: int = 4) -> Batch:
@@ -141,6 +141,58 @@ def test_strip_look_draws_one_number_per_row_after_the_official_draws():
         assert changed.any(1).tolist() == expected.tolist()
     with pytest.raises(InputError, match="vsdc_strip_look"):
         RunConfig.from_name("tiny", vsdc_strip_look=1.5)
+
+
+def test_strip_look_schedule_strips_every_sample_first_then_p():
+    sched = RunConfig.from_name("tiny", vsdc_strip_look=0.5, vsdc_strip_all_first=0.5).training
+    assert [strip_look_probability(sched, e / 4) for e in range(4)] == [1.0, 1.0, 0.5, 0.5]
+    flat = RunConfig.from_name("tiny", vsdc_strip_look=0.5).training
+    assert [strip_look_probability(flat, e / 4) for e in range(4)] == [0.5] * 4
+    only_first = RunConfig.from_name("tiny", vsdc_strip_all_first=0.25).training  # then no stripping
+    assert [strip_look_probability(only_first, e / 4) for e in range(4)] == [1.0, 0.0, 0.0, 0.0]
+    with pytest.raises(InputError, match="vsdc_strip_all_first"):
+        RunConfig.from_name("tiny", vsdc_strip_all_first=-0.1)
+
+
+@pytest.mark.parametrize("done", [0.2, 0.6])
+def test_vsdc_follows_the_schedule(done):
+    batch = _batch([12, 10, 9, 11], [(4, 7), (2, 5), (0, 3), (8, 11)])
+
+    def run(done: float, **sets) -> tuple[Batch, torch.Tensor]:
+        cfg = RunConfig.from_name("tiny", max_video_len=64, **sets)
+        g = torch.Generator().manual_seed(5)
+        return vsdc(batch, cfg.model, cfg.training, g, done), g.get_state()
+
+    sched, sched_state = run(done, vsdc_strip_look=0.5, vsdc_strip_all_first=0.5)
+    same, same_state = run(0.0, vsdc_strip_look=1.0 if done < 0.5 else 0.5)  # the constant p of that epoch
+    assert torch.equal(sched.video, same.video) and torch.equal(sched_state, same_state)
+    stripped = (sched.video != run(0.0)[0].video).any(-1).any(-1)  # [2B] rows whose moment moved
+    assert stripped.all() if done < 0.5 else 0 < int(stripped.sum()) < 8
+    # p falls to 0 after the first part: nothing stripped, but the draw is still made
+    late, late_state = run(done, vsdc_strip_all_first=0.5)
+    official, official_state = run(0.0)
+    assert torch.equal(late.video, official.video) == (done >= 0.5)
+    assert not torch.equal(late_state, official_state)
+
+
+def test_trainer_passes_the_fraction_of_epochs_done(tmp_path, monkeypatch):
+    import tdfast.training.trainer as trainer
+    from tdfast.training import TrainData, TrainOptions, train
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(args[4])
+        return real(*args, **kwargs)
+
+    real = trainer.prepare_batch
+    monkeypatch.setattr(trainer, "prepare_batch", spy)
+    data = make_synthetic_dataset(tmp_path / "d", num_train=8, num_val=2, num_test=1)
+    cfg = RunConfig.from_name("tiny", batch_size=4, vsdc_strip_look=0.5, vsdc_strip_all_first=0.5)
+    train(cfg, TrainData(data.train, data.val, list(data.video_dirs), data.text_dir),
+          TrainOptions(tmp_path / "r", epochs=4, seed=0))
+    per_epoch = len(seen) // 4
+    assert per_epoch >= 2 and seen == [e / 4 for e in range(4) for _ in range(per_epoch)]
 
 
 @pytest.fixture(scope="module")

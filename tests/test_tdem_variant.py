@@ -126,6 +126,13 @@ def test_ablation_rows_of_the_variant():
     strip = base.replace(**NAMED_ROWS["w"])
     assert strip.training.vsdc_strip_look == 1.0 and strip.training.vsdc_moment_in_context and strip.model.dyn_null_slot
     assert NAMED_ROWS["w-vsdc"] == {**NAMED_ROWS["v-vsdc"], "vsdc_strip_look": 1.0}
+    # issue 29's tries on top of x: each differs from x in the named fields only
+    for name, diff in {"x-dm4": {"w_dyn_match": 4.0}, "x-b03": {"beta": 0.3},
+                       "x-then-half": {"vsdc_strip_look": 0.5, "vsdc_strip_all_first": 0.5},
+                       "x-nodrop": {"dropout": 0.0, "input_dropout": 0.0},
+                       "y": {"vsdc_strip_look": 0.5, "vsdc_strip_all_first": 0.5, "dropout": 0.0,
+                             "input_dropout": 0.0}}.items():
+        assert NAMED_ROWS[name] == {**NAMED_ROWS["x"], **diff}
     with pytest.raises(InputError, match=r"--rows: expected names from .*'v-net'.*got 'zz'"):
         plan_rows(["zz"])
 

@@ -46,6 +46,10 @@ class TrainConfig(ConfigBase):
     # temporal differences, so that sample's moment is marked by its dynamics, not its look
     # (docs/fidelity.md, section 5); 0 = off
     vsdc_strip_look: float = 0.0
+    # VSDC, opt-in schedule of vsdc_strip_look: the fraction of the epochs, from the start, in which
+    # every synthesized sample is stripped (p = 1) before p falls to vsdc_strip_look, so the
+    # dynamics are learned before the look is shown (docs/fidelity.md, section 5); 0 = off
+    vsdc_strip_all_first: float = 0.0
     # optimisation
     lr: float = 1e-4
     weight_decay: float = 1e-4
@@ -78,7 +82,7 @@ class TrainConfig(ConfigBase):
         """Raise InputError for values training can't run with."""
         super().validate()
         check_ranges(self, TRAIN_LIMITS)
-        check_unit_interval(self, ("alpha", "eos_coef", "vsdc_strip_look"))
+        check_unit_interval(self, ("alpha", "eos_coef", "vsdc_strip_look", "vsdc_strip_all_first"))
         if self.eval_protocol not in PROTOCOLS:
             raise InputError(f"config.eval_protocol: expected one of {list(PROTOCOLS)}, "
                              f"got {self.eval_protocol!r}")

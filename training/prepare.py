@@ -35,17 +35,18 @@ class TrainingBatch(Batch):
 
 
 def prepare_batch(batch: Batch, config: TDDETRConfig, training: TrainConfig,
-                  generator: torch.Generator) -> TrainingBatch:
+                  generator: torch.Generator, done: float = 0.0) -> TrainingBatch:
     """Collated labelled batch (B rows) -> training batch (B rows, 2B with VSDC).
 
     ``owner``: row p's input row, p mod B (VSDC puts pair i's rows at i and B + i). The
     saliency pairs are sampled per row; with ``use_negative_pair`` and P > 1, row p's
     ``neg_query`` is the query of the next row on other videos (``negative_query_rows``;
-    QD-DETR's shift by one row).
+    QD-DETR's shift by one row). ``done``: the fraction of the epochs finished (VSDC's opt-in
+    strip-look schedule reads it).
     """
     b = batch.size
     if training.use_vsdc:
-        batch = vsdc(batch, config, training, generator)
+        batch = vsdc(batch, config, training, generator, done)
     p = batch.size
     pos, neg, valid = sample_saliency_pairs(batch.saliency, batch.gt_clip_mask, batch.video_mask,
                                             training.num_saliency_pairs, generator)

@@ -147,7 +147,8 @@ class Trainer:
     def train_step(self, local: Batch) -> dict[str, float]:
         """One optimizer step on this process's rows of a global batch -> global loss terms."""
         c, ctx = self.training, self.ctx
-        batch = prepare_batch(gather_batch(local, ctx).to(ctx.device), self.config, c, self.generator)
+        done = self.progress.epoch / c.epochs  # fraction of the epochs finished (VSDC's strip-look schedule)
+        batch = prepare_batch(gather_batch(local, ctx).to(ctx.device), self.config, c, self.generator, done)
         norm = loss_norm(batch, self.config.num_queries)
         mine = shard(batch, ctx.rank, ctx.world_size)
         with self.autocast():

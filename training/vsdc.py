@@ -205,12 +205,20 @@ def _move_spans(spans: list[Tensor], anchors: Tensor, dest: Tensor, old_len: Ten
     return list(torch.split(cxw, sizes))
 
 
-def vsdc(batch: Batch, config: TDDETRConfig, training: TrainConfig, generator: torch.Generator) -> Batch:
+def strip_look_probability(training: TrainConfig, done: float) -> float:
+    """The ``vsdc_strip_look`` probability after a fraction ``done`` in [0, 1] of the epochs:
+    1 while ``done < vsdc_strip_all_first``, ``vsdc_strip_look`` after (and without the schedule)."""
+    return 1.0 if done < training.vsdc_strip_all_first else training.vsdc_strip_look
+
+
+def vsdc(batch: Batch, config: TDDETRConfig, training: TrainConfig, generator: torch.Generator,
+         done: float = 0.0) -> Batch:
     """The transform: partners by similarity, then both synthesized samples of each pair.
 
     B rows -> 2B rows (see the module docstring); a batch of one row is returned as is.
     Row p's meta names its context video (``vsdc_context_vid``). Randomness: four [B, L] uniform
-    draws from ``generator`` (CPU), the same on every process and device.
+    draws from ``generator`` (CPU), the same on every process and device. ``done``: the fraction
+    of the epochs finished, read only by the opt-in strip-look schedule (``strip_look_probability``).
     """
     b, length = batch.video_mask.shape
     device = batch.video.device
@@ -224,7 +232,9 @@ def vsdc(batch: Batch, config: TDDETRConfig, training: TrainConfig, generator: t
     context_first = torch.arange(2 * b, device=device) >= b  # the symmetric rows
     # Drawn only with the option on, so the official stream of draws is unchanged without it.
     slot = torch.rand(2 * b, generator=generator).to(device) if training.vsdc_moment_in_context else None
-    strip = (torch.rand(2 * b, generator=generator) < training.vsdc_strip_look if training.vsdc_strip_look > 0
-             else None)  # [2B] bool, drawn after the slots so turning it on leaves their draws alone
+    # [2B] bool, drawn after the slots so turning it on leaves their draws alone; drawn on every
+    # step of a schedule (also where p is 0), so p's value never shifts the later draws
+    strip = (torch.rand(2 * b, generator=generator) < strip_look_probability(training, done)
+             if training.vsdc_strip_look > 0 or training.vsdc_strip_all_first > 0 else None)
     return synthesize(batch, anchors, contexts, u[0], u[1], training.alpha, config.max_video_len,
                       config.clip_len, context_first, slot, strip)
