@@ -163,3 +163,16 @@ def test_rows_z_lock_and_z_are_y_with_locked_dropout_and_the_gate():
     z = RunConfig.from_name("tiny").replace(**NAMED_ROWS["z"])
     assert z.model.dropout == 0.1 and z.model.input_dropout == 0.1  # the tiny preset's dropout kept
     assert z.model.time_locked_dropout and z.training.vsdc_strip_gate == 1.1
+
+
+def test_gate_summary_counts_the_queries_above_each_threshold():
+    from tdfast.experiments.strip_gate import gate_summary, main
+
+    s = gate_summary([0.0, 0.9, 1.0, 1.12, 1.3], [1.05, 1.2])
+    assert s["queries"] == 5 and s["zero"] == pytest.approx(0.2)
+    assert s["above"] == {"1.05": pytest.approx(0.4), "1.2": pytest.approx(0.2)}
+    assert s["quantiles"]["0.5"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match=r"--data: expected NAME=DIR with DIR/train.jsonl, got 'nowhere'"):
+        main(["--data", "nowhere", "--out", "unused"])
+    with pytest.raises(InputError, match=r"--thresholds: expected finite numbers >= 0, got '-1'"):
+        main(["--data", "x=y", "--thresholds", "-1", "--out", "unused"])
