@@ -176,3 +176,25 @@ def test_gate_summary_counts_the_queries_above_each_threshold():
         main(["--data", "nowhere", "--out", "unused"])
     with pytest.raises(InputError, match=r"--thresholds: expected finite numbers >= 0, got '-1'"):
         main(["--data", "x=y", "--thresholds", "-1", "--out", "unused"])
+
+
+def test_time_locked_model_exports_and_fuses_as_the_official_network(tmp_path, monkeypatch):
+    """Eval math unchanged: the ONNX export verifies itself and records the switch; the fused
+    kernels take the model (no refusal) and give the eager outputs."""
+    from tdfast.export import export_onnx, read_metadata, verify_onnx
+
+    torch.manual_seed(0)
+    model = TDDETR(TDDETRConfig.from_name("tiny", time_locked_dropout=True)).eval()
+    path = export_onnx(model, tmp_path, log=None)
+    assert all(v <= 1e-4 for r in verify_onnx(path, model) for v in r.max_abs.values())
+    assert json.loads(read_metadata(path)["config"])["time_locked_dropout"] is True
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    pytest.importorskip("triton")
+    from tdfast.kernels import fuse_model
+
+    batch = random_batch(model.config, 2, 9, 5, seed=1)
+    with torch.no_grad():
+        eager = model(*batch)["pred_spans"]
+        fused = fuse_model(model)(*batch)["pred_spans"]
+    assert type(model.td_layers[0].cross).__name__ == "FusedTDCrossAttention"
+    assert (fused - eager).abs().max() < 1e-4
