@@ -74,6 +74,10 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
     "z": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
           "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "time_locked_dropout": True,
           "vsdc_strip_gate": 1.1},
+    # z showing the look more after the first half (p = 0.25 instead of 0.5): in distribution
+    "z-quarter": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.25,
+                  "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "time_locked_dropout": True,
+                  "vsdc_strip_gate": 1.1},
 }
 NAMED_ROWS = {**TABLE4_ROWS, **VARIANT_ROWS}
 # Table 2's "No-training" control: row (a)'s network at the trainer's initialization.

@@ -160,6 +160,7 @@ def test_rows_z_lock_and_z_are_y_with_locked_dropout_and_the_gate():
     y_with_dropout = {k: v for k, v in NAMED_ROWS["y"].items() if k not in ("dropout", "input_dropout")}
     assert NAMED_ROWS["z-lock"] == {**y_with_dropout, "time_locked_dropout": True}
     assert NAMED_ROWS["z"] == {**NAMED_ROWS["z-lock"], "vsdc_strip_gate": 1.1}
+    assert NAMED_ROWS["z-quarter"] == {**NAMED_ROWS["z"], "vsdc_strip_look": 0.25}
     z = RunConfig.from_name("tiny").replace(**NAMED_ROWS["z"])
     assert z.model.dropout == 0.1 and z.model.input_dropout == 0.1  # the tiny preset's dropout kept
     assert z.model.time_locked_dropout and z.training.vsdc_strip_gate == 1.1
