@@ -66,6 +66,18 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
     # the variant issue 29 ends with: x-then-half without dropout
     "y": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
           "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "dropout": 0.0, "input_dropout": 0.0},
+    # y with the preset's dropout kept but time-locked (one mask per video and channel, so a
+    # temporal difference is not dropout noise): z-lock; z also strips only moments whose clips
+    # show dynamics (von Neumann ratio > 1.1; docs/fidelity.md, section 5)
+    "z-lock": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
+               "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "time_locked_dropout": True},
+    "z": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
+          "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "time_locked_dropout": True,
+          "vsdc_strip_gate": 1.1},
+    # z showing the look more after the first half (p = 0.25 instead of 0.5): in distribution
+    "z-quarter": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.25,
+                  "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "time_locked_dropout": True,
+                  "vsdc_strip_gate": 1.1},
 }
 NAMED_ROWS = {**TABLE4_ROWS, **VARIANT_ROWS}
 # Table 2's "No-training" control: row (a)'s network at the trainer's initialization.

@@ -23,6 +23,7 @@ TRAIN_LIMITS: dict[str, tuple[float, float]] = {
     "epochs": (1, 1 << 20), "lr_drop": (0, INF), "grad_clip": (0, INF), "early_stop_patience": (0, INF),
     "w_span_l1": (0, INF), "w_span_giou": (0, INF), "w_class": (0, INF), "w_saliency_margin": (0, INF),
     "w_saliency_contrast": (0, INF), "w_negative": (0, INF), "w_dyn_match": (0, INF), "saliency_margin": (0, INF),
+    "vsdc_strip_gate": (0, INF),
     "num_saliency_pairs": (1, 1 << 10),
 }
 
@@ -50,6 +51,11 @@ class TrainConfig(ConfigBase):
     # every synthesized sample is stripped (p = 1) before p falls to vsdc_strip_look, so the
     # dynamics are learned before the look is shown (docs/fidelity.md, section 5); 0 = off
     vsdc_strip_all_first: float = 0.0
+    # VSDC, opt-in gate of the strip-look: strip a sample's moment only where its clips show
+    # dynamics, i.e. their von Neumann ratio (vsdc.moment_dynamics_ratio: mean squared
+    # clip-to-clip change / twice their variance; ~1 for independent clips, > 1 when consecutive
+    # clips alternate) exceeds this threshold; 0 = off (every drawn sample is stripped)
+    vsdc_strip_gate: float = 0.0
     # optimisation
     lr: float = 1e-4
     weight_decay: float = 1e-4
@@ -86,6 +92,9 @@ class TrainConfig(ConfigBase):
         if self.eval_protocol not in PROTOCOLS:
             raise InputError(f"config.eval_protocol: expected one of {list(PROTOCOLS)}, "
                              f"got {self.eval_protocol!r}")
+        if self.vsdc_strip_gate > 0 and self.vsdc_strip_look == 0 and self.vsdc_strip_all_first == 0:
+            raise InputError(f"config.vsdc_strip_gate: expected 0 without a strip-look (vsdc_strip_look or "
+                             f"vsdc_strip_all_first > 0), got {self.vsdc_strip_gate!r}")
 
 
 @dataclass(frozen=True)

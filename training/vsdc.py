@@ -205,6 +205,28 @@ def _move_spans(spans: list[Tensor], anchors: Tensor, dest: Tensor, old_len: Ten
     return list(torch.split(cxw, sizes))
 
 
+def moment_dynamics_ratio(video: Tensor, moment: Tensor) -> Tensor:
+    """How much a moment's clips change from one clip to the next, against their spread: the von
+    Neumann ratio ``mean_t ||f_t - f_{t-1}||^2 / (2 * var)`` over consecutive pairs of moment
+    clips, var = the moment clips' mean squared distance to their mean (unbiased, n - 1).
+
+    video [B, L, D], moment [B, L] bool -> [B] float32 (dimensionless). Independent clips give
+    ~1, clips that drift slowly < 1, clips whose changes alternate (a sign flipping on every
+    clip) up to 2. Scale-free, so the L2 normalization of the features does not move it. Rows
+    with fewer than 3 moment clips, no consecutive pair or no spread give 0 (never gated in).
+    """
+    v = video.float()
+    m = moment.to(v.dtype)  # [B, L]
+    n = m.sum(1)  # [B]
+    mean = (v * m[..., None]).sum(1) / n.clamp(min=1)[:, None]  # [B, D]
+    spread = (((v - mean[:, None]) ** 2).sum(-1) * m).sum(1) / (n - 1).clamp(min=1)  # [B]
+    pair = m[:, 1:] * m[:, :-1]  # [B, L-1]
+    change = ((v[:, 1:] - v[:, :-1]) ** 2).sum(-1)  # [B, L-1]
+    mean_change = (change * pair).sum(1) / pair.sum(1).clamp(min=1)
+    ok = (n >= 3) & (pair.sum(1) > 0) & (spread > 0)
+    return torch.where(ok, mean_change / (2 * spread).clamp(min=torch.finfo(v.dtype).tiny), 0.0)
+
+
 def strip_look_probability(training: TrainConfig, done: float) -> float:
     """The ``vsdc_strip_look`` probability after a fraction ``done`` in [0, 1] of the epochs:
     1 while ``done < vsdc_strip_all_first``, ``vsdc_strip_look`` after (and without the schedule)."""
@@ -219,6 +241,8 @@ def vsdc(batch: Batch, config: TDDETRConfig, training: TrainConfig, generator: t
     Row p's meta names its context video (``vsdc_context_vid``). Randomness: four [B, L] uniform
     draws from ``generator`` (CPU), the same on every process and device. ``done``: the fraction
     of the epochs finished, read only by the opt-in strip-look schedule (``strip_look_probability``).
+    ``vsdc_strip_gate`` (opt-in) strips only anchors whose ``moment_dynamics_ratio`` exceeds it;
+    it draws nothing.
     """
     b, length = batch.video_mask.shape
     device = batch.video.device
@@ -236,5 +260,8 @@ def vsdc(batch: Batch, config: TDDETRConfig, training: TrainConfig, generator: t
     # step of a schedule (also where p is 0), so p's value never shifts the later draws
     strip = (torch.rand(2 * b, generator=generator) < strip_look_probability(training, done)
              if training.vsdc_strip_look > 0 or training.vsdc_strip_all_first > 0 else None)
+    if strip is not None and training.vsdc_strip_gate > 0:  # only moments that show dynamics
+        dynamic = moment_dynamics_ratio(batch.video, protected_clips(batch)) > training.vsdc_strip_gate  # [B]
+        strip = strip & dynamic.cpu()[anchors.cpu()]
     return synthesize(batch, anchors, contexts, u[0], u[1], training.alpha, config.max_video_len,
                       config.clip_len, context_first, slot, strip)

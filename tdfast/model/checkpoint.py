@@ -108,9 +108,9 @@ def read_json_object(path: Path) -> dict[str, Any]:
 
 def load_config(directory: str | Path):
     """Read ``<directory>/config.json`` into a TDDETRConfig; every field must be present, except
-    the opt-in variant's switches (``VARIANT_FIELDS``): a config.json written before they
-    existed describes the official network, i.e. all of them off."""
-    from tdfast.model.config import VARIANT_FIELDS, TDDETRConfig
+    the opt-in switches (``VARIANT_FIELDS``, ``TRAINING_ONLY_FIELDS``): a config.json written
+    before they existed describes the official network, i.e. all of them off."""
+    from tdfast.model.config import TRAINING_ONLY_FIELDS, VARIANT_FIELDS, TDDETRConfig
 
     directory = Path(directory)
     finish_commit(directory)
@@ -126,7 +126,7 @@ def load_config(directory: str | Path):
                          f"{WEIGHTS_NAME}, but {path} does not exist{hint}")
     data = read_json_object(path)
     missing = [f.name for f in dataclasses.fields(TDDETRConfig)
-               if f.name not in data and f.name not in VARIANT_FIELDS]
+               if f.name not in data and f.name not in VARIANT_FIELDS + TRAINING_ONLY_FIELDS]
     if missing:
         raise InputError(f"{path}: missing field(s) {missing} (a config.json written by save_pretrained "
                          f"has every field; defaults are not guessed for a trained model)")

@@ -125,6 +125,9 @@ class TDDETRConfig(ConfigBase):
     # Off: the official network, bit-identical. Both need use_tdem.
     flow_keep_magnitude: bool = False  # flow_proj's first unit without LayerNorm: |T| reaches A_t
     dyn_null_slot: bool = False  # the dynamics attention may attend to nothing (a zero key/value)
+    # Training only (eval outputs unchanged): the dropout masks on the clip tokens that a temporal
+    # difference is taken of are shared by all clips of a video (layers.TimeLockedDropout)
+    time_locked_dropout: bool = False
 
     def validate(self) -> None:
         """Raise InputError for values the model can't be built with."""
@@ -151,6 +154,8 @@ class TDDETRConfig(ConfigBase):
 
 # The opt-in TDEM variant's switches (all default off); kernels and the ablation read this list.
 VARIANT_FIELDS = ("flow_keep_magnitude", "dyn_null_slot")
+# Opt-in switches that change training only (eval outputs, export and fused kernels unchanged).
+TRAINING_ONLY_FIELDS = ("time_locked_dropout",)
 
 # Sizes a network field may take: (least, most). The upper bounds are far above any published
 # TD-DETR / QD-DETR / Moment-DETR setting (widths 256-2816, <= 6 layers, 10-30 queries, 75-256

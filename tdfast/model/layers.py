@@ -7,17 +7,48 @@ import torch
 from torch import Tensor, nn
 
 
+class TimeLockedDropout(nn.Module):
+    """Dropout whose mask is shared by every position of a sequence ("locked" / variational
+    dropout): x [B, L, D] -> x * m / (1 - p) with one Bernoulli(1 - p) mask m [B, 1, D] per
+    sample and channel. The opt-in ``time_locked_dropout``: a temporal difference of two clips
+    then subtracts two clips masked alike, instead of carrying two independent masks' noise.
+    In eval mode (and with p = 0) it is the identity, as ``nn.Dropout``.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return torch.zeros_like(x)
+        keep = torch.empty(x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1], device=x.device, dtype=x.dtype)
+        return x * keep.bernoulli_(1.0 - self.p) / (1.0 - self.p)  # mask [B, 1, D]
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def dropout_layer(p: float, locked: bool) -> nn.Module:
+    """``TimeLockedDropout`` if ``locked`` (inputs [B, L, D]), else ``nn.Dropout``."""
+    return TimeLockedDropout(p) if locked else nn.Dropout(p)
+
+
 class LinearLayer(nn.Module):
     """QD-DETR's input projection unit: LayerNorm -> Dropout -> Linear -> (ReLU).
 
     ``norm=False`` leaves the LayerNorm out (an identity, no parameters): the opt-in
-    ``flow_keep_magnitude`` flow unit, which must not rescale its input.
+    ``flow_keep_magnitude`` flow unit, which must not rescale its input. ``locked``: the
+    dropout is ``TimeLockedDropout`` (inputs [B, L, D]).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, dropout: float, relu: bool, norm: bool = True) -> None:
+    def __init__(self, in_dim: int, out_dim: int, dropout: float, relu: bool, norm: bool = True,
+                 locked: bool = False) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(in_dim) if norm else nn.Identity()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout_layer(dropout, locked)
         self.linear = nn.Linear(in_dim, out_dim)
         self.relu = relu
 
@@ -26,11 +57,14 @@ class LinearLayer(nn.Module):
         return torch.relu(x) if self.relu else x
 
 
-def input_projection(in_dim: int, out_dim: int, num_layers: int, dropout: float) -> nn.Sequential:
-    """``num_layers`` LinearLayers, ReLU on all but the last (QD-DETR ``n_input_proj``)."""
+def input_projection(in_dim: int, out_dim: int, num_layers: int, dropout: float,
+                     locked: bool = False) -> nn.Sequential:
+    """``num_layers`` LinearLayers, ReLU on all but the last (QD-DETR ``n_input_proj``);
+    ``locked``: their dropout is ``TimeLockedDropout`` (inputs [B, L, in_dim])."""
     dims = [in_dim] + [out_dim] * num_layers
     return nn.Sequential(*[
-        LinearLayer(dims[i], dims[i + 1], dropout, relu=i < num_layers - 1) for i in range(num_layers)
+        LinearLayer(dims[i], dims[i + 1], dropout, relu=i < num_layers - 1, locked=locked)
+        for i in range(num_layers)
     ])
 
 
@@ -55,14 +89,15 @@ class FeedForward(nn.Module):
 
     The official code builds every T2V, encoder and decoder layer with ``activation='prelu'``:
     a learnable PReLU (one slope per layer, initialised to 0.25). Residual and norm belong to
-    the layer, because the T2V layer wires them differently from the others.
+    the layer, because the T2V layer wires them differently from the others. ``locked``: the
+    dropout is ``TimeLockedDropout`` (inputs [B, L, D]).
     """
 
-    def __init__(self, dim: int, ffn_dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, ffn_dim: int, dropout: float, locked: bool = False) -> None:
         super().__init__()
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.activation = nn.PReLU()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout_layer(dropout, locked)
         self.linear2 = nn.Linear(ffn_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:

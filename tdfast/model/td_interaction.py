@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from tdfast.model.attention import MultiHeadAttention
-from tdfast.model.layers import FeedForward, LinearLayer
+from tdfast.model.layers import FeedForward, LinearLayer, dropout_layer
 
 
 def temporal_differences(x: Tensor, start: Tensor) -> Tensor:
@@ -48,7 +48,7 @@ class TDCrossAttention(nn.Module):
     """Both cross-attentions of one T2V / TD layer and the residual merge (everything but the FFN)."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float, use_tdem: bool, beta: float,
-                 flow_keep_magnitude: bool = False, dyn_null_slot: bool = False) -> None:
+                 flow_keep_magnitude: bool = False, dyn_null_slot: bool = False, locked: bool = False) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.use_tdem = use_tdem
@@ -56,7 +56,7 @@ class TDCrossAttention(nn.Module):
         self.flow_keep_magnitude = flow_keep_magnitude
         self.dyn_null_slot = dyn_null_slot
         self.attn = MultiHeadAttention(dim, num_heads, dropout)  # video -> text
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout_layer(dropout, locked)
         if use_tdem:
             self.flow_proj = nn.Sequential(LinearLayer(dim, dim, dropout, relu=True, norm=not flow_keep_magnitude),
                                            LinearLayer(dim, dim, dropout, relu=True))
@@ -171,18 +171,23 @@ def td_interaction_reference(video: Tensor, pos: Tensor, text: Tensor, text_mask
 
 
 class TDInteractionLayer(nn.Module):
-    """One T2V / TD layer: ``TDCrossAttention``, then ``norm2(s + FFN(norm1(s)))`` (official)."""
+    """One T2V / TD layer: ``TDCrossAttention``, then ``norm2(s + FFN(norm1(s)))`` (official).
+
+    ``locked``: the dropouts on its clip tokens [B, L, D] (after A_v, in and after the FFN) are
+    ``TimeLockedDropout`` (the opt-in ``time_locked_dropout``; training only): the next TD layer
+    takes temporal differences of this layer's output. The attention weights' dropout stays.
+    """
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float,
                  use_tdem: bool, beta: float, flow_keep_magnitude: bool = False,
-                 dyn_null_slot: bool = False) -> None:
+                 dyn_null_slot: bool = False, locked: bool = False) -> None:
         super().__init__()
         self.cross = TDCrossAttention(dim, num_heads, dropout, use_tdem, beta, flow_keep_magnitude,
-                                      dyn_null_slot)
-        self.ffn = FeedForward(dim, ffn_dim, dropout)
+                                      dyn_null_slot, locked)
+        self.ffn = FeedForward(dim, ffn_dim, dropout, locked)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout_layer(dropout, locked)
 
     def forward(self, video: Tensor, pos: Tensor, start: Tensor | None, text: Tensor,
                 text_bias: Tensor) -> Tensor:

@@ -39,14 +39,18 @@ class TDDETR(nn.Module):
         config.validate()
         self.config = c = config
         d = c.hidden_dim
-        self.video_proj = input_projection(c.model_video_dim, d, c.num_input_proj, c.input_dropout)
+        # time_locked_dropout (training only): one dropout mask per video and channel on every clip
+        # token a temporal difference is taken of: the video projection, every TD layer but the last
+        self.video_proj = input_projection(c.model_video_dim, d, c.num_input_proj, c.input_dropout,
+                                           locked=c.time_locked_dropout)
         self.text_proj = input_projection(c.text_dim, d, c.num_input_proj, c.input_dropout)
         # TDEM start token st (Eq. 2): one for all TD layers, as in the official code.
         self.start_token = nn.Parameter(torch.randn(d)) if c.use_tdem else None
         self.td_layers = nn.ModuleList(
             TDInteractionLayer(d, c.num_heads, c.ffn_dim, c.dropout, c.use_tdem, c.beta,
-                               c.flow_keep_magnitude, c.dyn_null_slot)
-            for _ in range(c.num_td_layers))
+                               c.flow_keep_magnitude, c.dyn_null_slot,
+                               locked=c.time_locked_dropout and i < c.num_td_layers - 1)
+            for i in range(c.num_td_layers))
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(d, c.num_heads, c.ffn_dim, c.dropout) for _ in range(c.num_encoder_layers))
         self.decoder = Decoder(d, c.num_heads, c.ffn_dim, c.dropout, c.num_decoder_layers)
