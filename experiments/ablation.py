@@ -39,46 +39,43 @@ VARIANT_ROWS: dict[str, dict[str, Any]] = {
     "v-vsdc": {**TABLE4_ROWS["d"], "vsdc_moment_in_context": True},
     "v-magnitude": {**TABLE4_ROWS["d"], "flow_keep_magnitude": True, "vsdc_moment_in_context": True},
     "v-null": {**TABLE4_ROWS["d"], "dyn_null_slot": True, "vsdc_moment_in_context": True},
-    # VSDC that also strips the moment's look (keeps its temporal differences) in every
-    # synthesized sample (w) or in half of them (w-half); w-vsdc without the network switches
-    "w": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0},
-    "w-half": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5},
-    "w-vsdc": {**TABLE4_ROWS["d"], "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0},
-    # w plus the loss that asks the dynamics attention to mark the moment (w_dyn_match)
-    "x": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0,
-          "w_dyn_match": 1.0},
-    "x-half": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
-               "w_dyn_match": 1.0},
+}
+# Each row below is its parent plus the fields it names, so a row differs from its parent only there.
+# VSDC that also strips the moment's look (keeps its temporal differences) in every synthesized
+# sample (w) or in half of them (w-half); w-vsdc without the network switches
+_W = {**VARIANT_ROWS["v"], "vsdc_strip_look": 1.0}
+# w plus the loss that asks the dynamics attention to mark the moment (w_dyn_match)
+_X = {**_W, "w_dyn_match": 1.0}
+# x-half whose first half of the epochs strips every sample (p = 1, then 0.5): the dynamics are
+# learned before the moment's look is shown
+_X_THEN_HALF = {**_X, "vsdc_strip_look": 0.5, "vsdc_strip_all_first": 0.5}
+_NO_DROPOUT = {"dropout": 0.0, "input_dropout": 0.0}
+# x-then-half with the preset's dropout kept but time-locked (one mask per video and channel, so
+# a temporal difference is not dropout noise); z also strips only moments whose clips show
+# dynamics (von Neumann ratio > 1.1; docs/fidelity.md, section 5)
+_Z_LOCK = {**_X_THEN_HALF, "time_locked_dropout": True}
+_Z = {**_Z_LOCK, "vsdc_strip_gate": 1.1}
+VARIANT_ROWS.update({
+    "w": _W,
+    "w-half": {**_W, "vsdc_strip_look": 0.5},
+    "w-vsdc": {**VARIANT_ROWS["v-vsdc"], "vsdc_strip_look": 1.0},
+    "x": _X,
+    "x-half": {**_X, "vsdc_strip_look": 0.5},
     # x with the dynamics cue made easier to learn (issue 29's in-distribution goal): a 4x match
     # loss (x-dm4); A_t weighed 0.7 and the clip's own features 0.3 in the merge (x-b03, beta 0.3)
-    "x-dm4": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0,
-              "w_dyn_match": 4.0},
-    "x-b03": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0,
-              "w_dyn_match": 1.0, "beta": 0.3},
-    # x-half whose first half of the epochs strips every sample (p = 1, then 0.5): the dynamics
-    # are learned before the moment's look is shown
-    "x-then-half": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
-                    "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0},
+    "x-dm4": {**_X, "w_dyn_match": 4.0},
+    "x-b03": {**_X, "beta": 0.3},
+    "x-then-half": _X_THEN_HALF,
     # x trained without dropout: dropout on the clip features (input projection and layers)
     # puts its noise into every temporal difference, the signal A_t has to learn from
-    "x-nodrop": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 1.0,
-                 "w_dyn_match": 1.0, "dropout": 0.0, "input_dropout": 0.0},
-    # the variant issue 29 ends with: x-then-half without dropout
-    "y": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
-          "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "dropout": 0.0, "input_dropout": 0.0},
-    # y with the preset's dropout kept but time-locked (one mask per video and channel, so a
-    # temporal difference is not dropout noise): z-lock; z also strips only moments whose clips
-    # show dynamics (von Neumann ratio > 1.1; docs/fidelity.md, section 5)
-    "z-lock": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
-               "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "time_locked_dropout": True},
-    "z": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.5,
-          "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "time_locked_dropout": True,
-          "vsdc_strip_gate": 1.1},
+    "x-nodrop": {**_X, **_NO_DROPOUT},
+    # x-then-half without dropout
+    "y": {**_X_THEN_HALF, **_NO_DROPOUT},
+    "z-lock": _Z_LOCK,
+    "z": _Z,
     # z showing the look more after the first half (p = 0.25 instead of 0.5): in distribution
-    "z-quarter": {**TABLE4_ROWS["d"], **VARIANT_NET, "vsdc_moment_in_context": True, "vsdc_strip_look": 0.25,
-                  "vsdc_strip_all_first": 0.5, "w_dyn_match": 1.0, "time_locked_dropout": True,
-                  "vsdc_strip_gate": 1.1},
-}
+    "z-quarter": {**_Z, "vsdc_strip_look": 0.25},
+})
 NAMED_ROWS = {**TABLE4_ROWS, **VARIANT_ROWS}
 # Table 2's "No-training" control: row (a)'s network at the trainer's initialization.
 UNTRAINED = "untrained"
