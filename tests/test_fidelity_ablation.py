@@ -56,6 +56,19 @@ def test_plan_rows_errors(rows, alphas, match):
         plan_rows(rows, alphas)
 
 
+def test_ablate_help_names_every_row():
+    """``tdfast ablate --help`` lists the variant's rows by hand (deriving them would import torch
+    into the CLI's start-up): it must name exactly ``VARIANT_ROWS``, in their order."""
+    import re
+
+    from tdfast.cli import build_parser
+
+    sub = next(a for a in build_parser()._subparsers._group_actions if a.choices and "ablate" in a.choices)
+    text = " ".join(next(a.help for a in sub.choices["ablate"]._actions if a.dest == "rows").split())
+    listed = re.search(r"variant's rows (.*?) \(docs/fidelity", text).group(1)
+    assert listed.split(", ") == list(ablation.VARIANT_ROWS)
+
+
 def test_value_lists():
     assert parse_values("paper", "--alphas", PAPER_ALPHAS) == [0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
     assert parse_values(" 0.2, 1 ,", "--betas") == [0.2, 1.0] and parse_values("", "--betas") == []
