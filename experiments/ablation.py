@@ -75,6 +75,10 @@ VARIANT_ROWS.update({
     "z": _Z,
     # z showing the look more after the first half (p = 0.25 instead of 0.5): in distribution
     "z-quarter": {**_Z, "vsdc_strip_look": 0.25},
+    # screens of z's in-distribution gap at 40 epochs (docs/fidelity.md, "Training length"): z with
+    # the all-strip phase a quarter of the epochs, and z without the match loss
+    "z-f25": {**_Z, "vsdc_strip_all_first": 0.25},
+    "z-m0": {**_Z, "w_dyn_match": 0.0},
 })
 NAMED_ROWS = {**TABLE4_ROWS, **VARIANT_ROWS}
 # Table 2's "No-training" control: row (a)'s network at the trainer's initialization.

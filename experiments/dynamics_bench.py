@@ -3,7 +3,7 @@ text-aligned context flanks the moment, tested where it flanks a decoy, beside t
 per-clip temporal-difference learner that shows the task is solvable.
 
     python -m tdfast.experiments.dynamics_bench --out DIR [--qvh ../shared/qvhighlights]
-        [--rows a,d,x-half,x] [--seeds 0,1,2] [--epochs 20] [--jobs 1] [--spec KEY=VALUE ...]
+        [--rows a,d,z] [--seeds 0,1,2] [--epochs 100] [--jobs 1] [--spec KEY=VALUE ...]
         [--set KEY=VALUE ...] [--record FILE]
 
 writes the dataset (``DynamicsSpec``) under ``DIR/data``, trains and analyzes every (row,
@@ -23,7 +23,9 @@ from typing import Any
 
 DYNAMICS_PRESET = "tiny"
 DYNAMICS_SETS = ["max_video_len=75", "max_query_len=32", "early_stop_patience=0"]
-DYNAMICS_EPOCHS = 20
+# 100: the variant z learns the dynamics later than the official rows and is not done at 40 or 60
+# (docs/fidelity.md, section 5, "Training length")
+DYNAMICS_EPOCHS = 100
 
 
 def probe_result(data: Path, seed: int, clip_len: float) -> dict[str, Any]:
@@ -59,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m tdfast.experiments.dynamics_bench",
                                 description=__doc__.split("\n\n")[0])
-    add_bench_args(p, "a,d,x-half,x", DYNAMICS_EPOCHS, "DynamicsSpec", "dynamics")
+    add_bench_args(p, "a,d,z", DYNAMICS_EPOCHS, "DynamicsSpec", "dynamics")
     p.add_argument("--qvh", default="../shared/qvhighlights", help="QVHighlights root (annotations/ inside)")
     return p
 

@@ -47,7 +47,7 @@ def test_plan_rows_paper_rows_and_sweeps():
 
 
 @pytest.mark.parametrize("rows, alphas, match", [
-    (["e"], [], r"--rows: expected names from \['a', 'b', 'c', 'd', 'v', 'v-net', 'v-vsdc', 'v-magnitude', 'v-null', 'w', 'w-half', 'w-vsdc', 'x', 'x-half', 'x-dm4', 'x-b03', 'x-then-half', 'x-nodrop', 'y', 'z-lock', 'z', 'z-quarter', 'untrained'\], got 'e'"),
+    (["e"], [], r"--rows: expected names from \['a', 'b', 'c', 'd', 'v', 'v-net', 'v-vsdc', 'v-magnitude', 'v-null', 'w', 'w-half', 'w-vsdc', 'x', 'x-half', 'x-dm4', 'x-b03', 'x-then-half', 'x-nodrop', 'y', 'z-lock', 'z', 'z-quarter', 'z-f25', 'z-m0', 'untrained'\], got 'e'"),
     (["a"], [1.5], r"--alphas: expected values in \[0, 1\], got 1.5"),
     (["a", "a"], [], r"rows: expected each row once, got \['a', 'a'\]"),
 ])

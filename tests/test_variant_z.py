@@ -161,6 +161,8 @@ def test_rows_z_lock_and_z_are_y_with_locked_dropout_and_the_gate():
     assert NAMED_ROWS["z-lock"] == {**y_with_dropout, "time_locked_dropout": True}
     assert NAMED_ROWS["z"] == {**NAMED_ROWS["z-lock"], "vsdc_strip_gate": 1.1}
     assert NAMED_ROWS["z-quarter"] == {**NAMED_ROWS["z"], "vsdc_strip_look": 0.25}
+    assert NAMED_ROWS["z-f25"] == {**NAMED_ROWS["z"], "vsdc_strip_all_first": 0.25}
+    assert NAMED_ROWS["z-m0"] == {**NAMED_ROWS["z"], "w_dyn_match": 0.0}
     z = RunConfig.from_name("tiny").replace(**NAMED_ROWS["z"])
     assert z.model.dropout == 0.1 and z.model.input_dropout == 0.1  # the tiny preset's dropout kept
     assert z.model.time_locked_dropout and z.training.vsdc_strip_gate == 1.1
