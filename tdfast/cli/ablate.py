@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--rows", default="a,b,c,d,untrained",
                    help="comma list of a, b, c, d (paper Table 4), untrained (Table 2 control) and the "
                         "opt-in variant's rows v, v-net, v-vsdc, v-magnitude, v-null, w, w-half, w-vsdc, x, "
-                        "x-half, x-dm4, x-b03, x-then-half, x-nodrop, y, z-lock, z, z-quarter, z-f25, z-m0 (docs/fidelity.md, section 5); "
+                        "x-half, x-dm4, x-b03, x-then-half, x-nodrop, y, z-lock, z, z-quarter, z-f25, z-m0 "
+                        "(docs/fidelity.md, section 5); "
                         "'' for none (default a,b,c,d,untrained)")
     p.add_argument("--alphas", default="", help="alpha sweep values (comma list, or 'paper' for Table S1's)")
     p.add_argument("--betas", default="", help="beta sweep values (comma list, or 'paper' for Table S2's)")
